@@ -1,0 +1,1 @@
+"""Evaluation: FID, prompt adherence, speed (installed as ``migm_shortcut.eval``)."""

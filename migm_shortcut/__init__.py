@@ -1,0 +1,17 @@
+"""migm-shortcut: learned shortcuts for fast sampling of masked image generation models."""
+
+from .backbone import BackboneConfig, MiniDiMOO, SequenceLayout
+from .classifier import ClassifierConfig, FashionClassifier
+from .data import ImageDataset, load_dataset
+from .errors import MigmError
+from .pipeline import DEFAULT_NUM_STEPS, EmbeddedModel
+from .prompts import CLASS_NAMES, canonical_prompt, prompt_class
+from .tokenizer import VQTokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneConfig", "MiniDiMOO", "SequenceLayout", "ClassifierConfig", "FashionClassifier",
+    "ImageDataset", "load_dataset", "MigmError", "CLASS_NAMES", "canonical_prompt", "prompt_class",
+    "VQTokenizer", "EmbeddedModel", "DEFAULT_NUM_STEPS",
+]

@@ -1,0 +1,188 @@
+"""The embedded backbone: a mini Lumina-DiMOO.
+
+One bidirectional transformer over one token sequence that holds text and image::
+
+    [prompt words, padded to prompt_len] [BOI] grid x ([grid x image code] [EOR]) [EOI]
+
+Image codes are a slice of the vocabulary (``code_offset .. code_offset + codebook_size``),
+as in Lumina-DiMOO. The model's *features* are the last hidden states after the final norm;
+its *head* maps features to logits, and the sampler only reads the image-code slice of it.
+That split — ``features(input_ids)`` then ``logits_from_features(h)`` — is the seam the
+shortcut head and the caching baselines plug into.
+
+Read top to bottom: config, layout, attention, block, model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .errors import MigmError
+from .io import tensor_digest
+from .modeling import PretrainedModule
+from .prompts import WORDS, prompt_class, split_words
+
+# Special token ids; text words follow them, image codes follow the words.
+PAD, MASK, BOI, EOI, EOR, UNCOND = range(6)
+NUM_SPECIAL = 6
+
+
+@dataclass
+class BackboneConfig:
+    words: list[str] = field(default_factory=lambda: list(WORDS))
+    codebook_size: int = 256
+    grid_size: int = 14
+    prompt_len: int = 12
+    width: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+
+
+class SequenceLayout:
+    """Where everything sits in the sequence, and how prompts become token ids."""
+
+    def __init__(self, config: BackboneConfig):
+        self.config = config
+        self.word_to_id = {w: NUM_SPECIAL + i for i, w in enumerate(config.words)}
+        self.code_offset = NUM_SPECIAL + len(config.words)
+        self.vocab_size = self.code_offset + config.codebook_size
+        g = config.grid_size
+        self.boi_position = config.prompt_len
+        self.seq_len = config.prompt_len + 1 + g * (g + 1) + 1
+        rows = torch.arange(g).repeat_interleave(g)
+        cols = torch.arange(g).repeat(g)
+        # Row r starts right after BOI plus r earlier rows of (g codes + EOR).
+        self.image_positions = self.boi_position + 1 + rows * (g + 1) + cols
+        self.eor_positions = self.boi_position + 1 + torch.arange(g) * (g + 1) + g
+        self.num_image_tokens = g * g
+
+    def encode_prompt(self, prompt: str | None) -> torch.Tensor:
+        """Prompt words -> ``prompt_len`` ids (``None`` is the unconditional prompt)."""
+        ids = torch.full((self.config.prompt_len,), PAD, dtype=torch.long)
+        if prompt is None:
+            ids[0] = UNCOND
+            return ids
+        prompt_class(prompt)  # rejects unknown words and prompts that name no class
+        words = split_words(prompt)
+        if len(words) > self.config.prompt_len:
+            raise MigmError(f"prompt {prompt!r} has {len(words)} words; at most {self.config.prompt_len} fit")
+        ids[: len(words)] = torch.tensor([self.word_to_id[w] for w in words])
+        return ids
+
+    def template(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """Full sequences with every image token masked: (B, prompt_len) -> (B, seq_len)."""
+        b = prompt_ids.shape[0]
+        seq = torch.full((b, self.seq_len), MASK, dtype=torch.long, device=prompt_ids.device)
+        seq[:, : self.config.prompt_len] = prompt_ids
+        seq[:, self.boi_position] = BOI
+        seq[:, self.eor_positions.to(seq.device)] = EOR
+        seq[:, -1] = EOI
+        return seq
+
+    def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
+        """Write image codes (B, N_img) into ``seq`` where ``committed``; MASK elsewhere."""
+        image = torch.where(committed, codes + self.code_offset, torch.full_like(codes, MASK))
+        seq = seq.clone()
+        seq[:, self.image_positions.to(seq.device)] = image
+        return seq
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # bidirectional: no causal mask
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MiniDiMOO(PretrainedModule):
+    config_class = BackboneConfig
+    model_type = "mini-dimoo"
+
+    def __init__(self, config: BackboneConfig = BackboneConfig()):
+        super().__init__(config)
+        if config.width % config.heads:
+            raise MigmError(f"width {config.width} is not divisible by heads {config.heads}")
+        self.layout = SequenceLayout(config)
+        self.token_embedding = nn.Embedding(self.layout.vocab_size, config.width)
+        self.position_embedding = nn.Embedding(self.layout.seq_len, config.width)
+        self.blocks = nn.ModuleList(Block(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(config.width)
+        self.lm_head = nn.Linear(config.width, self.layout.vocab_size)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.ndim != 2 or input_ids.shape[1] != self.layout.seq_len:
+            raise MigmError(f"input_ids must be (batch, {self.layout.seq_len}), got {tuple(input_ids.shape)}")
+        if input_ids.min() < 0 or input_ids.max() >= self.layout.vocab_size:
+            raise MigmError(f"token ids must lie in 0..{self.layout.vocab_size - 1}")
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.token_embedding(input_ids) + self.position_embedding(positions)
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Last-layer features after the final norm: (B, L) ids -> (B, L, width)."""
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.final_norm(x)
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The model's own head restricted to the image-code slice: (..., width) -> (..., codebook_size)."""
+        lo, hi = self.layout.code_offset, self.layout.vocab_size
+        return F.linear(features, self.lm_head.weight[lo:hi], self.lm_head.bias[lo:hi])
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Image-code logits at every position (training uses the image positions)."""
+        return self.logits_from_features(self.features(input_ids))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies this base model: architecture plus a hash of its embeddings and head.
+
+        A shortcut head learns in the feature space of exactly one base model; the
+        fingerprint lets a saved head refuse to load onto any other.
+        """
+        w = self.config
+        arch = f"{self.model_type}:w{w.width}:d{w.depth}:h{w.heads}:g{w.grid_size}:k{w.codebook_size}:p{w.prompt_len}"
+        digest = tensor_digest(self.token_embedding.weight, self.position_embedding.weight,
+                               self.final_norm.weight, self.lm_head.weight)
+        return f"{arch}:{digest}"

@@ -1,0 +1,182 @@
+"""The ``migm-shortcut`` command line.
+
+Every sub-command turns user mistakes into one line on stderr and exit status 2
+(``MigmError``); nothing else is caught, so real bugs still show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import MigmError
+from .io import write_json
+from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_STEPS, DEFAULT_TEMPERATURE, EmbeddedModel
+from .prompts import CLASS_NAMES, canonical_prompt
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+
+    return parse
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS, help="number of sampling steps N")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
+    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--policy", default="vanilla", help="step policy (acceleration method)")
+    p.add_argument("--weights", default=None, help="folder with vq/, backbone/, classifier/ (default: shipped)")
+    p.add_argument("--device", default="cpu")
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts: list[str] = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise MigmError(f"prompts file not found: {path}")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise MigmError("no prompts: pass --prompt TEXT or --prompts-file FILE (one prompt per line)")
+    return prompts
+
+
+def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequence[int], args: argparse.Namespace,
+                     policy=None, desc: str = "generating"):
+    """Images for every (prompt, seed), batch by batch; returns images, loop seconds, full steps per image."""
+    images, full_steps, loop_seconds = [], [], 0.0
+    sampler = model.sampler(args.steps, args.guidance_scale, args.temperature, policy)
+    for i in tqdm(range(0, len(prompts), args.batch_size), desc=desc, unit="batch"):
+        out = sampler.generate(prompts[i : i + args.batch_size], seeds[i : i + args.batch_size])
+        loop_seconds += out.loop_seconds
+        full_steps.append(out.full_steps)
+        images.append(model.tokenizer.decode(out.codes))
+    return torch.cat(images), loop_seconds, torch.cat(full_steps)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .images import save_grid, save_pngs
+    from .samplers import make_policy
+
+    prompts = _read_prompts(args)
+    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    for p in prompts:  # reject bad prompts before any work or any file
+        model.backbone.layout.encode_prompt(p)
+    policy = make_policy(args.policy)
+    model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
+    all_prompts = [p for p in prompts for _ in range(args.per_prompt)]
+    seeds = [args.seed + i for i in range(len(all_prompts))]
+    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, args, policy)
+    out_dir = Path(args.out_dir)
+    save_pngs(images, out_dir)
+    if args.grid:
+        rows = [images[i * args.per_prompt : (i + 1) * args.per_prompt][:16] for i in range(min(len(prompts), 20))]
+        save_grid(rows, prompts[:20], args.grid)
+    write_json(out_dir / "run.json", {
+        "prompts": prompts, "per_prompt": args.per_prompt, "num_images": len(all_prompts),
+        "steps": args.steps, "seed": args.seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
+        "guidance_scale": args.guidance_scale, "temperature": args.temperature, "batch_size": args.batch_size,
+        "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
+        "mean_full_steps": round(full_steps.float().mean().item(), 3),
+        "weights": str(args.weights or "shipped"), "device": args.device, "version": __version__,
+    })
+    print(f"wrote {len(all_prompts)} images to {out_dir} ({loop_seconds:.1f} s sampling loop)")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .images import save_grid
+
+    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    prompts = [canonical_prompt(c) for c in range(len(CLASS_NAMES)) for _ in range(args.per_class)]
+    seeds = [args.seed + i for i in range(len(prompts))]
+    start = time.perf_counter()
+    images, loop_seconds, _ = generate_batched(model, prompts, seeds, args, desc="demo")
+    predicted = model.classifier.predict(images)
+    target = torch.tensor([c for c in range(len(CLASS_NAMES)) for _ in range(args.per_class)])
+    accuracy = (predicted == target).float().mean().item()
+    rows = [images[c * args.per_class : (c + 1) * args.per_class] for c in range(len(CLASS_NAMES))]
+    path = save_grid(rows, [canonical_prompt(c) for c in range(len(CLASS_NAMES))], Path(args.out_dir) / "demo_grid.png",
+                     title=f"vanilla sampler, N={args.steps}, seed {args.seed}")
+    print(f"demo grid: {path}")
+    print(f"{len(prompts)} images, sampling loop {loop_seconds:.1f} s ({1000 * loop_seconds / len(prompts):.0f} ms/image), "
+          f"prompt accuracy {accuracy:.1%} (project classifier), total {time.perf_counter() - start:.1f} s")
+
+
+def cmd_train_base(args: argparse.Namespace) -> None:
+    from .train.base import BaseTrainConfig, train_base
+
+    cfg = BaseTrainConfig(out=args.out, data=args.data, stages=tuple(args.stages.split(",")), device=args.device,
+                          seed=args.seed, resume=args.resume)
+    for name in ("classifier_steps", "vq_steps", "backbone_steps"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    metrics = train_base(cfg)
+    print(f"weights and metrics written to {args.out}: " + ", ".join(metrics))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="migm-shortcut", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="generate images from prompts")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="text file, one prompt per line")
+    p.add_argument("--per-prompt", type=_positive("--per-prompt"), default=1)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--grid", help="also write a labelled grid PNG here")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("demo", help="sample a labelled grid, one row per class, with the shipped model")
+    p.add_argument("--out-dir", default="outputs/demo")
+    p.add_argument("--per-class", type=_positive("--per-class"), default=8)
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-base", help="retrain the embedded tokenizer, classifier and backbone from scratch")
+    p.add_argument("--out", required=True, help="output folder (weights, metrics.json, train.log, checkpoints/)")
+    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist', a folder of images, or an .npz")
+    p.add_argument("--stages", default="classifier,vq,backbone")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--classifier-steps", type=_positive("--classifier-steps"))
+    p.add_argument("--vq-steps", type=_positive("--vq-steps"))
+    p.add_argument("--backbone-steps", type=_positive("--backbone-steps"))
+    p.set_defaults(func=cmd_train_base)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MigmError as exc:
+        print(f"migm-shortcut {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"migm-shortcut {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

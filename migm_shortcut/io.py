@@ -1,0 +1,106 @@
+"""Atomic file writes and safe loading of weights and JSON.
+
+Every file the package writes goes to a temporary name in the same folder and is moved
+into place with ``os.replace``, so a killed job never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import MigmError
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+
+    _atomic(Path(path), write)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    _atomic(Path(path), write)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """Atomic ``torch.save`` for training checkpoints (optimizer state is not a flat tensor dict)."""
+    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise MigmError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated zip
+        raise MigmError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); delete it and rerun without --resume") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise MigmError(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MigmError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise MigmError(f"weights not found: {path} (run `migm-shortcut train-base` or pass the right folder)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MigmError(f"weights file {path} is corrupt or truncated ({exc}); re-copy it or retrain it") from None
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short content hash of tensors, used to fingerprint a base model."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().to(torch.float32).contiguous().cpu()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,37 @@
+"""The cosine keep-schedule of Lumina-DiMOO's sampler.
+
+After step k (0-based) of N, ``floor(L * cos(pi/2 * (k+1)/N))`` image tokens stay masked.
+Departure from DiMOO's rule (as MaskGIT's scheduler does): every step commits at least one
+token, so no step is a full forward pass that makes no progress. With few tokens and many
+steps DiMOO's rule alone leaves such steps (64 tokens, N=32: three of them).
+"""
+
+from __future__ import annotations
+
+import math
+
+from migm_shortcut.errors import MigmError
+
+
+def masked_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """How many image tokens are still masked after each step; strictly decreasing to 0."""
+    if num_steps < 1:
+        raise MigmError(f"steps must be at least 1, got {num_steps}")
+    if num_steps > num_tokens:
+        raise MigmError(f"steps ({num_steps}) cannot exceed the number of image tokens ({num_tokens}): every step commits a token")
+    counts = []
+    previous = num_tokens
+    for k in range(num_steps):
+        target = math.floor(num_tokens * math.cos(math.pi / 2 * (k + 1) / num_steps))
+        remaining_steps = num_steps - 1 - k
+        # At least one token per remaining step must still be masked, and this step commits >= 1.
+        count = min(max(target, remaining_steps), previous - 1)
+        counts.append(count)
+        previous = count
+    return counts
+
+
+def committed_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """How many tokens each step commits."""
+    counts = masked_counts(num_tokens, num_steps)
+    return [before - after for before, after in zip([num_tokens] + counts[:-1], counts)]

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from migm_shortcut.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sample_writes_pngs_in_prompt_order_and_run_json(tmp_path, capsys, tiny_weights):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a sneaker\n# a comment\n\na photo of a dress\n")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "sample", "--prompts-file", str(prompts), "--per-prompt", "2", "--steps", "3",
+                            "--seed", "5", "--batch-size", "3", "--out-dir", str(out), "--grid", str(tmp_path / "g.png"),
+                            "--weights", str(tiny_weights))
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
+    assert Image.open(out / "000000.png").size == (28, 28)
+    info = json.loads((out / "run.json").read_text())
+    assert info["steps"] == 3 and info["seed"] == 5 and info["policy"] == "vanilla"
+    assert info["prompts"] == ["a photo of a sneaker", "a photo of a dress"] and info["num_images"] == 4
+    assert info["loop_seconds"] > 0
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_same_seed_same_images(tmp_path, capsys, tiny_weights):
+    for name in ("a", "b"):
+        assert run(capsys, "sample", "--prompt", "a bag", "--per-prompt", "2", "--steps", "2", "--seed", "3",
+                   "--out-dir", str(tmp_path / name), "--weights", str(tiny_weights))[0] == 0
+    for i in range(2):
+        assert (tmp_path / "a" / f"{i:06d}.png").read_bytes() == (tmp_path / "b" / f"{i:06d}.png").read_bytes()
+
+
+def test_unknown_prompt_word_is_one_line_and_writes_nothing(tmp_path, capsys, tiny_weights):
+    code, _, err = run(capsys, "sample", "--prompt", "a photo of a giraffe", "--out-dir", str(tmp_path / "o"),
+                       "--weights", str(tiny_weights))
+    assert code == 2
+    assert err.count("\n") == 1 and "giraffe" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch-size", "0"), ("--per-prompt", "-1")])
+def test_counts_below_one_are_rejected(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--prompt", "a bag", "--out-dir", str(tmp_path), flag, value])
+    assert exc.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_missing_weights_and_prompts(tmp_path, capsys):
+    code, _, err = run(capsys, "sample", "--prompt", "a bag", "--out-dir", str(tmp_path / "o"),
+                       "--weights", str(tmp_path / "none"))
+    assert code == 2 and "train-base" in err
+    code, _, err = run(capsys, "sample", "--out-dir", str(tmp_path / "o"))
+    assert code == 2 and "no prompts" in err
+
+
+def test_unknown_policy(tmp_path, capsys, tiny_weights):
+    code, _, err = run(capsys, "sample", "--prompt", "a bag", "--policy", "magic", "--out-dir", str(tmp_path / "o"),
+                       "--weights", str(tiny_weights))
+    assert code == 2 and "unknown policy 'magic'" in err
+
+
+def test_demo_writes_a_labelled_grid(tmp_path, capsys, tiny_weights):
+    code, out, err = run(capsys, "demo", "--out-dir", str(tmp_path), "--per-class", "1", "--steps", "2",
+                         "--weights", str(tiny_weights))
+    assert code == 0, err
+    assert (tmp_path / "demo_grid.png").is_file() and "demo grid" in out
+
+
+def test_train_base_on_tiny_data_then_resume(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), labels=np.arange(40) % 10)
+    args = ["train-base", "--out", str(tmp_path / "w"), "--data", str(tmp_path / "d.npz"), "--device", "cpu",
+            "--classifier-steps", "3", "--vq-steps", "3", "--backbone-steps", "3"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert set(metrics) == {"classifier", "vq", "backbone"}
+    assert {"test_psnr_db", "classifier_accuracy_on_reconstructions"} <= set(metrics["vq"])
+    # Resuming a finished run does no more steps and reproduces the same weights.
+    before = (tmp_path / "w" / "backbone" / "model.safetensors").read_bytes()
+    assert run(capsys, *args, "--resume", "--stages", "backbone")[0] == 0
+    assert (tmp_path / "w" / "backbone" / "model.safetensors").read_bytes() == before

@@ -1,0 +1,1 @@
+"""Training pipelines (installed as ``migm_shortcut.train``)."""
