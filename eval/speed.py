@@ -1,0 +1,34 @@
+"""Speed of a sampling setting: wall-clock of the sampling loop, backbone passes, FLOPs.
+
+Latency is the sampling loop only (no VQ decoding), per image: a warm-up batch first, then
+the median over the timed batches. FLOPs come from ``torch.utils.flop_counter`` on one
+single-image generation, so they count what the policy really ran (backbone and head).
+A speedup is only ever a ratio to a vanilla run measured in the same process.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class SpeedStats:
+    latency_s: float          # median sampling-loop seconds per image
+    full_steps: float         # mean backbone passes per image
+    flops: float              # FLOPs per image (one generation, batch of 1)
+
+    def as_dict(self) -> dict:
+        return {"latency_s": self.latency_s, "full_steps": self.full_steps, "gflops": self.flops / 1e9}
+
+
+def median_latency(batch_seconds: list[float], batch_sizes: list[int]) -> float:
+    return statistics.median(s / n for s, n in zip(batch_seconds, batch_sizes))
+
+
+def flops_per_image(sampler, prompt: str, seed: int = 0) -> float:
+    with FlopCounterMode(display=False) as counter:
+        sampler.generate([prompt], [seed])
+    return float(counter.get_total_flops())

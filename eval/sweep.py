@@ -1,0 +1,184 @@
+"""``migm-shortcut sweep``: quality vs latency for a list of sampler settings, side by side.
+
+Every setting runs on the same prompts (100 per class by default, the canonical
+"a photo of a/an <class>") and the same seeds, in one process, after the vanilla baseline;
+speedups are ratios to that baseline's latency. Writes ``results.json`` (one row per
+setting), ``results.md`` (a table) and ``pareto.png`` (quality vs latency, one line per method).
+Rows are written as they finish, so a killed sweep keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from migm_shortcut.data import load_dataset, to_model_range
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import read_json, write_json
+from migm_shortcut.pipeline import EmbeddedModel
+from migm_shortcut.prompts import CLASS_NAMES, canonical_prompt
+from migm_shortcut.samplers import POLICIES, make_policy
+
+from .quality import SampleEvaluator
+from .speed import flops_per_image, median_latency
+
+
+_TOP_LEVEL = {"per_class", "quick_per_class", "seed", "batch_size", "guidance_scale", "temperature", "reference",
+              "reference_size", "quick_reference_size", "inception", "real_baseline", "baseline", "settings",
+              "description"}
+
+
+def default_config_path() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("migm_shortcut") / "configs" / "default_sweep.json"))
+
+
+@dataclass
+class Setting:
+    policy: str
+    steps: int
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        extra = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.policy} N={self.steps}" + (f" ({extra})" if extra else "")
+
+
+@dataclass
+class SweepConfig:
+    settings: list[Setting]
+    baseline: Setting
+    per_class: int = 100
+    quick_per_class: int = 10
+    seed: int = 0
+    batch_size: int = 50
+    guidance_scale: float = 4.0
+    temperature: float = 1.0
+    reference: str = "fashion-mnist-test"
+    reference_size: int | None = None
+    quick_reference_size: int | None = 1000
+    inception: bool = True
+    real_baseline: bool = True  # also score as many real training images, the floor FID can reach at this count
+
+
+def _parse_setting(raw: Any, where: str) -> Setting:
+    if not isinstance(raw, dict):
+        raise MigmError(f"{where} must be an object like {{\"policy\": \"vanilla\", \"steps\": 8}}")
+    for key in ("policy", "steps"):
+        if key not in raw:
+            raise MigmError(f"{where} lacks the field {key!r}")
+    if raw["policy"] not in POLICIES:
+        raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: {', '.join(sorted(POLICIES))}")
+    if not isinstance(raw["steps"], int) or raw["steps"] < 1:
+        raise MigmError(f"{where}: steps must be a whole number >= 1, got {raw['steps']!r}")
+    params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label")}
+    setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"))
+    make_policy(setting.policy, **setting.params)  # rejects bad parameters before any work
+    return setting
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise MigmError(f"{path}: a sweep config is a JSON object with 'settings'")
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise MigmError(f"{path}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_TOP_LEVEL))}")
+    if not raw.get("settings"):
+        raise MigmError(f"{path}: 'settings' must list at least one sampler setting")
+    settings = [_parse_setting(s, f"{path}: settings[{i}]") for i, s in enumerate(raw["settings"])]
+    baseline = _parse_setting(raw.get("baseline", {"policy": "vanilla", "steps": 16}), f"{path}: baseline")
+    if baseline.policy != "vanilla":
+        raise MigmError(f"{path}: the baseline must be a vanilla setting (speedups are ratios to vanilla)")
+    scalars = {k: v for k, v in raw.items() if k not in ("settings", "baseline", "description")}
+    return SweepConfig(settings=settings, baseline=baseline, **scalars)
+
+
+def sweep_prompts(per_class: int) -> tuple[list[str], torch.Tensor]:
+    prompts = [canonical_prompt(c) for c in range(len(CLASS_NAMES)) for _ in range(per_class)]
+    classes = torch.tensor([c for c in range(len(CLASS_NAMES)) for _ in range(per_class)])
+    return prompts, classes
+
+
+def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompts: list[str], seeds: list[int],
+                progress: bool = True) -> tuple[torch.Tensor, dict]:
+    policy = make_policy(setting.policy, **setting.params)
+    sampler = model.sampler(setting.steps, cfg.guidance_scale, cfg.temperature, policy)
+    sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
+    images, seconds, sizes, full = [], [], [], []
+    for i in tqdm(range(0, len(prompts), cfg.batch_size), desc=setting.name, unit="batch", disable=not progress, leave=False):
+        out = sampler.generate(prompts[i : i + cfg.batch_size], seeds[i : i + cfg.batch_size])
+        seconds.append(out.loop_seconds)
+        sizes.append(len(out.codes))
+        full.append(out.full_steps)
+        images.append(model.tokenizer.decode(out.codes))
+    speed = {
+        "latency_s": median_latency(seconds, sizes),
+        "full_steps": torch.cat(full).float().mean().item(),
+        "gflops": flops_per_image(sampler, prompts[0], seeds[0]) / 1e9,
+    }
+    return torch.cat(images), speed
+
+
+def real_images_row(evaluator: SampleEvaluator, per_class: int, reference: str) -> dict:
+    """Real training images (never in the test-split reference), scored exactly like samples."""
+    source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
+    real = load_dataset(source, "train")
+    real = real.balanced(per_class) if (real.labels >= 0).all() else real.subset(slice(0, 10 * per_class))
+    scores = evaluator.score(to_model_range(real.images), real.labels if (real.labels >= 0).all() else None)
+    return {"method": "real", "setting": "real train images", "steps": None, "params": {}, "latency_s": None,
+            "full_steps": None, "gflops": None, "speedup": None, **scores.as_dict()}
+
+
+def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, weights: str | None = None,
+              device: str = "cpu", progress: bool = True, per_class: int | None = None) -> dict:
+    cfg = load_sweep_config(config_path)
+    if per_class is not None:
+        cfg.per_class = cfg.quick_per_class = per_class
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    model = EmbeddedModel.from_pretrained(weights, device=device)
+    per_class = cfg.quick_per_class if quick else cfg.per_class
+    reference_size = cfg.quick_reference_size if quick else cfg.reference_size
+    evaluator = SampleEvaluator(model.classifier, cfg.reference, reference_size, cfg.inception, progress)
+    prompts, classes = sweep_prompts(per_class)
+    seeds = [cfg.seed + i for i in range(len(prompts))]
+
+    result = {
+        "config": str(config_path), "quick": quick, "num_images_per_setting": len(prompts),
+        "reference": evaluator.reference_name, "reference_images": evaluator.reference_count,
+        "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
+        "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
+        "baseline": cfg.baseline.name, "rows": [],
+    }
+    if cfg.real_baseline:
+        result["rows"].append(real_images_row(evaluator, per_class, cfg.reference))
+    settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
+    baseline_latency = None
+    for setting in settings:
+        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress)
+        if baseline_latency is None:
+            baseline_latency = speed["latency_s"]
+        scores = evaluator.score(images, classes)
+        row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
+               **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict()}
+        result["rows"].append(row)
+        result["wall_clock_s"] = time.perf_counter() - started
+        write_json(out_dir / "results.json", result)
+    from .report import write_markdown, write_pareto
+
+    write_markdown(result, out_dir / "results.md")
+    write_pareto(result, out_dir / "pareto.png")
+    result["wall_clock_s"] = time.perf_counter() - started
+    write_json(out_dir / "results.json", result)
+    return result

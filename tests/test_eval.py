@@ -1,0 +1,136 @@
+import json
+import sys
+
+import pytest
+import torch
+
+from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.cli import main
+from migm_shortcut.errors import MigmError
+from migm_shortcut.eval.fid import CachedFID, ClassifierFeatures, InceptionFeatures
+from migm_shortcut.eval.sweep import load_sweep_config
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return InceptionFeatures()
+
+
+def blobs(n: int, seed: int, bright: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    if bright:
+        base[:, :, 8:20, 8:20] += 1.2
+    return base * 2 - 1
+
+
+def test_inception_fid_self_near_zero_and_different_sets_far(inception):
+    a, b = blobs(24, 0, True), blobs(24, 1, False)
+    fid = CachedFID(inception, a, "test:a", progress=False)
+    same = fid.score(a)
+    different = fid.score(b)
+    assert abs(same) < 0.5
+    assert different > 50 * max(abs(same), 1.0)
+
+
+def test_reference_cache_used_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGM_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    features = ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))
+    ref = blobs(30, 0, True)
+    CachedFID(features, ref, "r", progress=False)
+    files = list((tmp_path / "fid").glob("*.safetensors"))
+    assert len(files) == 1
+    # Same data, same extractor: the cache is read, not recomputed.
+    first = CachedFID(features, ref, "r", progress=False)
+    assert first.metric.real_features_num_samples.item() == 30
+    # Changed data -> new key.
+    ref2 = ref.clone()
+    ref2[0, 0, 0, 0] = 0.123
+    CachedFID(features, ref2, "r", progress=False)
+    assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 2
+    # Changed extractor (other weights) -> new key.
+    torch.manual_seed(1)
+    other = ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))
+    CachedFID(other, ref, "r", progress=False)
+    assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 3
+
+
+def test_fid_rejects_bad_images(inception):
+    fid = CachedFID(ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))),
+                    blobs(10, 0, True), "r", progress=False)
+    with pytest.raises(MigmError, match="shape"):
+        fid.score(torch.zeros(4, 28, 28))
+    bad = blobs(4, 0, True)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(MigmError, match="NaN"):
+        fid.score(bad)
+
+
+def write_config(path, **overrides):
+    config = {"per_class": 1, "quick_per_class": 1, "batch_size": 5, "reference_size": None,
+              "quick_reference_size": None, "inception": True, "baseline": {"policy": "vanilla", "steps": 3},
+              "settings": [{"policy": "vanilla", "steps": 2}, {"policy": "vanilla", "steps": 3}]}
+    config.update(overrides)
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_tiny_sweep_writes_all_three_files(tmp_path, capsys, tiny_weights, fake_fashion_mnist):
+    config = write_config(tmp_path / "sweep.json")
+    code = main(["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--weights", str(tiny_weights)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["setting"] for r in result["rows"]] == ["real train images", "vanilla N=3", "vanilla N=2"]
+    assert result["rows"][0]["fid"] is not None and result["rows"][0]["latency_s"] is None
+    result["rows"] = result["rows"][1:]
+    for row in result["rows"]:
+        assert {"method", "params", "latency_s", "speedup", "full_steps", "gflops", "fid", "domain_fid",
+                "prompt_accuracy", "num_images"} <= set(row)
+        assert row["num_images"] == 10 and row["fid"] is not None and row["gflops"] > 0
+    assert result["rows"][0]["speedup"] == pytest.approx(1.0)
+    assert result["rows"][1]["full_steps"] == 2
+    assert "| vanilla | vanilla N=2 |" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"settings": [{"policy": "warp", "steps": 4}]}, "unknown policy 'warp'"),
+    ({"settings": [{"policy": "vanilla"}]}, "lacks the field 'steps'"),
+    ({"settings": []}, "at least one"),
+    ({"settings": [{"policy": "vanilla", "steps": 0}]}, "steps must be"),
+    ({"speed": 3}, "unknown field 'speed'"),
+    ({"baseline": {"policy": "vanilla", "steps": 4, "bogus": 1}}, "bad parameters"),
+])
+def test_bad_sweep_config_is_one_line(tmp_path, capsys, overrides, match):
+    config = write_config(tmp_path / "bad.json", **overrides)
+    with pytest.raises(MigmError, match=match):
+        load_sweep_config(config)
+    assert main(["sweep", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_shipped_default_config_is_valid():
+    from migm_shortcut.eval.sweep import default_config_path
+
+    cfg = load_sweep_config(default_config_path())
+    assert cfg.baseline.policy == "vanilla" and len(cfg.settings) >= 4
+
+
+def test_fid_command_on_a_folder(tmp_path, capsys, tiny_weights, fake_fashion_mnist):
+    from migm_shortcut.images import save_pngs
+
+    save_pngs(blobs(6, 3, True), tmp_path / "imgs")
+    code = main(["fid", "--images", str(tmp_path / "imgs"), "--weights", str(tiny_weights), "--out", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["num_images"] == 6 and scores["fid"] > 0 and scores["reference_images"] == 20
+
+
+def test_cleanfid_missing_is_one_clear_line(tmp_path, capsys, monkeypatch, fake_fashion_mnist):
+    monkeypatch.setitem(sys.modules, "cleanfid", None)
+    (tmp_path / "imgs").mkdir()
+    code = main(["fid", "--images", str(tmp_path / "imgs"), "--backend", "clean-fid"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'migm-shortcut[cleanfid]'" in err and err.count("\n") == 1
