@@ -82,3 +82,19 @@ def test_embedded_model_generates_images(tiny_weights):
     assert images.shape == (2, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
     assert out.full_steps.tolist() == [3, 3]
+
+
+def test_shipped_weights_follow_prompts():
+    """The weights inside the package load, and the model draws what it is asked for."""
+    from migm_shortcut.io import read_json
+    from migm_shortcut.pipeline import SHIPPED_WEIGHTS
+    from migm_shortcut.prompts import canonical_prompt
+
+    metrics = read_json(SHIPPED_WEIGHTS / "metrics.json")
+    assert metrics["classifier"]["test_accuracy"] >= 0.90
+    model = EmbeddedModel.from_pretrained()
+    prompts = [canonical_prompt(c) for c in range(10) for _ in range(2)]
+    images, out = model.generate(prompts, seeds=list(range(20)), num_steps=8)
+    accuracy = (model.classifier.predict(images) == torch.arange(10).repeat_interleave(2)).float().mean().item()
+    assert accuracy >= 0.7
+    assert out.full_steps.tolist() == [8] * 20
