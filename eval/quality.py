@@ -29,10 +29,6 @@ class QualityScores:
                 "domain_fid": self.domain_fid, "fid": self.fid}
 
 
-def prompt_accuracy(classifier: FashionClassifier, images: torch.Tensor, classes: torch.Tensor) -> float:
-    return (classifier.predict(images) == classes.cpu()).float().mean().item()
-
-
 def reference_images(source: str = "fashion-mnist-test", size: int | None = None) -> tuple[torch.Tensor, str]:
     """The reference set for FID: the Fashion-MNIST test split (optionally a class-balanced subset) or a folder/.npz."""
     if source in ("fashion-mnist-test", "fashion-mnist"):
@@ -66,7 +62,7 @@ class SampleEvaluator:
         self.inception = CachedFID(InceptionFeatures(), images, name, progress=progress) if inception else None
 
     def score(self, images: torch.Tensor, classes: torch.Tensor | None) -> QualityScores:
-        accuracy = prompt_accuracy(self.classifier, images, classes) if classes is not None else None
+        accuracy = self.classifier.accuracy(images, classes) if classes is not None else None
         return QualityScores(
             num_images=len(images),
             prompt_accuracy=accuracy,

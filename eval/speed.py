@@ -9,19 +9,8 @@ A speedup is only ever a ratio to a vanilla run measured in the same process.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 
 from torch.utils.flop_counter import FlopCounterMode
-
-
-@dataclass
-class SpeedStats:
-    latency_s: float          # median sampling-loop seconds per image
-    full_steps: float         # mean backbone passes per image
-    flops: float              # FLOPs per image (one generation, batch of 1)
-
-    def as_dict(self) -> dict:
-        return {"latency_s": self.latency_s, "full_steps": self.full_steps, "gflops": self.flops / 1e9}
 
 
 def median_latency(batch_seconds: list[float], batch_sizes: list[int]) -> float:

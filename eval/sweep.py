@@ -10,7 +10,7 @@ Rows are written as they finish, so a killed sweep keeps what it measured.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,11 @@ from migm_shortcut.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.pipeline import EmbeddedModel
-from migm_shortcut.prompts import CLASS_NAMES, canonical_prompt
+from migm_shortcut.prompts import class_prompts
 from migm_shortcut.samplers import POLICIES, make_policy
 
-from .quality import SampleEvaluator
+from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
-
-
-_TOP_LEVEL = {"per_class", "quick_per_class", "seed", "batch_size", "guidance_scale", "temperature", "reference",
-              "reference_size", "quick_reference_size", "inception", "real_baseline", "baseline", "settings",
-              "description"}
 
 
 def default_config_path() -> Path:
@@ -71,6 +66,9 @@ class SweepConfig:
     real_baseline: bool = True  # also score as many real training images, the floor FID can reach at this count
 
 
+_TOP_LEVEL = {f.name for f in fields(SweepConfig)} | {"description"}
+
+
 def _parse_setting(raw: Any, where: str) -> Setting:
     if not isinstance(raw, dict):
         raise MigmError(f"{where} must be an object like {{\"policy\": \"vanilla\", \"steps\": 8}}")
@@ -104,12 +102,6 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     return SweepConfig(settings=settings, baseline=baseline, **scalars)
 
 
-def sweep_prompts(per_class: int) -> tuple[list[str], torch.Tensor]:
-    prompts = [canonical_prompt(c) for c in range(len(CLASS_NAMES)) for _ in range(per_class)]
-    classes = torch.tensor([c for c in range(len(CLASS_NAMES)) for _ in range(per_class)])
-    return prompts, classes
-
-
 def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompts: list[str], seeds: list[int],
                 progress: bool = True) -> tuple[torch.Tensor, dict]:
     policy = make_policy(setting.policy, **setting.params)
@@ -133,9 +125,9 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
 def real_images_row(evaluator: SampleEvaluator, per_class: int, reference: str) -> dict:
     """Real training images (never in the test-split reference), scored exactly like samples."""
     source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
-    real = load_dataset(source, "train")
-    real = real.balanced(per_class) if (real.labels >= 0).all() else real.subset(slice(0, 10 * per_class))
-    scores = evaluator.score(to_model_range(real.images), real.labels if (real.labels >= 0).all() else None)
+    real = balanced_subset(load_dataset(source, "train"), 10 * per_class)
+    labelled = bool((real.labels >= 0).all())
+    scores = evaluator.score(to_model_range(real.images), real.labels if labelled else None)
     return {"method": "real", "setting": "real train images", "steps": None, "params": {}, "latency_s": None,
             "full_steps": None, "gflops": None, "speedup": None, **scores.as_dict()}
 
@@ -151,7 +143,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     per_class = cfg.quick_per_class if quick else cfg.per_class
     reference_size = cfg.quick_reference_size if quick else cfg.reference_size
     evaluator = SampleEvaluator(model.classifier, cfg.reference, reference_size, cfg.inception, progress)
-    prompts, classes = sweep_prompts(per_class)
+    prompts, class_list = class_prompts(per_class)
+    classes = torch.tensor(class_list)
     seeds = [cfg.seed + i for i in range(len(prompts))]
 
     result = {

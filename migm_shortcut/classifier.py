@@ -50,3 +50,7 @@ class FashionClassifier(PretrainedModule):
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         device = next(self.parameters()).device
         return torch.cat([self(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)])
+
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
+        """Share of ``images`` classified as ``labels`` (eval mode)."""
+        return (self.eval().predict(images) == torch.as_tensor(labels).cpu()).float().mean().item()

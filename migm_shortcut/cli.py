@@ -19,7 +19,7 @@ from . import __version__
 from .errors import MigmError
 from .io import write_json
 from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_STEPS, DEFAULT_TEMPERATURE, EmbeddedModel
-from .prompts import CLASS_NAMES, canonical_prompt
+from .prompts import CLASS_NAMES, canonical_prompt, class_prompts
 
 
 def _positive(name: str):
@@ -104,13 +104,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .images import save_grid
 
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
-    prompts = [canonical_prompt(c) for c in range(len(CLASS_NAMES)) for _ in range(args.per_class)]
+    prompts, classes = class_prompts(args.per_class)
     seeds = [args.seed + i for i in range(len(prompts))]
     start = time.perf_counter()
     images, loop_seconds, _ = generate_batched(model, prompts, seeds, args, desc="demo")
-    predicted = model.classifier.predict(images)
-    target = torch.tensor([c for c in range(len(CLASS_NAMES)) for _ in range(args.per_class)])
-    accuracy = (predicted == target).float().mean().item()
+    accuracy = model.classifier.accuracy(images, classes)
     rows = [images[c * args.per_class : (c + 1) * args.per_class] for c in range(len(CLASS_NAMES))]
     path = save_grid(rows, [canonical_prompt(c) for c in range(len(CLASS_NAMES))], Path(args.out_dir) / "demo_grid.png",
                      title=f"vanilla sampler, N={args.steps}, seed {args.seed}")

@@ -86,6 +86,12 @@ def canonical_prompt(class_index: int) -> str:
     return f"a photo of {article} {name}"
 
 
+def class_prompts(per_class: int) -> tuple[list[str], list[int]]:
+    """The canonical prompt of every class, ``per_class`` times each, in class order, with its class."""
+    classes = [c for c in range(len(CLASS_NAMES)) for _ in range(per_class)]
+    return [canonical_prompt(c) for c in classes], classes
+
+
 def random_prompt(class_index: int, rng: random.Random) -> str:
     phrases = [p for p, c in CLASS_PHRASES.items() if c == class_index]
     phrase = rng.choice(phrases)

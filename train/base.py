@@ -122,11 +122,6 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
-@torch.no_grad()
-def classifier_accuracy(classifier: FashionClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (classifier.eval().predict(images) == labels.cpu()).float().mean().item()
-
-
 def train_classifier(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, device, log) -> dict:
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -144,7 +139,7 @@ def train_classifier(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDatas
                          warmup=200, loss_at=loss_at, checkpoint=out / "checkpoints" / "classifier.pt",
                          log=log, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every)
     model.eval()
-    acc = classifier_accuracy(model, to_model_range(test.images), test.labels)
+    acc = model.accuracy(to_model_range(test.images), test.labels)
     model.cpu().save_pretrained(out / "classifier")
     log(f"classifier: test accuracy {acc:.4f}")
     return {"test_accuracy": round(acc, 4), "train_seconds": round(seconds, 1), "steps": cfg.classifier_steps,
@@ -211,8 +206,8 @@ def evaluate_tokenizer(tok: VQTokenizer, test: ImageDataset, classifier: Fashion
     psnr = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean().item()
     return {
         "test_psnr_db": round(psnr, 2),
-        "classifier_accuracy_on_reconstructions": round(classifier_accuracy(classifier, recon, test.labels), 4),
-        "classifier_accuracy_on_originals": round(classifier_accuracy(classifier, x, test.labels), 4),
+        "classifier_accuracy_on_reconstructions": round(classifier.accuracy(recon, test.labels), 4),
+        "classifier_accuracy_on_originals": round(classifier.accuracy(x, test.labels), 4),
         "codes_used": int(codes.unique().numel()),
         "codebook_size": tok.codebook_size,
     }
