@@ -54,6 +54,8 @@ class SequenceLayout:
         self.code_offset = NUM_SPECIAL + len(config.words)
         self.vocab_size = self.code_offset + config.codebook_size
         g = config.grid_size
+        self.prompt_len = config.prompt_len
+        self.pad_id = PAD
         self.boi_position = config.prompt_len
         self.seq_len = config.prompt_len + 1 + g * (g + 1) + 1
         rows = torch.arange(g).repeat_interleave(g)
@@ -157,6 +159,10 @@ class MiniDiMOO(PretrainedModule):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self.token_embedding(input_ids) + self.position_embedding(positions)
+
+    def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Token plus position embedding of arbitrary (id, position) pairs: the shortcut head's input."""
+        return self.token_embedding(ids) + self.position_embedding(positions)
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Last-layer features after the final norm: (B, L) ids -> (B, L, width)."""

@@ -41,7 +41,10 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    p.add_argument("--policy", default="vanilla", help="step policy (acceleration method)")
+    p.add_argument("--policy", default="vanilla", help="step policy: vanilla (default) or shortcut")
+    p.add_argument("--budget", type=_positive("--budget"), default=4, help="shortcut: full backbone steps B out of N")
+    p.add_argument("--head", default=None, help="shortcut: head folder (default: WEIGHTS/head, else the shipped head)")
+    p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
     p.add_argument("--weights", default=None, help="folder with vq/, backbone/, classifier/ (default: shipped)")
     p.add_argument("--device", default="cpu")
 
@@ -56,6 +59,20 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     if not prompts:
         raise MigmError("no prompts: pass --prompt TEXT or --prompts-file FILE (one prompt per line)")
     return prompts
+
+
+def policy_from_args(args: argparse.Namespace):
+    """The step policy the sampling flags describe."""
+    from .samplers import make_policy
+
+    if args.policy == "shortcut":
+        head = args.head
+        if head is None and args.weights is not None and (Path(args.weights) / "head").is_dir():
+            head = Path(args.weights) / "head"
+        policy = make_policy("shortcut", head=head, budget=args.budget, final_full=args.final_full)
+        policy.reset(1, args.steps)  # budget outside 1..N fails here, before any work
+        return policy
+    return make_policy(args.policy)
 
 
 def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequence[int], args: argparse.Namespace,
@@ -73,13 +90,12 @@ def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequen
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from .images import save_grid, save_pngs
-    from .samplers import make_policy
 
     prompts = _read_prompts(args)
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
     for p in prompts:  # reject bad prompts before any work or any file
         model.backbone.layout.encode_prompt(p)
-    policy = make_policy(args.policy)
+    policy = policy_from_args(args)
     model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
     all_prompts = [p for p in prompts for _ in range(args.per_prompt)]
     seeds = [args.seed + i for i in range(len(all_prompts))]
@@ -127,6 +143,48 @@ def cmd_train_base(args: argparse.Namespace) -> None:
             setattr(cfg, name, getattr(args, name))
     metrics = train_base(cfg)
     print(f"weights and metrics written to {args.out}: " + ", ".join(metrics))
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from .train.head import init_distributed
+    from .train.common import RunLog
+    from .train.trajectories import CollectConfig, collect
+
+    rank, world, device = init_distributed(args.device)
+    model = EmbeddedModel.from_pretrained(args.weights, device=str(device))
+    cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
+                        shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed)
+    log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
+    start = time.perf_counter()
+    summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log)
+    seconds = time.perf_counter() - start
+    log(f"collect: rank {rank} done in {seconds:.1f} s: {summary}")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    print(f"rank {rank}: {summary['shards_written']} shard(s) written, {summary['shards_skipped']} already there, "
+          f"{seconds:.1f} s -> {args.out}")
+
+
+def cmd_train_head(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .train.head import HeadTrainConfig, train_head
+
+    fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
+    cfg = HeadTrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    result = train_head(cfg)
+    if result:
+        rows = result["validation"]
+        print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {sum(r['cos_head'] for r in rows) / len(rows):.4f} "
+              f"(copy baseline {sum(r['cos_copy'] for r in rows) / len(rows):.4f}); beats copy at every step: "
+              f"{result['beats_copy_at_every_step']}")
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -196,6 +254,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vq-steps", type=_positive("--vq-steps"))
     p.add_argument("--backbone-steps", type=_positive("--backbone-steps"))
     p.set_defaults(func=cmd_train_base)
+
+    p = sub.add_parser("collect", help="record vanilla-sampler trajectories (features, tokens) for head training")
+    p.add_argument("--num", type=_positive("--num"), required=True, help="number of trajectories")
+    p.add_argument("--out", required=True, help="folder for the shards (resumable: rerun to finish)")
+    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--shard-size", type=_positive("--shard-size"), default=16)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train-head", help="train a shortcut head on collected (or online) trajectories")
+    p.add_argument("--data", help="trajectory folder from `collect`")
+    p.add_argument("--online", action="store_true", help="generate trajectories on the fly instead (no disk)")
+    p.add_argument("--out", required=True, help="output folder (head/, metrics.json, validation.json, train.log)")
+    p.add_argument("--weights", default=None, help="base model weights folder (default: shipped)")
+    for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("weight-decay", float), ("warmup", int),
+                       ("ema-decay", float), ("kl-weight", float), ("kl-temperature", float), ("rollout", int),
+                       ("ratio", int), ("heads", int), ("mlp-ratio", float), ("num-blocks", int),
+                       ("val-trajectories", int), ("val-every", int), ("checkpoint-every", int), ("seed", int),
+                       ("teacher-steps", int), ("guidance-scale", float), ("temperature", float),
+                       ("online-trajectories", int), ("online-steps-per-round", int)):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train_head)
 
     p = sub.add_parser("sweep", help="quality vs latency for a list of sampler settings (table, JSON, Pareto plot)")
     p.add_argument("--config", help="sweep config JSON (default: the shipped default_sweep.json)")

@@ -38,6 +38,7 @@ class SampleOutput:
     num_steps: int
     loop_seconds: float          # wall-clock of the sampling loop (no decoding)
     step_full: list[torch.Tensor] = field(default_factory=list)  # per step, (B,) bool
+    commit_step: torch.Tensor | None = None  # (B, N_img) the step at which each image token was committed
 
 
 def gumbel_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -102,6 +103,7 @@ class DiMOOSampler:
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         codes = torch.zeros(batch, n_img, dtype=torch.long)
         masked = torch.ones(batch, n_img, dtype=torch.bool)
+        commit_step = torch.full((batch, n_img), -1, dtype=torch.long)
         full_steps = torch.zeros(batch, dtype=torch.long)
         step_full: list[torch.Tensor] = []
         prev_features, newly = None, None
@@ -145,6 +147,7 @@ class DiMOOSampler:
                 still_masked.scatter_(1, lowest, True)
             newly = masked & ~still_masked
             codes = torch.where(newly, sampled, codes)
+            commit_step[newly] = k
             masked = still_masked
 
             committed = (~masked).repeat(self.num_branches, 1)
@@ -153,4 +156,4 @@ class DiMOOSampler:
         loop_seconds = time.perf_counter() - start
 
         g = layout.config.grid_size
-        return SampleOutput(codes.view(batch, g, g), full_steps, self.num_steps, loop_seconds, step_full)
+        return SampleOutput(codes.view(batch, g, g), full_steps, self.num_steps, loop_seconds, step_full, commit_step)

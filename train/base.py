@@ -15,15 +15,11 @@ with ``--resume`` continues exactly from its last checkpoint.
 from __future__ import annotations
 
 import math
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from migm_shortcut.backbone import UNCOND, BackboneConfig, MiniDiMOO
 from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
@@ -33,7 +29,7 @@ from migm_shortcut.io import load_tensors, read_json, save_tensors, write_json
 from migm_shortcut.prompts import CLASS_PHRASES, TEMPLATES
 from migm_shortcut.tokenizer import VQTokenizer
 
-from .common import EMA, RunLog, check_finite, load_checkpoint, pick_device, save_checkpoint, warmup_cosine
+from .common import EMA, RunLog, batch_generator, pick_device, train_loop
 
 STAGES = ("classifier", "vq", "backbone")
 
@@ -60,55 +56,6 @@ class BaseTrainConfig:
     validation_images: int = 2000
 
 
-def _batch_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
-
-
-def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
-               warmup: int, loss_at: Callable[[int], torch.Tensor], checkpoint: Path, log: RunLog,
-               resume: bool, checkpoint_every: int, ema: EMA | None = None, grad_clip: float = 1.0,
-               on_interval: Callable[[int], None] | None = None) -> float:
-    """The loop all three stages share; returns the wall-clock seconds it took (resumes included)."""
-    start_step, elapsed = 0, 0.0
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.shadow.load_state_dict(state["ema"])
-        start_step, elapsed = state["step"], state["elapsed"]
-        log(f"{name}: resumed at step {start_step}")
-    t0 = time.perf_counter()
-    bar = tqdm(range(start_step, total_steps), desc=name, initial=start_step, total=total_steps)
-    for step in bar:
-        mult = warmup_cosine(step, total_steps, warmup)
-        for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr * mult
-        model.train()
-        loss = loss_at(step)
-        check_finite(loss, step, checkpoint)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        done = step + 1
-        if on_interval is not None and done % 250 == 0:
-            on_interval(done)
-        if done % checkpoint_every == 0 or done == total_steps:
-            state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=done,
-                         elapsed=elapsed + time.perf_counter() - t0)
-            if ema is not None:
-                state["ema"] = ema.shadow.state_dict()
-            save_checkpoint(checkpoint, **state)
-            log(f"{name}: step {done}/{total_steps} loss {loss.item():.4f}")
-    return elapsed + time.perf_counter() - t0
-
-
 def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random shifts of up to 2 pixels and horizontal flips (classifier training only)."""
     n = images.shape[0]
@@ -131,7 +78,7 @@ def train_classifier(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDatas
     y_train = train.labels.to(device)
 
     def loss_at(step: int) -> torch.Tensor:
-        gen = _batch_generator(cfg.seed, step, device)
+        gen = batch_generator(cfg.seed, step, device)
         idx = torch.randint(0, len(x_train), (cfg.classifier_batch_size,), generator=gen, device=device)
         return F.cross_entropy(model(_augment(x_train[idx], gen)), y_train[idx], label_smoothing=0.05)
 
@@ -157,7 +104,7 @@ def train_vq(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, devi
     recent_latents: list[torch.Tensor] = []
 
     def loss_at(step: int) -> torch.Tensor:
-        gen = _batch_generator(cfg.seed, step, device)
+        gen = batch_generator(cfg.seed, step, device)
         x = x_train[torch.randint(0, len(x_train), (cfg.vq_batch_size,), generator=gen, device=device)]
         with torch.autocast(device.type, dtype=torch.bfloat16):
             latents = model.encode(x).latents.float()
@@ -178,7 +125,7 @@ def train_vq(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, devi
         dead = torch.nonzero(usage == 0).flatten()
         if len(dead):
             pool = recent_latents[0]
-            gen = _batch_generator(cfg.seed + 7, done, device)
+            gen = batch_generator(cfg.seed + 7, done, device)
             pick = torch.randint(0, len(pool), (len(dead),), generator=gen, device=device)
             with torch.no_grad():
                 model.quantize.embedding.weight[dead] = pool[pick]
@@ -271,7 +218,7 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
     img_pos = layout.image_positions.to(device)
 
     def loss_at(step: int) -> torch.Tensor:
-        gen = _batch_generator(cfg.seed, step, device)
+        gen = batch_generator(cfg.seed, step, device)
         idx = torch.randint(0, len(train_codes), (cfg.backbone_batch_size,), generator=gen, device=device)
         codes = train_codes[idx]
         input_ids, mask = masked_token_batch(layout, codes, train_labels[idx], variants, gen)
@@ -297,7 +244,7 @@ def masked_token_validation(model: MiniDiMOO, codes: torch.Tensor, labels: torch
                             seed: int, batch_size: int = 500) -> dict:
     """Cross-entropy and accuracy at masked positions on held-out codes (fixed masks)."""
     device = codes.device
-    gen = _batch_generator(seed + 99, 0, device)
+    gen = batch_generator(seed + 99, 0, device)
     img_pos = model.layout.image_positions.to(device)
     total_loss, total_correct, total = 0.0, 0, 0
     for i in range(0, len(codes), batch_size):

@@ -6,9 +6,11 @@ import copy
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import load_torch, save_torch
@@ -77,3 +79,59 @@ def check_finite(loss: torch.Tensor, step: int, checkpoint: Path) -> None:
             f"loss became {loss.item()} at step {step}; stopped. The last good checkpoint is {checkpoint} "
             "(resume from it with a lower learning rate)"
         )
+
+
+def batch_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
+               warmup: int, loss_at: Callable[[int], torch.Tensor], checkpoint: Path, log: RunLog,
+               resume: bool, checkpoint_every: int, ema: EMA | None = None, grad_clip: float = 1.0,
+               on_interval: Callable[[int], None] | None = None, interval: int = 250,
+               is_main: bool = True) -> float:
+    """The loop every trainer here shares; returns the wall-clock seconds it took (resumes included).
+
+    The batch of step ``s`` must be a pure function of ``s`` (see ``batch_generator``), so a
+    resumed run continues exactly. Under DDP pass the unwrapped module as ``model`` (its
+    gradients are already averaged by the wrapped one inside ``loss_at``); only the main
+    process writes checkpoints and logs.
+    """
+    start_step, elapsed = 0, 0.0
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.shadow.load_state_dict(state["ema"])
+        start_step, elapsed = state["step"], state["elapsed"]
+        log(f"{name}: resumed at step {start_step}")
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_step, total_steps), desc=name, initial=start_step, total=total_steps, disable=not is_main)
+    for step in bar:
+        mult = warmup_cosine(step, total_steps, warmup)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * mult
+        model.train()
+        loss = loss_at(step)
+        check_finite(loss, step, checkpoint)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if on_interval is not None and done % interval == 0:
+            on_interval(done)
+        if is_main and (done % checkpoint_every == 0 or done == total_steps):
+            state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=done,
+                         elapsed=elapsed + time.perf_counter() - t0)
+            if ema is not None:
+                state["ema"] = ema.shadow.state_dict()
+            save_checkpoint(checkpoint, **state)
+            log(f"{name}: step {done}/{total_steps} loss {loss.item():.4f}")
+    return elapsed + time.perf_counter() - t0

@@ -1,0 +1,242 @@
+"""The shortcut head: a small network that predicts the base model's next-step features.
+
+A masked image generation model's last-layer features ``h_k`` (after the final norm, before
+the output head) change from step to step mostly because of the tokens committed in
+between. The head learns that map,
+
+    h_{k+1} ~= h_k + S(h_k, new tokens, r),
+
+where ``r`` is the share of image tokens still masked in the sequence whose features are
+predicted. Logits on a shortcut step come from the base model's own head, so the sampler
+does not know which kind of step it is on.
+
+Architecture (read top to bottom):
+
+* the features are projected down from C to C / ratio (the bottleneck);
+* the newly committed tokens are embedded with the base model's *frozen* token embedding and
+  position scheme (``backbone.embed_tokens``) and projected the same way; a learned null
+  token is always present, so an empty set of new tokens is well defined;
+* each block: cross-attention (queries: features; keys/values: new tokens, padding masked
+  out) + MLP, then self-attention over the features + MLP, all pre-norm with residuals;
+* output: norm, scale/shift from a sinusoidal embedding of ``1000 * r``, projection back to C
+  (zero-initialised, so an untrained head is the copy-previous-features predictor), added to
+  ``h_k``.
+
+A saved head records the fingerprint of the base model it was trained for; loading it onto
+any other base model fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .errors import MigmError
+from .modeling import PretrainedModule
+
+
+@dataclass
+class ShortcutHeadConfig:
+    width: int = 192            # the base model's feature width C
+    ratio: int = 2              # bottleneck: the head works at C / ratio
+    heads: int = 2
+    mlp_ratio: float = 2.0
+    num_blocks: int = 1
+    base_fingerprint: str = ""  # the base model this head was trained for
+
+    @property
+    def inner(self) -> int:
+        return self.width // self.ratio
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``context=None`` is self-attention. ``key_valid``: (B, M) bool."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.heads)
+        k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        mask = None if key_valid is None else key_valid[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+def mlp(dim: int, ratio: float) -> nn.Sequential:
+    hidden = int(dim * ratio)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class ShortcutBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross = Attention(dim, heads)
+        self.norm_cross_mlp = nn.LayerNorm(dim)
+        self.cross_mlp = mlp(dim, mlp_ratio)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads)
+        self.norm_self_mlp = nn.LayerNorm(dim)
+        self.self_mlp = mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + self.cross(self.norm_q(x), self.norm_kv(tokens), valid)
+        x = x + self.cross_mlp(self.norm_cross_mlp(x))
+        x = x + self.self_attn(self.norm_self(x))
+        return x + self.self_mlp(self.norm_self_mlp(x))
+
+
+def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=values.device, dtype=torch.float32) / half)
+    angles = values.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class ShortcutHead(PretrainedModule):
+    config_class = ShortcutHeadConfig
+    model_type = "migm-shortcut-head"
+
+    def __init__(self, config: ShortcutHeadConfig = ShortcutHeadConfig()):
+        super().__init__(config)
+        if config.ratio < 1 or config.width % config.ratio:
+            raise MigmError(f"head ratio {config.ratio} must be >= 1 and divide the width {config.width}")
+        dim = config.inner
+        if dim % config.heads:
+            raise MigmError(f"head inner width {dim} is not divisible by heads {config.heads}")
+        self.feature_in = nn.Linear(config.width, dim)
+        self.token_in = nn.Linear(config.width, dim)
+        self.null_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(ShortcutBlock(dim, config.heads, config.mlp_ratio) for _ in range(config.num_blocks))
+        self.out_norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.ratio_embed = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.out = nn.Linear(dim, config.width)
+        for block in self.blocks:
+            for module in block.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+        # Zero output and modulation: training starts from "copy the previous features".
+        for layer in (self.out, self.ratio_embed[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # -- the base model this head belongs to ------------------------------------------------
+    def check_base(self, backbone) -> None:
+        """Refuse a base model other than the one the head was trained for."""
+        if backbone.width != self.config.width:
+            raise MigmError(f"shortcut head expects features of width {self.config.width}, the base model has "
+                            f"{backbone.width}; train a head for this model (migm-shortcut train-head)")
+        expected = self.config.base_fingerprint
+        if expected and expected != backbone.fingerprint:
+            raise MigmError(f"this shortcut head was trained for base model {expected[:60]}..., not for "
+                            f"{backbone.fingerprint[:60]}...; train a head for this model (migm-shortcut train-head)")
+
+    @classmethod
+    def for_base(cls, backbone, **overrides) -> "ShortcutHead":
+        """A fresh head sized for ``backbone`` and bound to its fingerprint."""
+        return cls(ShortcutHeadConfig(width=backbone.width, base_fingerprint=backbone.fingerprint, **overrides))
+
+    # -- prediction ----------------------------------------------------------------------
+    def forward(self, features: torch.Tensor, token_embeddings: torch.Tensor, token_valid: torch.Tensor,
+                mask_ratio: torch.Tensor) -> torch.Tensor:
+        """Next-step features.
+
+        features: (B, L, C) previous features; token_embeddings: (B, M, C) the new tokens as
+        the base model embeds them; token_valid: (B, M) bool, False at padding;
+        mask_ratio: (B,) share of image tokens still masked after the new tokens.
+        """
+        b, _, c = features.shape
+        if c != self.config.width:
+            raise MigmError(f"features have width {c}, the shortcut head expects {self.config.width}")
+        if token_embeddings.shape[0] != b or token_valid.shape != token_embeddings.shape[:2] or mask_ratio.shape != (b,):
+            raise MigmError(f"shortcut head inputs disagree: features {tuple(features.shape)}, tokens "
+                            f"{tuple(token_embeddings.shape)}, valid {tuple(token_valid.shape)}, ratio {tuple(mask_ratio.shape)}")
+        dtype = self.feature_in.weight.dtype
+        x = self.feature_in(features.to(dtype))
+        tokens = torch.cat([self.null_token.expand(b, 1, -1), self.token_in(token_embeddings.to(dtype))], dim=1)
+        valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=token_valid.device), token_valid.bool()], dim=1)
+        for block in self.blocks:
+            x = block(x, tokens, valid)
+        scale, shift = self.ratio_embed(sinusoidal_embedding(1000 * mask_ratio, x.shape[-1]).to(dtype)).chunk(2, -1)
+        x = self.out_norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return features.to(dtype) + self.out(x)
+
+    def advance(self, backbone, features: torch.Tensor, new_tokens: "NewTokens", mask_ratio: torch.Tensor) -> torch.Tensor:
+        """One shortcut step: embed the new tokens with the base model, then predict."""
+        with torch.no_grad():
+            embeddings = backbone.embed_tokens(new_tokens.ids, new_tokens.positions)
+        return self(features, embeddings, new_tokens.valid, mask_ratio)
+
+
+@dataclass
+class NewTokens:
+    """Ragged sets of new tokens, padded to a common length (``valid`` marks real entries)."""
+
+    ids: torch.Tensor        # (B', M) vocabulary ids
+    positions: torch.Tensor  # (B', M) sequence positions
+    valid: torch.Tensor      # (B', M) bool
+
+    def to(self, device) -> "NewTokens":
+        return NewTokens(self.ids.to(device), self.positions.to(device), self.valid.to(device))
+
+
+def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: torch.Tensor,
+               prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int) -> NewTokens:
+    """The shortcut head's control input for every sequence of a CFG batch.
+
+    image_ids: (B, N_img) vocabulary ids of the image tokens; newly: (B, N_img) bool, the ones
+    committed at the step just taken; prompt_ids: (B, P) the conditional prompts. Branch order
+    is the sampler's (conditional first). The conditional branch also sees its prompt tokens
+    (a constant conditioning signal, as in the Lumina-DiMOO variant of the method); the
+    unconditional branch sees only the image tokens.
+    """
+    b, n = newly.shape
+    counts = newly.sum(1)
+    width = max(int(counts.max()), 1)
+    # Stable sort puts each row's committed indices first, in image order.
+    order = torch.sort((~newly).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=newly.device)[None] < counts[:, None]
+    ids = torch.where(valid, image_ids.gather(1, order), torch.full_like(order, pad_id))
+    positions = torch.where(valid, image_positions.to(newly.device)[order], torch.zeros_like(order))
+    if prompt_ids is None:
+        if num_branches == 2:
+            raise MigmError("classifier-free guidance needs the conditional prompt ids for the shortcut head")
+        return NewTokens(ids, positions, valid)
+    prompt_ids = prompt_ids.to(ids.device)
+    prompt_positions = torch.arange(prompt_ids.shape[1], device=ids.device).expand_as(prompt_ids)
+    cond = NewTokens(torch.cat([prompt_ids, ids], 1), torch.cat([prompt_positions, positions], 1),
+                     torch.cat([prompt_ids != pad_id, valid], 1))
+    if num_branches == 1:
+        return cond
+    uncond_valid = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), valid], 1)
+    return NewTokens(torch.cat([cond.ids, torch.cat([torch.full_like(prompt_ids, pad_id), ids], 1)]),
+                     torch.cat([cond.positions, cond.positions]), torch.cat([cond.valid, uncond_valid]))
+
+
+def budget_full_steps(num_steps: int, budget: int) -> list[int]:
+    """The published placement of B full steps among N: step 0, then ``max(prev + 1, round(N k / B))``.
+
+    Python's ``round`` (half to even) is the rounding; it reproduces the published examples
+    (N=64, B=11 and N=32, B=12).
+    """
+    if num_steps < 1:
+        raise MigmError(f"steps must be at least 1, got {num_steps}")
+    if not 1 <= budget <= num_steps:
+        raise MigmError(f"budget must be between 1 and the number of steps ({num_steps}), got {budget}")
+    steps = [0]
+    for k in range(1, budget):
+        steps.append(max(steps[-1] + 1, round(num_steps * k / budget)))
+    return steps

@@ -1,0 +1,87 @@
+"""The shortcut policy: B full backbone steps out of N, the shortcut head in between.
+
+Full steps follow the published placement (``budget_full_steps``); every other step starts
+from the previous step's features, whichever produced them, so consecutive shortcut steps
+roll the head forward on its own predictions. Both CFG branches are advanced, each with its
+own new tokens (the conditional branch also sees its prompt tokens), and the guided logits
+are formed from the base model's own head exactly as on a full step.
+
+>>> policy = ShortcutPolicy(ShortcutHead.from_pretrained("weights/head"), budget=4)
+>>> sampler = DiMOOSampler(backbone, num_steps=16, policy=policy)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
+
+from .policies import StepOutput, StepPolicy, StepState
+
+SHIPPED_HEAD = Path(__file__).resolve().parent.parent / "weights" / "head"
+
+
+def load_head(head: ShortcutHead | str | Path | None) -> ShortcutHead:
+    """A head module, a saved head folder, or ``None`` for the head shipped with the package."""
+    if isinstance(head, ShortcutHead):
+        return head
+    path = Path(head) if head is not None else SHIPPED_HEAD
+    if head is None and not path.is_dir():
+        raise MigmError("no shortcut head is shipped in this install; train one (migm-shortcut train-head) and pass --head DIR")
+    return ShortcutHead.from_pretrained(path)
+
+
+def state_new_tokens(state: StepState):
+    """The head's control input at this step: tokens committed at the previous step, per branch."""
+    layout = state.backbone.layout
+    b = state.batch_size
+    image_ids = state.input_ids[:b, layout.image_positions.to(state.input_ids.device)]
+    prompt_ids = state.input_ids[:b, : layout.prompt_len]
+    return new_tokens(image_ids, state.newly_committed.to(image_ids.device), layout.image_positions, prompt_ids,
+                      layout.pad_id, state.num_branches)
+
+
+def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
+    """Predicted features of every sequence in the batch (both branches)."""
+    ratio = state.mask_ratio.to(state.prev_features.device).repeat(state.num_branches)
+    tokens = state_new_tokens(state).to(state.prev_features.device)
+    return head.advance(state.backbone, state.prev_features, tokens, ratio).to(state.prev_features.dtype)
+
+
+class ShortcutPolicy(StepPolicy):
+    """Fixed budget of full steps; ``final_full`` also forces a full last step (a placement variant)."""
+
+    name = "shortcut"
+
+    def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int = 4, final_full: bool = False):
+        self.head = load_head(head)
+        self.budget = int(budget)
+        self.final_full = bool(final_full)
+        self.full_steps: set[int] = set()
+        self._checked_base: int | None = None
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        steps = budget_full_steps(num_steps, self.budget)
+        if self.final_full and steps[-1] != num_steps - 1:
+            steps = budget_full_steps(num_steps, self.budget - 1) + [num_steps - 1] if self.budget > 1 else [0]
+        self.full_steps = set(steps)
+
+    def check_base(self, backbone) -> None:
+        if self._checked_base != id(backbone):
+            self.head.check_base(backbone)
+            self.head.to(next(backbone.parameters()).device)
+            self._checked_base = id(backbone)
+
+    def step(self, state: StepState) -> StepOutput:
+        self.check_base(state.backbone)
+        if state.step in self.full_steps or state.prev_features is None:
+            features = state.backbone.features(state.input_ids)
+            return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+        return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "budget": self.budget, "final_full": self.final_full}

@@ -1,0 +1,163 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import load_torch
+from migm_shortcut.shortcut import ShortcutHead
+from migm_shortcut.train.head import HeadTrainConfig, train_head
+from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, collect
+
+TINY = dict(num=10, steps=4, shard_size=4, batch_size=4, seed=1)
+
+
+def shard_contents(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_file(p) for p in sorted(folder.glob("shard-*.safetensors"))}
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def test_collection_stores_what_training_needs(tiny_backbone, tmp_path):
+    summary = collect(tiny_backbone, CollectConfig(**TINY), tmp_path / "traj", progress=False, log=quiet)
+    assert summary["shards_written"] == 3
+    shards = shard_contents(tmp_path / "traj")
+    first = shards["shard-00000.safetensors"]
+    L, C = tiny_backbone.layout.seq_len, tiny_backbone.width
+    assert first["features"].shape == (4, 4, 2, L, C) and first["features"].dtype == torch.float16
+    assert first["commit_step"].min() == 0 and first["commit_step"].max() == 3
+    assert torch.allclose(first["mask_ratio"][:, 0], torch.ones(4))
+    assert sum(len(s["codes"]) for s in shards.values()) == 10
+    # every trajectory has its own seed: no duplicates across shards
+    seeds = torch.cat([s["seed"] for s in shards.values()])
+    assert len(seeds.unique()) == 10
+
+
+def test_collection_resume_gives_the_same_trajectories(tiny_backbone, tmp_path):
+    cfg = CollectConfig(**TINY)
+    collect(tiny_backbone, cfg, tmp_path / "full", progress=False, log=quiet)
+    reference = shard_contents(tmp_path / "full")
+    # A run killed after the first shard: one whole shard, plus a half-written one that never got renamed.
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(tmp_path / "full" / "collection.json", part)
+    shutil.copy(tmp_path / "full" / "shard-00000.safetensors", part)
+    (part / "shard-00001.safetensors").write_bytes((tmp_path / "full" / "shard-00001.safetensors").read_bytes()[:500])
+    summary = collect(tiny_backbone, cfg, part, progress=False, log=quiet)
+    assert summary == {"rank": 0, "shards_skipped": 1, "shards_written": 2, "shards": 3}
+    resumed = shard_contents(part)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        for key in reference[name]:
+            assert torch.equal(reference[name][key], resumed[name][key]), (name, key)
+
+
+def test_collection_refuses_to_mix_settings(tiny_backbone, tmp_path):
+    collect(tiny_backbone, CollectConfig(**TINY), tmp_path / "t", progress=False, log=quiet)
+    with pytest.raises(MigmError, match="different steps"):
+        collect(tiny_backbone, CollectConfig(**{**TINY, "steps": 3}), tmp_path / "t", progress=False, log=quiet)
+
+
+def test_corrupt_shard_is_skipped_with_a_warning(tiny_backbone, tmp_path):
+    collect(tiny_backbone, CollectConfig(**TINY), tmp_path / "t", progress=False, log=quiet)
+    bad = tmp_path / "t" / "shard-00001.safetensors"
+    bad.write_bytes(bad.read_bytes()[:-1000])
+    with pytest.warns(UserWarning, match="shard-00001.safetensors"):
+        store = TrajectoryStore.from_folder(tmp_path / "t", log=quiet)
+    assert len(store) == 6 and store.skipped == ["shard-00001.safetensors"]
+
+
+def tiny_train_config(tmp_path, data, **overrides) -> HeadTrainConfig:
+    base = dict(out=str(tmp_path / "head_run"), data=str(data), steps=6, batch_size=4, warmup=2, checkpoint_every=3,
+                val_every=3, val_trajectories=2, device="cpu", lr=1e-3, ema_decay=0.5)
+    return HeadTrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+def trajectories(tiny_backbone, tmp_path):
+    collect(tiny_backbone, CollectConfig(**TINY), tmp_path / "traj", progress=False, log=quiet)
+    return tmp_path / "traj"
+
+
+def test_training_saves_the_ema_head_and_validation_per_step(tiny_backbone, trajectories, tmp_path):
+    result = train_head(tiny_train_config(tmp_path, trajectories, kl_weight=0.5, rollout=2), backbone=tiny_backbone)
+    head = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
+    head.check_base(tiny_backbone)
+    assert [r["step"] for r in result["validation"]] == [0, 1, 2]
+    assert {"cos_head", "cos_copy", "mse_head", "mse_copy"} <= set(result["validation"][0])
+    assert (tmp_path / "head_run" / "validation.json").is_file()
+
+
+def test_training_resume_continues_exactly(tiny_backbone, trajectories, tmp_path):
+    train_head(tiny_train_config(tmp_path / "a", trajectories), backbone=tiny_backbone)
+    straight = load_torch(tmp_path / "a" / "head_run" / "checkpoints" / "head.pt")
+    train_head(tiny_train_config(tmp_path / "b", trajectories, steps=3), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "b", trajectories, resume=True), backbone=tiny_backbone)
+    resumed = load_torch(tmp_path / "b" / "head_run" / "checkpoints" / "head.pt")
+    assert resumed["step"] == straight["step"] == 6
+    for key in straight["ema"]:
+        assert torch.equal(straight["ema"][key], resumed["ema"][key]), key
+    log_a = (tmp_path / "a" / "head_run" / "train.log").read_text()
+    log_b = (tmp_path / "b" / "head_run" / "train.log").read_text()
+    loss_line = lambda text: [line.split("head: ")[1] for line in text.splitlines() if "head: step 6/6" in line]
+    assert loss_line(log_a) == loss_line(log_b)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backbone, trajectories, tmp_path):
+    train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
+    for shard in trajectories.glob("shard-*.safetensors"):
+        tensors = load_file(shard)
+        tensors["features"][:] = float("nan")
+        save_file(tensors, shard, metadata={"format": "migm-shortcut-trajectories/1",
+                                            "base_fingerprint": tiny_backbone.fingerprint, "steps": "4"})
+    with pytest.raises(MigmError, match="loss became nan .* last good checkpoint"):
+        train_head(tiny_train_config(tmp_path, trajectories, resume=True), backbone=tiny_backbone)
+    assert load_torch(tmp_path / "head_run" / "checkpoints" / "head.pt")["step"] == 3
+
+
+def test_trajectories_of_another_model_are_refused(trajectories, tmp_path):
+    torch.manual_seed(5)
+    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+
+    other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
+    with pytest.raises(MigmError, match="another base model"):
+        train_head(tiny_train_config(tmp_path, trajectories), backbone=other)
+
+
+def test_online_training_needs_no_disk_and_resumes_exactly(tiny_backbone, tmp_path):
+    opts = dict(online=True, teacher_steps=4, online_trajectories=3, online_steps_per_round=2)
+    train_head(tiny_train_config(tmp_path / "a", None, **opts), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "b", None, steps=3, **opts), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "b", None, resume=True, **opts), backbone=tiny_backbone)
+    a = load_torch(tmp_path / "a" / "head_run" / "checkpoints" / "head.pt")["ema"]
+    b = load_torch(tmp_path / "b" / "head_run" / "checkpoints" / "head.pt")["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "a").rglob("shard-*"))
+
+
+def torchrun(*args, cwd):
+    exe = Path(sys.executable).parent
+    cmd = [str(exe / "torchrun"), "--standalone", "--nproc-per-node", "2", str(exe / "migm-shortcut"), "--", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_process_torchrun_collection_and_training(tiny_weights, tmp_path):
+    out = tmp_path / "traj"
+    run = torchrun("collect", "--num", "8", "--steps", "3", "--shard-size", "2", "--batch-size", "2",
+                   "--out", str(out), "--weights", str(tiny_weights), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(list(out.glob("shard-*.safetensors"))) == 4
+    assert (out / "collect.log").is_file() and (out / "collect.rank1.log").is_file()
+    run = torchrun("train-head", "--data", str(out), "--out", str(tmp_path / "head"), "--weights", str(tiny_weights),
+                   "--steps", "4", "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 process(es)" in (tmp_path / "head" / "train.log").read_text()
+    ShortcutHead.from_pretrained(tmp_path / "head" / "head")

@@ -1,0 +1,146 @@
+import pytest
+import torch
+
+from migm_shortcut.backbone import PAD, BackboneConfig, MiniDiMOO
+from migm_shortcut.errors import MigmError
+from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, make_policy
+from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
+
+PROMPTS = ["a photo of a sneaker", "a photo of an ankle boot", "a photo of a bag"]
+
+
+def random_head(backbone, seed=0, **overrides) -> ShortcutHead:
+    torch.manual_seed(seed)
+    head = ShortcutHead.for_base(backbone, **overrides)
+    with torch.no_grad():  # leave the zero-initialised "copy" state so the head really computes something
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return head.eval()
+
+
+def test_budget_schedule_matches_published_examples():
+    assert budget_full_steps(64, 11) == [0, 6, 12, 17, 23, 29, 35, 41, 47, 52, 58]
+    assert budget_full_steps(32, 12) == [0, 3, 5, 8, 11, 13, 16, 19, 21, 24, 27, 29]
+    assert budget_full_steps(16, 16) == list(range(16))
+    assert budget_full_steps(16, 1) == [0]
+
+
+@pytest.mark.parametrize("budget", [0, -1, 17])
+def test_budget_outside_range_is_one_clear_error(budget):
+    with pytest.raises(MigmError, match="budget must be between 1 and the number of steps"):
+        budget_full_steps(16, budget)
+
+
+def test_new_tokens_are_ragged_padded_and_branch_specific():
+    image_ids = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23]])
+    newly = torch.tensor([[False, True, False, True], [False, False, True, False]])
+    positions = torch.tensor([5, 6, 8, 9])
+    prompts = torch.tensor([[7, 8, PAD], [9, PAD, PAD]])
+    t = new_tokens(image_ids, newly, positions, prompts, PAD, num_branches=2)
+    assert t.ids.shape == (4, 3 + 2)
+    # conditional rows: prompt (non-pad valid) then the new image tokens
+    assert t.ids[0].tolist() == [7, 8, PAD, 11, 13] and t.valid[0].tolist() == [True, True, False, True, True]
+    assert t.positions[0, 3:].tolist() == [6, 9]
+    assert t.valid[1].tolist() == [True, False, False, True, False] and t.ids[1, 3].item() == 22
+    # unconditional rows: only the image tokens
+    assert t.valid[2].tolist() == [False, False, False, True, True]
+    assert t.valid[3].tolist() == [False, False, False, True, False]
+
+
+def test_head_shapes_and_padding_does_not_change_a_prediction(tiny_backbone):
+    head = random_head(tiny_backbone)
+    L, C = tiny_backbone.layout.seq_len, tiny_backbone.width
+    feats = torch.randn(2, L, C)
+    ids = torch.randint(6, tiny_backbone.layout.vocab_size, (2, 5))
+    pos = torch.randint(0, L, (2, 5))
+    valid = torch.tensor([[True, True, True, True, True], [True, True, False, False, False]])
+    ratio = torch.tensor([0.5, 0.25])
+    emb = tiny_backbone.embed_tokens(ids, pos)
+    out = head(feats, emb, valid, ratio)
+    assert out.shape == feats.shape
+    alone = head(feats[1:], emb[1:, :2], valid[1:, :2], ratio[1:])
+    assert torch.allclose(out[1], alone[0], atol=1e-5)
+    garbage = emb.clone()
+    garbage[1, 2:] = 1e3  # padded entries must not leak into the prediction
+    assert torch.allclose(head(feats, garbage, valid, ratio)[1], out[1], atol=1e-5)
+    # no new token at all is well defined (the null token)
+    empty = head(feats, emb, torch.zeros_like(valid), ratio)
+    assert torch.isfinite(empty).all()
+
+
+def test_untrained_head_copies_features(tiny_backbone):
+    head = ShortcutHead.for_base(tiny_backbone)
+    feats = torch.randn(1, tiny_backbone.layout.seq_len, tiny_backbone.width)
+    emb = torch.randn(1, 3, tiny_backbone.width)
+    assert torch.equal(head(feats, emb, torch.ones(1, 3, dtype=torch.bool), torch.tensor([0.3])), feats)
+
+
+def test_head_is_small_relative_to_the_base():
+    base = MiniDiMOO(BackboneConfig(codebook_size=256, grid_size=14, width=192, depth=6, heads=3))
+    assert ShortcutHead.for_base(base).num_parameters() <= base.num_parameters() / 10
+
+
+def test_save_load_round_trip_and_fingerprint_check(tiny_backbone, tmp_path):
+    head = random_head(tiny_backbone)
+    head.save_pretrained(tmp_path / "head", dtype=torch.float32)
+    loaded = ShortcutHead.from_pretrained(tmp_path / "head")
+    assert loaded.config == head.config
+    for a, b in zip(head.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    loaded.check_base(tiny_backbone)
+    torch.manual_seed(1)
+    other = MiniDiMOO(tiny_backbone.config).eval()  # same architecture, different weights
+    with pytest.raises(MigmError, match="trained for base model"):
+        loaded.check_base(other)
+    wider = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=64, depth=1, heads=2))
+    with pytest.raises(MigmError, match="width"):
+        loaded.check_base(wider)
+
+
+def test_head_with_wrong_feature_width_is_reported(tiny_backbone):
+    head = random_head(tiny_backbone)
+    with pytest.raises(MigmError, match="width"):
+        head(torch.randn(1, 10, 7), torch.randn(1, 2, tiny_backbone.width), torch.ones(1, 2, dtype=torch.bool),
+             torch.tensor([0.5]))
+
+
+def test_shortcut_with_full_budget_equals_vanilla_exactly(tiny_backbone):
+    seeds = [3, 4, 5]
+    vanilla = DiMOOSampler(tiny_backbone, num_steps=6).generate(PROMPTS, seeds)
+    policy = ShortcutPolicy(random_head(tiny_backbone), budget=6)
+    fast = DiMOOSampler(tiny_backbone, num_steps=6, policy=policy).generate(PROMPTS, seeds)
+    assert torch.equal(vanilla.codes, fast.codes)
+    assert fast.full_steps.tolist() == [6, 6, 6]
+
+
+def test_shortcut_runs_the_budget_and_is_deterministic(tiny_backbone):
+    seeds = [3, 4, 5]
+    head = random_head(tiny_backbone)
+    calls = []
+    head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    make = lambda: DiMOOSampler(tiny_backbone, num_steps=8, policy=ShortcutPolicy(head, budget=3))
+    a, b = make().generate(PROMPTS, seeds), make().generate(PROMPTS, seeds)
+    assert torch.equal(a.codes, b.codes)
+    assert a.full_steps.tolist() == [3, 3, 3]
+    assert [bool(f[0]) for f in a.step_full] == [k in budget_full_steps(8, 3) for k in range(8)]
+    assert calls == [2 * len(PROMPTS)] * (2 * 5)  # 5 shortcut steps per run, both CFG branches in one batch
+
+
+def test_final_full_variant_places_a_full_last_step(tiny_backbone):
+    policy = ShortcutPolicy(random_head(tiny_backbone), budget=3, final_full=True)
+    out = DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
+    assert [bool(f[0]) for f in out.step_full] == [k in (0, 4, 7) for k in range(8)]
+
+
+def test_head_for_another_base_model_is_refused_by_the_sampler(tiny_backbone):
+    torch.manual_seed(7)
+    other = MiniDiMOO(tiny_backbone.config).eval()
+    policy = ShortcutPolicy(random_head(other), budget=2)
+    with pytest.raises(MigmError, match="trained for base model"):
+        DiMOOSampler(tiny_backbone, num_steps=4, policy=policy).generate(PROMPTS[:1], [0])
+
+
+def test_budget_larger_than_steps_is_refused(tiny_backbone):
+    policy = make_policy("shortcut", head=random_head(tiny_backbone), budget=9)
+    with pytest.raises(MigmError, match="budget must be between 1 and the number of steps \\(8\\)"):
+        DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])

@@ -1,0 +1,321 @@
+"""Training the shortcut head on teacher trajectories (from disk or generated online).
+
+One training example is (trajectory i, step k): the head gets the features of step k (both
+CFG branches), the tokens committed at step k and the mask ratio after them, and must predict
+the features of step k+1. With ``rollout > 1`` it is fed its own prediction for the next
+steps too, so the loss sees the compounding error of consecutive shortcut steps.
+
+Loss = MSE(pred, true) (over every position, or only at image positions still masked) +
+``kl_weight`` * T^2 * KL(softmax(head(true)/T) || softmax(head(pred)/T)) through the base
+model's frozen output head at still-masked image positions.
+
+The batch of step s is a pure function of (seed, s, rank), the optimizer, EMA and step are
+checkpointed atomically, so ``--resume`` continues exactly. Under torchrun every process
+draws its own batches and DDP averages the gradients (gloo on CPU, nccl on GPU). The saved
+head is the EMA copy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+from torch.nn.parallel import DistributedDataParallel
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import write_json
+from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens
+
+from .common import EMA, RunLog, batch_generator, pick_device, train_loop
+from .trajectories import CollectConfig, TrajectoryStore, generate_trajectories
+
+
+@dataclass
+class HeadTrainConfig:
+    out: str
+    data: str | None = None          # a collected trajectory folder; not used with ``online``
+    online: bool = False             # generate trajectories with the base model on the fly
+    weights: str | None = None       # base model weights folder (default: the shipped embedded model)
+    steps: int = 3000
+    batch_size: int = 32             # (trajectory, step) examples per process and step; each has all branches
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    ema_decay: float = 0.999
+    masked_only: bool = False        # MSE only at image positions still masked
+    kl_weight: float = 0.0
+    kl_temperature: float = 1.0
+    rollout: int = 1                 # consecutive steps the head is rolled forward in training
+    ratio: int = 2
+    heads: int = 2
+    mlp_ratio: float = 2.0
+    num_blocks: int = 1
+    val_trajectories: int = 64
+    val_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+    resume: bool = False
+    device: str = "auto"
+    # online mode: the teacher's settings and how often it refreshes the data
+    teacher_steps: int = 16
+    guidance_scale: float = 4.0
+    temperature: float = 1.0
+    online_trajectories: int = 32    # trajectories per process per round
+    online_steps_per_round: int = 25  # optimizer steps on each round's trajectories
+
+    def check(self) -> None:
+        if not self.online and not self.data:
+            raise MigmError("give --data DIR (collected trajectories) or --online")
+        for name in ("steps", "batch_size", "rollout", "val_trajectories", "val_every", "checkpoint_every",
+                     "online_trajectories", "online_steps_per_round", "teacher_steps"):
+            if getattr(self, name) < 1:
+                raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.kl_weight < 0 or self.kl_temperature <= 0:
+            raise MigmError("need lr > 0, 0 <= ema-decay < 1, kl-weight >= 0 and kl-temperature > 0")
+
+    def head_options(self) -> dict:
+        return {"ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio, "num_blocks": self.num_blocks}
+
+
+@dataclass
+class ExampleBatch:
+    features: torch.Tensor     # (B, rollout+1, branches, L, C)
+    codes: torch.Tensor        # (B, N_img)
+    commit_step: torch.Tensor  # (B, N_img)
+    prompt_ids: torch.Tensor   # (B, P)
+    start: torch.Tensor        # (B,) step index k of the first input
+
+    @classmethod
+    def collate(cls, examples: list[dict], starts: torch.Tensor, device) -> "ExampleBatch":
+        stack = lambda key: torch.stack([e[key] for e in examples]).to(device)
+        return cls(stack("features").float(), stack("codes").long(), stack("commit_step").long(),
+                   stack("prompt_ids").long(), starts.to(device))
+
+    def branch_features(self, j: int) -> torch.Tensor:
+        """Features of rollout position j as the sampler batches them: (branches * B, L, C), cond first."""
+        return rearrange(self.features[:, j], "b r l c -> (r b) l c")
+
+
+def step_inputs(backbone, batch: ExampleBatch, j: int) -> tuple[NewTokens, torch.Tensor, torch.Tensor]:
+    """New tokens, mask ratio per sequence, and still-masked image tokens after step ``start + j``."""
+    layout = backbone.layout
+    branches = batch.features.shape[2]
+    step = (batch.start + j)[:, None]
+    newly = batch.commit_step == step
+    still = batch.commit_step > step
+    tokens = new_tokens(batch.codes + layout.code_offset, newly, layout.image_positions,
+                        batch.prompt_ids, layout.pad_id, branches)
+    ratio = still.float().mean(1).repeat(branches)
+    return tokens.to(batch.codes.device), ratio, still.repeat(branches, 1)
+
+
+def head_step(head, backbone, h: torch.Tensor, tokens: NewTokens, ratio: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        embeddings = backbone.embed_tokens(tokens.ids, tokens.positions)
+    return head(h, embeddings, tokens.valid, ratio)
+
+
+def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig) -> torch.Tensor:
+    image_pos = backbone.layout.image_positions.to(batch.codes.device)
+    h = batch.branch_features(0)
+    total = h.new_zeros(())
+    for j in range(cfg.rollout):
+        tokens, ratio, still = step_inputs(backbone, batch, j)
+        pred = head_step(head, backbone, h, tokens, ratio)
+        target = batch.branch_features(j + 1)
+        if cfg.masked_only:
+            err = (pred[:, image_pos] - target[:, image_pos]).pow(2).mean(-1)
+            mse = (err * still).sum() / still.sum().clamp_min(1)
+        else:
+            mse = F.mse_loss(pred, target)
+        total = total + mse
+        if cfg.kl_weight > 0 and still.any():
+            t = cfg.kl_temperature
+            pred_logits = backbone.logits_from_features(pred[:, image_pos][still]) / t
+            true_logits = backbone.logits_from_features(target[:, image_pos][still]) / t
+            kl = F.kl_div(F.log_softmax(pred_logits, -1), F.log_softmax(true_logits, -1), log_target=True,
+                          reduction="batchmean")
+            total = total + cfg.kl_weight * t * t * kl
+        h = pred
+    return total / cfg.rollout
+
+
+@torch.no_grad()
+def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_steps: int, device,
+             chunk: int = 16) -> list[dict]:
+    """Per step index k: cosine / MSE / argmax agreement of the head and of copying h_k, vs the true h_{k+1}.
+
+    Measured on image positions (agreement: conditional branch, positions still masked).
+    """
+    head.eval()
+    image_pos = backbone.layout.image_positions.to(device)
+    rows = []
+    for k in range(num_steps - 1):
+        sums = {"cos_head": 0.0, "cos_copy": 0.0, "mse_head": 0.0, "mse_copy": 0.0, "agree_head": 0.0,
+                "agree_copy": 0.0, "positions": 0, "masked": 0}
+        for start in range(0, len(indices), chunk):
+            part = indices[start : start + chunk]
+            batch = ExampleBatch.collate([store.example(i, k, 1) for i in part], torch.full((len(part),), k), device)
+            tokens, ratio, still = step_inputs(backbone, batch, 0)
+            h, target = batch.branch_features(0), batch.branch_features(1)
+            pred = head_step(head, backbone, h, tokens, ratio)
+            b = len(part)
+            true_img = target[:, image_pos]
+            true_top = backbone.logits_from_features(true_img[:b]).argmax(-1)
+            for name, guess in (("head", pred), ("copy", h)):
+                img = guess[:, image_pos]
+                sums[f"cos_{name}"] += F.cosine_similarity(img, true_img, dim=-1).sum().item()
+                sums[f"mse_{name}"] += (img - true_img).pow(2).mean(-1).sum().item()
+                top = backbone.logits_from_features(img[:b]).argmax(-1)
+                sums[f"agree_{name}"] += ((top == true_top) & still[:b]).sum().item()
+            sums["positions"] += true_img.shape[0] * true_img.shape[1]
+            sums["masked"] += still[:b].sum().item()
+        n, m = sums["positions"], max(sums["masked"], 1)
+        rows.append({"step": k, "cos_head": sums["cos_head"] / n, "cos_copy": sums["cos_copy"] / n,
+                     "mse_head": sums["mse_head"] / n, "mse_copy": sums["mse_copy"] / n,
+                     "agree_head": sums["agree_head"] / m, "agree_copy": sums["agree_copy"] / m})
+    return rows
+
+
+def format_validation(rows: list[dict]) -> str:
+    lines = ["step | cos head | cos copy | mse head | mse copy | argmax agree head | copy"]
+    for r in rows:
+        lines.append(f"{r['step']:>4} | {r['cos_head']:.4f} | {r['cos_copy']:.4f} | {r['mse_head']:.4f} | "
+                     f"{r['mse_copy']:.4f} | {r['agree_head']:.3f} | {r['agree_copy']:.3f}")
+    return "\n".join(lines)
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; starts the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+class OnlineTrajectories:
+    """Round r of online training: trajectories generated by the teacher, a pure function of (r, rank)."""
+
+    def __init__(self, backbone, cfg: HeadTrainConfig, rank: int, world: int):
+        self.backbone, self.rank, self.world = backbone, rank, world
+        self.collect = CollectConfig(num=1, steps=cfg.teacher_steps, guidance_scale=cfg.guidance_scale,
+                                     temperature=cfg.temperature, batch_size=cfg.online_trajectories, seed=cfg.seed)
+        self.per_round = cfg.online_trajectories
+        self.round, self.store = None, None
+
+    def for_round(self, r: int) -> TrajectoryStore:
+        if r != self.round:
+            first = (r * self.world + self.rank) * self.per_round
+            tensors = generate_trajectories(self.backbone, self.collect, list(range(first, first + self.per_round)))
+            self.round, self.store = r, TrajectoryStore([tensors])
+        return self.store
+
+    def validation(self, count: int) -> TrajectoryStore:
+        # Negative-free, disjoint indices: a separate seed stream.
+        held_out = CollectConfig(num=count, steps=self.collect.steps, guidance_scale=self.collect.guidance_scale,
+                                 temperature=self.collect.temperature, batch_size=self.collect.batch_size,
+                                 seed=self.collect.seed + 1)
+        return TrajectoryStore([generate_trajectories(self.backbone, held_out, list(range(count)))])
+
+
+def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
+    """Train (or resume) a shortcut head for ``backbone`` (default: the shipped embedded model)."""
+    cfg.check()
+    rank, world, device = init_distributed(cfg.device)
+    is_main = rank == 0
+    out = Path(cfg.out)
+    log = RunLog(out / "train.log", echo=is_main) if is_main else (lambda message: None)
+    if backbone is None:
+        from migm_shortcut.pipeline import EmbeddedModel
+
+        backbone = EmbeddedModel.from_pretrained(cfg.weights, device=str(device)).backbone
+    backbone = backbone.to(device).eval().requires_grad_(False)
+
+    if cfg.online:
+        online = OnlineTrajectories(backbone, cfg, rank, world)
+        num_steps = cfg.teacher_steps
+        val_store = online.validation(cfg.val_trajectories) if is_main else None
+        val_indices = list(range(cfg.val_trajectories))
+        train_count = cfg.online_trajectories
+    else:
+        store = TrajectoryStore.from_folder(cfg.data, log=log)
+        if store.fingerprint != backbone.fingerprint:
+            raise MigmError(f"trajectories in {cfg.data} were collected with another base model than --weights "
+                            f"({store.fingerprint[:40]}... vs {backbone.fingerprint[:40]}...)")
+        width = store.example(0, 0)["features"].shape[-1]
+        if width != backbone.width:
+            raise MigmError(f"trajectory features have width {width}, the base model {backbone.width}")
+        num_steps = store.num_steps
+        n_val = min(cfg.val_trajectories, max(1, len(store) // 10))
+        if len(store) - n_val < 1:
+            raise MigmError(f"{cfg.data} holds {len(store)} trajectories; need at least 2 (training + validation)")
+        val_store, val_indices = store, list(range(len(store) - n_val, len(store)))
+        train_count = len(store) - n_val
+        if store.skipped:
+            log(f"skipped {len(store.skipped)} corrupt shard(s): {', '.join(store.skipped)}")
+    if num_steps - cfg.rollout < 1:
+        raise MigmError(f"rollout {cfg.rollout} needs trajectories longer than {cfg.rollout} steps (have {num_steps})")
+
+    torch.manual_seed(cfg.seed)
+    head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)
+    trained = DistributedDataParallel(head) if world > 1 else head
+    decay = [p for n, p in head.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in head.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    ema = EMA(head, cfg.ema_decay)
+    checkpoint = out / "checkpoints" / "head.pt"
+    if is_main:
+        log(f"train-head: {head.num_parameters():,} parameters ({head.num_parameters() / backbone.num_parameters():.3f} "
+            f"of the base model), {world} process(es), {'online' if cfg.online else f'{train_count} trajectories'}, "
+            f"settings {asdict(cfg)}")
+
+    def loss_at(step: int) -> torch.Tensor:
+        source = online.for_round(step // cfg.online_steps_per_round) if cfg.online else store
+        gen = batch_generator(cfg.seed * 1009 + rank, step, torch.device("cpu"))
+        picks = torch.randint(0, train_count, (cfg.batch_size,), generator=gen)
+        starts = torch.randint(0, num_steps - cfg.rollout, (cfg.batch_size,), generator=gen)
+        examples = [source.example(int(i), int(k), cfg.rollout) for i, k in zip(picks, starts)]
+        return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg)
+
+    history: list[dict] = []
+
+    def run_validation(done: int) -> None:
+        if not is_main:
+            return
+        rows = validate(ema.shadow, backbone, val_store, val_indices, num_steps, device)
+        history.append({"step": done, "rows": rows})
+        mean = lambda key: sum(r[key] for r in rows) / len(rows)
+        log(f"validation at step {done}: mean cos head {mean('cos_head'):.4f} vs copy {mean('cos_copy'):.4f}; "
+            f"mse head {mean('mse_head'):.4f} vs copy {mean('mse_copy'):.4f}\n{format_validation(rows)}")
+        write_json(out / "validation.json", {"history": history})
+
+    seconds = train_loop(name="head", model=head, optimizer=opt, total_steps=cfg.steps, warmup=cfg.warmup,
+                         loss_at=loss_at, checkpoint=checkpoint, log=log, resume=cfg.resume,
+                         checkpoint_every=cfg.checkpoint_every, ema=ema, on_interval=run_validation,
+                         interval=cfg.val_every, is_main=is_main)
+    result = {}
+    if is_main:
+        if not history or history[-1]["step"] != cfg.steps:
+            run_validation(cfg.steps)
+        rows = history[-1]["rows"]
+        ema.shadow.cpu().save_pretrained(out / "head")
+        result = {"train_seconds": round(seconds, 1), "steps": cfg.steps, "processes": world,
+                  "parameters": head.num_parameters(), "base_parameters": backbone.num_parameters(),
+                  "beats_copy_at_every_step": all(r["cos_head"] > r["cos_copy"] for r in rows),
+                  "validation": rows, "settings": asdict(cfg)}
+        write_json(out / "metrics.json", result)
+        log(f"train-head: saved the EMA head to {out / 'head'} ({seconds / 60:.1f} min)")
+    if world > 1:
+        dist.barrier()
+    return result

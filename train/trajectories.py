@@ -1,0 +1,234 @@
+"""Teacher trajectories for the shortcut head: collection to shards, and reading them back.
+
+A trajectory is one run of the vanilla sampler. Per trajectory a shard stores
+
+* ``features``    (N, branches, L, C) fp16 — the backbone's features at every step, both CFG branches;
+* ``codes``       (N_img,) — the final image codes;
+* ``commit_step`` (N_img,) — the step that committed each code (the generation order; from it
+  follow the tokens committed at every step and the mask ratios);
+* ``mask_ratio``  (N,) — share of image tokens masked before each step;
+* ``prompt_ids``  (P,) — the conditional prompt, and ``seed``, ``label``.
+
+Shard ``j`` holds trajectories ``j*S .. j*S+S-1`` and is a pure function of ``j`` and the
+collection settings, so collection is resumable (finished shards are skipped; a shard is
+written atomically, so a killed run leaves either a whole shard or none) and parallel
+(under torchrun, rank r writes the shards j with j % world_size == r).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import read_json, save_tensors, write_json
+from migm_shortcut.prompts import random_prompt
+from migm_shortcut.samplers import DiMOOSampler, StepOutput, StepPolicy, StepState
+
+FORMAT = "migm-shortcut-trajectories/1"
+MANIFEST = "collection.json"
+SHARD_KEYS = ("features", "codes", "commit_step", "mask_ratio", "prompt_ids", "seed", "label")
+
+
+@dataclass
+class CollectConfig:
+    num: int                       # trajectories in total
+    steps: int = 16                # N of the vanilla teacher
+    guidance_scale: float = 4.0
+    temperature: float = 1.0
+    shard_size: int = 16
+    batch_size: int = 16
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("num", "steps", "shard_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num / self.shard_size)
+
+
+def trajectory_prompt(seed: int, index: int) -> tuple[str, int, int]:
+    """Prompt, class and sampler seed of trajectory ``index``: classes cycle, phrasings vary.
+
+    Sampler seeds start at 10**9 so teacher trajectories never share a seed with the
+    evaluation sweeps (which use small seeds).
+    """
+    label = index % 10
+    prompt = random_prompt(label, random.Random(seed * 1_000_003 + index))
+    return prompt, label, 10**9 + seed * 10**7 + index
+
+
+class RecordingPolicy(StepPolicy):
+    """Vanilla steps that keep every step's features (fp16, on the CPU)."""
+
+    name = "vanilla"
+
+    def __init__(self):
+        self.features: list[torch.Tensor] = []
+        self.mask_ratio: list[torch.Tensor] = []
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        self.features, self.mask_ratio = [], []
+
+    def step(self, state: StepState) -> StepOutput:
+        features = state.backbone.features(state.input_ids)
+        self.features.append(features.to(torch.float16).cpu())
+        self.mask_ratio.append(state.mask_ratio.float().cpu())
+        return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+
+
+def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int]) -> dict[str, torch.Tensor]:
+    """Run the vanilla teacher on trajectories ``indices``; tensors stacked along dim 0."""
+    recorder = RecordingPolicy()
+    sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder)
+    layout = backbone.layout
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
+    for start in range(0, len(indices), cfg.batch_size):
+        chunk = indices[start : start + cfg.batch_size]
+        prompts, labels, seeds = zip(*(trajectory_prompt(cfg.seed, i) for i in chunk))
+        out = sampler.generate(list(prompts), list(seeds))
+        branches = sampler.num_branches
+        feats = torch.stack(recorder.features)  # (N, branches*B, L, C)
+        parts["features"].append(rearrange(feats, "n (r b) l c -> b n r l c", r=branches))
+        parts["codes"].append(out.codes.flatten(1))
+        parts["commit_step"].append(out.commit_step)
+        parts["mask_ratio"].append(torch.stack(recorder.mask_ratio, 1))
+        parts["prompt_ids"].append(torch.stack([layout.encode_prompt(p) for p in prompts]))
+        parts["seed"].append(torch.tensor(seeds))
+        parts["label"].append(torch.tensor(labels))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / f"shard-{index:05d}.safetensors"
+
+
+def shard_is_complete(path: Path, expected: int) -> bool:
+    """A shard that opens, has every key, and holds ``expected`` trajectories."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if set(f.keys()) != set(SHARD_KEYS):
+                return False
+            return all(f.get_slice(k).get_shape()[0] == expected for k in SHARD_KEYS)
+    except Exception:  # any unreadable file is simply not complete
+        return False
+
+
+def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_size: int = 1,
+            progress: bool = True, log=print) -> dict:
+    """Write (or finish writing) the collection in ``out``; returns a summary of this rank's work."""
+    cfg.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "base_fingerprint": backbone.fingerprint, **asdict(cfg)}
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        existing = read_json(manifest_path)
+        changed = [k for k in manifest if k not in ("batch_size",) and existing.get(k) != manifest[k]]
+        if changed:
+            raise MigmError(f"{out} already holds a collection with different {', '.join(changed)}; "
+                            "use a new --out folder or the same settings to resume")
+    elif rank == 0:
+        write_json(manifest_path, manifest)
+    mine = [j for j in range(cfg.num_shards) if j % world_size == rank]
+    done, written = 0, 0
+    bar = tqdm(mine, desc=f"collect[rank {rank}]", disable=not progress)
+    for j in bar:
+        indices = list(range(j * cfg.shard_size, min((j + 1) * cfg.shard_size, cfg.num)))
+        path = shard_path(out, j)
+        if path.exists():
+            if shard_is_complete(path, len(indices)):
+                done += 1
+                continue
+            log(f"collect: {path.name} is corrupt or truncated; regenerating it")
+        tensors = generate_trajectories(backbone, cfg, indices)
+        save_tensors(path, tensors, metadata={"format": FORMAT, "base_fingerprint": backbone.fingerprint,
+                                              "first_index": str(indices[0]), "steps": str(cfg.steps)})
+        written += 1
+        log(f"collect: wrote {path.name} (trajectories {indices[0]}..{indices[-1]})")
+    return {"rank": rank, "shards_skipped": done, "shards_written": written, "shards": len(mine)}
+
+
+class TrajectoryStore:
+    """Random access to trajectories, from shards on disk or from tensors in memory.
+
+    ``example(i, k, length)`` returns what training needs for steps ``k .. k+length`` of
+    trajectory ``i``; features are read lazily (memory-mapped), so a collection larger than
+    memory is fine.
+    """
+
+    def __init__(self, tensors: list[dict] | None = None, fingerprint: str | None = None, num_steps: int | None = None):
+        self._sources: list = []   # per trajectory: (source, row)
+        self.fingerprint = fingerprint
+        self.num_steps = num_steps
+        self.skipped: list[str] = []
+        for t in tensors or []:
+            self._add_memory(t)
+
+    def _add_memory(self, tensors: dict) -> None:
+        for row in range(len(tensors["codes"])):
+            self._sources.append((tensors, row))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, log=print) -> "TrajectoryStore":
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise MigmError(f"trajectory folder not found: {folder} (collect one with `migm-shortcut collect --out {folder}`)")
+        manifest = read_json(folder / MANIFEST)
+        if manifest.get("format") != FORMAT:
+            raise MigmError(f"{folder / MANIFEST} is not a {FORMAT} collection")
+        store = cls(fingerprint=manifest["base_fingerprint"], num_steps=int(manifest["steps"]))
+        for path in sorted(folder.glob("shard-*.safetensors")):
+            try:
+                handle = safe_open(str(path), framework="pt")
+                meta = handle.metadata() or {}
+                if set(handle.keys()) != set(SHARD_KEYS):
+                    raise ValueError(f"keys {sorted(handle.keys())}")
+                if meta.get("base_fingerprint") != store.fingerprint or int(meta.get("steps", -1)) != store.num_steps:
+                    raise ValueError("written for another base model or step count")
+                count = handle.get_slice("codes").get_shape()[0]
+                if any(handle.get_slice(k).get_shape()[0] != count for k in SHARD_KEYS):
+                    raise ValueError("tensors disagree in length")
+                shape = handle.get_slice("features").get_shape()
+                if shape[1] != store.num_steps:
+                    raise ValueError(f"features hold {shape[1]} steps, the collection says {store.num_steps}")
+                # Touch the last row so a file cut short fails here, not in the middle of training.
+                handle.get_slice("features")[count - 1 : count]
+            except Exception as exc:
+                message = f"skipping trajectory shard {path} (corrupt or truncated: {str(exc).splitlines()[0][:120]})"
+                warnings.warn(message)
+                log(message)
+                store.skipped.append(path.name)
+                continue
+            for row in range(count):
+                store._sources.append((handle, row))
+        if not store._sources:
+            raise MigmError(f"no readable trajectories in {folder}; collect with `migm-shortcut collect --out {folder}`")
+        return store
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def example(self, index: int, step: int, length: int = 1) -> dict[str, torch.Tensor]:
+        """Features of steps ``step .. step+length`` (inclusive) and the trajectory's tokens."""
+        source, row = self._sources[index]
+        if isinstance(source, dict):
+            get = lambda key: source[key][row]
+            features = source["features"][row, step : step + length + 1]
+        else:
+            get = lambda key: source.get_slice(key)[row : row + 1][0]
+            features = source.get_slice("features")[row : row + 1, step : step + length + 1][0]
+        return {"features": features, "codes": get("codes"), "commit_step": get("commit_step"),
+                "prompt_ids": get("prompt_ids")}
+
