@@ -22,7 +22,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.pipeline import EmbeddedModel
 from migm_shortcut.prompts import class_prompts
-from migm_shortcut.samplers import POLICIES, make_policy
+from migm_shortcut.samplers import POLICIES, head_for_weights, make_policy
 
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
@@ -81,7 +81,7 @@ def _parse_setting(raw: Any, where: str) -> Setting:
         raise MigmError(f"{where}: steps must be a whole number >= 1, got {raw['steps']!r}")
     params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label")}
     setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"))
-    make_policy(setting.policy, **setting.params)  # rejects bad parameters before any work
+    make_policy(setting.policy, **setting.params).reset(1, setting.steps)  # rejects bad parameters before any work
     return setting
 
 
@@ -103,8 +103,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 
 def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompts: list[str], seeds: list[int],
-                progress: bool = True) -> tuple[torch.Tensor, dict]:
-    policy = make_policy(setting.policy, **setting.params)
+                progress: bool = True, weights: str | None = None) -> tuple[torch.Tensor, dict]:
+    params = dict(setting.params)
+    if setting.policy == "shortcut" and "head" not in params:
+        params["head"] = head_for_weights(weights)
+    policy = make_policy(setting.policy, **params)
     sampler = model.sampler(setting.steps, cfg.guidance_scale, cfg.temperature, policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
@@ -159,7 +162,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
     baseline_latency = None
     for setting in settings:
-        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress)
+        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, weights)
         if baseline_latency is None:
             baseline_latency = speed["latency_s"]
         scores = evaluator.score(images, classes)

@@ -42,7 +42,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     p.add_argument("--policy", default="vanilla", help="step policy: vanilla (default) or shortcut")
-    p.add_argument("--budget", type=_positive("--budget"), default=4, help="shortcut: full backbone steps B out of N")
+    p.add_argument("--budget", type=int, default=4, help="shortcut: full backbone steps B out of N")
     p.add_argument("--head", default=None, help="shortcut: head folder (default: WEIGHTS/head, else the shipped head)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
     p.add_argument("--weights", default=None, help="folder with vq/, backbone/, classifier/ (default: shipped)")
@@ -63,12 +63,10 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 
 def policy_from_args(args: argparse.Namespace):
     """The step policy the sampling flags describe."""
-    from .samplers import make_policy
+    from .samplers import head_for_weights, make_policy
 
     if args.policy == "shortcut":
-        head = args.head
-        if head is None and args.weights is not None and (Path(args.weights) / "head").is_dir():
-            head = Path(args.weights) / "head"
+        head = args.head or head_for_weights(args.weights)
         policy = make_policy("shortcut", head=head, budget=args.budget, final_full=args.final_full)
         policy.reset(1, args.steps)  # budget outside 1..N fails here, before any work
         return policy
@@ -117,20 +115,42 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    """Vanilla vs. the shortcut (when a head is available) on the same prompts and seeds."""
     from .images import save_grid
+    from .samplers import head_for_weights, load_head, make_policy
 
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
     prompts, classes = class_prompts(args.per_class)
     seeds = [args.seed + i for i in range(len(prompts))]
+    methods = [("vanilla", make_policy("vanilla"))]
+    head_path = args.head or head_for_weights(args.weights)
+    try:
+        head = load_head(head_path)
+        head.check_base(model.backbone)
+    except MigmError as exc:
+        print(f"no shortcut comparison: {exc}")
+    else:
+        methods.append((f"shortcut B={args.budget}", make_policy("shortcut", head=head, budget=args.budget)))
     start = time.perf_counter()
-    images, loop_seconds, _ = generate_batched(model, prompts, seeds, args, desc="demo")
-    accuracy = model.classifier.accuracy(images, classes)
-    rows = [images[c * args.per_class : (c + 1) * args.per_class] for c in range(len(CLASS_NAMES))]
-    path = save_grid(rows, [canonical_prompt(c) for c in range(len(CLASS_NAMES))], Path(args.out_dir) / "demo_grid.png",
-                     title=f"vanilla sampler, N={args.steps}, seed {args.seed}")
+    results = []
+    for name, policy in methods:
+        model.sampler(args.steps, args.guidance_scale, args.temperature, policy).generate(prompts[:2], seeds[:2])  # warm-up
+        images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, args, policy, desc=name)
+        results.append((name, images, loop_seconds, full_steps.float().mean().item()))
+    rows, labels = [], []
+    for c in range(len(CLASS_NAMES)):
+        for name, images, _, _ in results:
+            rows.append(images[c * args.per_class : (c + 1) * args.per_class])
+            labels.append(f"{CLASS_NAMES[c]}\n{name}" if len(results) > 1 else canonical_prompt(c))
+    vanilla_seconds = results[0][2]
+    title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)" for name, _, sec, _ in results)
+    path = save_grid(rows, labels, Path(args.out_dir) / "demo_grid.png", title=f"N={args.steps}, seed {args.seed} | {title}")
     print(f"demo grid: {path}")
-    print(f"{len(prompts)} images, sampling loop {loop_seconds:.1f} s ({1000 * loop_seconds / len(prompts):.0f} ms/image), "
-          f"prompt accuracy {accuracy:.1%} (project classifier), total {time.perf_counter() - start:.1f} s")
+    for name, images, seconds, full in results:
+        accuracy = model.classifier.accuracy(images, classes)
+        print(f"{name:>14}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
+              f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla, prompt accuracy {accuracy:.1%}")
+    print(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method; accuracy by the project classifier)")
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:

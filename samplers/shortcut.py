@@ -35,6 +35,13 @@ def load_head(head: ShortcutHead | str | Path | None) -> ShortcutHead:
     return ShortcutHead.from_pretrained(path)
 
 
+def head_for_weights(weights: str | Path | None) -> Path | None:
+    """The head that belongs to a base-model weights folder: ``WEIGHTS/head`` if present, else the shipped one."""
+    if weights is not None and (Path(weights) / "head").is_dir():
+        return Path(weights) / "head"
+    return None
+
+
 def state_new_tokens(state: StepState):
     """The head's control input at this step: tokens committed at the previous step, per branch."""
     layout = state.backbone.layout

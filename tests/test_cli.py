@@ -91,3 +91,50 @@ def test_train_base_on_tiny_data_then_resume(tmp_path, capsys):
     before = (tmp_path / "w" / "backbone" / "model.safetensors").read_bytes()
     assert run(capsys, *args, "--resume", "--stages", "backbone")[0] == 0
     assert (tmp_path / "w" / "backbone" / "model.safetensors").read_bytes() == before
+
+
+@pytest.fixture
+def weights_with_head(tmp_path, tiny_weights):
+    import shutil
+
+    from migm_shortcut.backbone import MiniDiMOO
+    from migm_shortcut.shortcut import ShortcutHead
+
+    root = tmp_path / "weights"
+    shutil.copytree(tiny_weights, root)
+    ShortcutHead.for_base(MiniDiMOO.from_pretrained(root / "backbone")).save_pretrained(root / "head")
+    return root
+
+
+def test_demo_compares_vanilla_and_shortcut_when_a_head_exists(tmp_path, capsys, weights_with_head):
+    code, out, err = run(capsys, "demo", "--out-dir", str(tmp_path / "d"), "--per-class", "1", "--steps", "4",
+                         "--budget", "2", "--weights", str(weights_with_head))
+    assert code == 0, err
+    assert "shortcut B=2" in out and "speedup" in out and "2.0 full steps" in out
+
+
+def test_sample_with_the_shortcut_policy_records_it(tmp_path, capsys, weights_with_head):
+    code, out, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--per-prompt", "2", "--steps", "4",
+                         "--policy", "shortcut", "--budget", "2", "--out-dir", str(tmp_path / "o"),
+                         "--weights", str(weights_with_head))
+    assert code == 0, err
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["policy"] == "shortcut" and meta["policy_params"]["budget"] == 2 and meta["mean_full_steps"] == 2
+
+
+@pytest.mark.parametrize("budget", ["5", "0"])
+def test_sample_rejects_a_budget_outside_1_to_n(tmp_path, capsys, weights_with_head, budget):
+    code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--steps", "4", "--policy", "shortcut",
+                       "--budget", budget, "--out-dir", str(tmp_path / "o"), "--weights", str(weights_with_head))
+    assert code == 2 and "budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_rejects_a_head_of_another_model(tmp_path, capsys, weights_with_head, tiny_backbone):
+    from migm_shortcut.shortcut import ShortcutHead
+
+    ShortcutHead.for_base(tiny_backbone).save_pretrained(tmp_path / "other_head")
+    code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--steps", "4", "--policy", "shortcut",
+                       "--head", str(tmp_path / "other_head"), "--out-dir", str(tmp_path / "o"),
+                       "--weights", str(weights_with_head))
+    assert code == 2 and ("width" in err or "trained for base model" in err)
