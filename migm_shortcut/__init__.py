@@ -6,6 +6,7 @@ from .data import ImageDataset, load_dataset
 from .errors import MigmError
 from .pipeline import DEFAULT_NUM_STEPS, EmbeddedModel
 from .prompts import CLASS_NAMES, canonical_prompt, prompt_class
+from .shortcut import ShortcutHead, ShortcutHeadConfig, budget_full_steps
 from .tokenizer import VQTokenizer
 
 __version__ = "0.1.0"
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneConfig", "MiniDiMOO", "SequenceLayout", "ClassifierConfig", "FashionClassifier",
     "ImageDataset", "load_dataset", "MigmError", "CLASS_NAMES", "canonical_prompt", "prompt_class",
-    "VQTokenizer", "EmbeddedModel", "DEFAULT_NUM_STEPS",
+    "VQTokenizer", "EmbeddedModel", "DEFAULT_NUM_STEPS", "ShortcutHead", "ShortcutHeadConfig", "budget_full_steps",
 ]

@@ -47,7 +47,7 @@ class BaseTrainConfig:
     classifier_batch_size: int = 128
     vq_steps: int = 1500
     vq_batch_size: int = 64
-    backbone_steps: int = 2000
+    backbone_steps: int = 4000
     backbone_batch_size: int = 64
     backbone_lr: float = 1.5e-3
     backbone_width: int = 192
