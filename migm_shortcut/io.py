@@ -97,10 +97,13 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
-    """A short content hash of tensors, used to fingerprint a base model."""
+    """A short content hash of tensors, used to fingerprint a base model.
+
+    Hashed at fp16 precision, so a model and its fp16 safetensors copy have the same digest.
+    """
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().to(torch.float32).contiguous().cpu()
+        t = t.detach().to(torch.float16).contiguous().cpu()
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
