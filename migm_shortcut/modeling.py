@@ -20,6 +20,8 @@ from .io import load_tensors, read_json, save_tensors, write_json
 
 T = TypeVar("T", bound="PretrainedModule")
 
+# Where the package's own trained weights live (vq/, backbone/, classifier/, head/).
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 

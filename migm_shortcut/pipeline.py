@@ -16,10 +16,10 @@ import torch
 from .backbone import MiniDiMOO
 from .classifier import FashionClassifier
 from .errors import MigmError
+from .modeling import SHIPPED_WEIGHTS
 from .samplers import DiMOOSampler, SampleOutput, StepPolicy
 from .tokenizer import VQTokenizer
 
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 # Chosen from the quality-vs-steps check in the README (vanilla sampler, 1000 images per N).
 DEFAULT_NUM_STEPS = 16
 DEFAULT_GUIDANCE_SCALE = 4.0

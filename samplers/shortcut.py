@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 from .policies import StepOutput, StepPolicy, StepState
 
-SHIPPED_HEAD = Path(__file__).resolve().parent.parent / "weights" / "head"
+SHIPPED_HEAD = SHIPPED_WEIGHTS / "head"
 
 
 def load_head(head: ShortcutHead | str | Path | None) -> ShortcutHead:

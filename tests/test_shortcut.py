@@ -144,3 +144,10 @@ def test_budget_larger_than_steps_is_refused(tiny_backbone):
     policy = make_policy("shortcut", head=random_head(tiny_backbone), budget=9)
     with pytest.raises(MigmError, match="budget must be between 1 and the number of steps \\(8\\)"):
         DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
+
+
+def test_shipped_head_is_looked_up_beside_the_shipped_weights():
+    from migm_shortcut.pipeline import SHIPPED_WEIGHTS
+    from migm_shortcut.samplers import SHIPPED_HEAD
+
+    assert SHIPPED_HEAD == SHIPPED_WEIGHTS / "head" and (SHIPPED_WEIGHTS / "backbone").is_dir()
