@@ -157,8 +157,7 @@ class MiniDiMOO(PretrainedModule):
             raise MigmError(f"token ids must lie in 0..{self.layout.vocab_size - 1}")
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self.token_embedding(input_ids) + self.position_embedding(positions)
+        return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
 
     def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token plus position embedding of arbitrary (id, position) pairs: the shortcut head's input."""

@@ -166,8 +166,7 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from .train.head import init_distributed
-    from .train.common import RunLog
+    from .train.common import RunLog, finish_distributed, init_distributed
     from .train.trajectories import CollectConfig, collect
 
     rank, world, device = init_distributed(args.device)
@@ -179,11 +178,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log)
     seconds = time.perf_counter() - start
     log(f"collect: rank {rank} done in {seconds:.1f} s: {summary}")
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed()
     print(f"rank {rank}: {summary['shards_written']} shard(s) written, {summary['shards_skipped']} already there, "
           f"{seconds:.1f} s -> {args.out}")
 
@@ -191,6 +186,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_train_head(args: argparse.Namespace) -> None:
     import dataclasses
 
+    from .train.common import finish_distributed
     from .train.head import HeadTrainConfig, train_head
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
@@ -201,10 +197,7 @@ def cmd_train_head(args: argparse.Namespace) -> None:
         print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {sum(r['cos_head'] for r in rows) / len(rows):.4f} "
               f"(copy baseline {sum(r['cos_copy'] for r in rows) / len(rows):.4f}); beats copy at every step: "
               f"{result['beats_copy_at_every_step']}")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    finish_distributed()
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

@@ -176,9 +176,15 @@ class ShortcutHead(PretrainedModule):
 
     def advance(self, backbone, features: torch.Tensor, new_tokens: "NewTokens", mask_ratio: torch.Tensor) -> torch.Tensor:
         """One shortcut step: embed the new tokens with the base model, then predict."""
-        with torch.no_grad():
-            embeddings = backbone.embed_tokens(new_tokens.ids, new_tokens.positions)
-        return self(features, embeddings, new_tokens.valid, mask_ratio)
+        return shortcut_step(self, backbone, features, new_tokens, mask_ratio)
+
+
+def shortcut_step(head: nn.Module, backbone, features: torch.Tensor, new_tokens: "NewTokens",
+                  mask_ratio: torch.Tensor) -> torch.Tensor:
+    """``head`` may be a ``ShortcutHead`` or a wrapper of one (DDP in training)."""
+    with torch.no_grad():
+        embeddings = backbone.embed_tokens(new_tokens.ids, new_tokens.positions)
+    return head(features, embeddings, new_tokens.valid, mask_ratio)
 
 
 @dataclass
@@ -203,7 +209,6 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: to
     (a constant conditioning signal, as in the Lumina-DiMOO variant of the method); the
     unconditional branch sees only the image tokens.
     """
-    b, n = newly.shape
     counts = newly.sum(1)
     width = max(int(counts.max()), 1)
     # Stable sort puts each row's committed indices first, in image order.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -135,3 +137,23 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
             save_checkpoint(checkpoint, **state)
             log(f"{name}: step {done}/{total_steps} loss {loss.item():.4f}")
     return elapsed + time.perf_counter() - t0
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; starts the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def finish_distributed() -> None:
+    """Tear down the process group started by ``init_distributed`` (no-op outside torchrun)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -114,13 +114,21 @@ def shard_path(out: Path, index: int) -> Path:
     return out / f"shard-{index:05d}.safetensors"
 
 
+def shard_length(handle) -> int:
+    """Trajectories in an open shard; ValueError when keys are missing or the tensors disagree in length."""
+    if set(handle.keys()) != set(SHARD_KEYS):
+        raise ValueError(f"keys {sorted(handle.keys())}")
+    count = handle.get_slice("codes").get_shape()[0]
+    if any(handle.get_slice(k).get_shape()[0] != count for k in SHARD_KEYS):
+        raise ValueError("tensors disagree in length")
+    return count
+
+
 def shard_is_complete(path: Path, expected: int) -> bool:
     """A shard that opens, has every key, and holds ``expected`` trajectories."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            if set(f.keys()) != set(SHARD_KEYS):
-                return False
-            return all(f.get_slice(k).get_shape()[0] == expected for k in SHARD_KEYS)
+            return shard_length(f) == expected
     except Exception:  # any unreadable file is simply not complete
         return False
 
@@ -193,13 +201,9 @@ class TrajectoryStore:
             try:
                 handle = safe_open(str(path), framework="pt")
                 meta = handle.metadata() or {}
-                if set(handle.keys()) != set(SHARD_KEYS):
-                    raise ValueError(f"keys {sorted(handle.keys())}")
+                count = shard_length(handle)
                 if meta.get("base_fingerprint") != store.fingerprint or int(meta.get("steps", -1)) != store.num_steps:
                     raise ValueError("written for another base model or step count")
-                count = handle.get_slice("codes").get_shape()[0]
-                if any(handle.get_slice(k).get_shape()[0] != count for k in SHARD_KEYS):
-                    raise ValueError("tensors disagree in length")
                 shape = handle.get_slice("features").get_shape()
                 if shape[1] != store.num_steps:
                     raise ValueError(f"features hold {shape[1]} steps, the collection says {store.num_steps}")
