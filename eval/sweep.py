@@ -40,12 +40,19 @@ class Setting:
     steps: int
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    guidance_scale: float | None = None  # None: the sweep's own value
+    temperature: float | None = None
 
     @property
     def name(self) -> str:
         if self.label:
             return self.label
-        extra = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        shown = dict(self.params)
+        if self.guidance_scale is not None:
+            shown["s"] = self.guidance_scale
+        if self.temperature is not None:
+            shown["T"] = self.temperature
+        extra = ", ".join(f"{k}={v}" for k, v in shown.items())
         return f"{self.policy} N={self.steps}" + (f" ({extra})" if extra else "")
 
 
@@ -79,8 +86,17 @@ def _parse_setting(raw: Any, where: str) -> Setting:
         raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: {', '.join(sorted(POLICIES))}")
     if not isinstance(raw["steps"], int) or raw["steps"] < 1:
         raise MigmError(f"{where}: steps must be a whole number >= 1, got {raw['steps']!r}")
-    params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label")}
-    setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"))
+    sampling = {}
+    for key in ("guidance_scale", "temperature"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                    or (key == "temperature" and value == 0):
+                raise MigmError(f"{where}: {key} must be a number {'> 0' if key == 'temperature' else '>= 0'}, "
+                                f"got {value!r}")
+            sampling[key] = float(value)
+    params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature")}
+    setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling)
     make_policy(setting.policy, **setting.params).reset(1, setting.steps)  # rejects bad parameters before any work
     return setting
 
@@ -108,7 +124,9 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
     if setting.policy == "shortcut" and "head" not in params:
         params["head"] = head_for_weights(weights)
     policy = make_policy(setting.policy, **params)
-    sampler = model.sampler(setting.steps, cfg.guidance_scale, cfg.temperature, policy)
+    guidance = cfg.guidance_scale if setting.guidance_scale is None else setting.guidance_scale
+    temperature = cfg.temperature if setting.temperature is None else setting.temperature
+    sampler = model.sampler(setting.steps, guidance, temperature, policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
     for i in tqdm(range(0, len(prompts), cfg.batch_size), desc=setting.name, unit="batch", disable=not progress, leave=False):
@@ -167,6 +185,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
             baseline_latency = speed["latency_s"]
         scores = evaluator.score(images, classes)
         row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
+               "guidance_scale": cfg.guidance_scale if setting.guidance_scale is None else setting.guidance_scale,
+               "temperature": cfg.temperature if setting.temperature is None else setting.temperature,
                **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict()}
         result["rows"].append(row)
         result["wall_clock_s"] = time.perf_counter() - started

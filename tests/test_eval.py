@@ -70,7 +70,8 @@ def test_fid_rejects_bad_images(inception):
 def write_config(path, **overrides):
     config = {"per_class": 1, "quick_per_class": 1, "batch_size": 5, "reference_size": None,
               "quick_reference_size": None, "inception": True, "baseline": {"policy": "vanilla", "steps": 3},
-              "settings": [{"policy": "vanilla", "steps": 2}, {"policy": "vanilla", "steps": 3}]}
+              "settings": [{"policy": "vanilla", "steps": 2}, {"policy": "vanilla", "steps": 3},
+                           {"policy": "vanilla", "steps": 3, "guidance_scale": 0}]}
     config.update(overrides)
     path.write_text(json.dumps(config))
     return path
@@ -81,7 +82,8 @@ def test_tiny_sweep_writes_all_three_files(tmp_path, capsys, tiny_weights, fake_
     code = main(["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--weights", str(tiny_weights)])
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [r["setting"] for r in result["rows"]] == ["real train images", "vanilla N=3", "vanilla N=2"]
+    assert [r["setting"] for r in result["rows"]] == ["real train images", "vanilla N=3", "vanilla N=2",
+                                                      "vanilla N=3 (s=0.0)"]
     assert result["rows"][0]["fid"] is not None and result["rows"][0]["latency_s"] is None
     result["rows"] = result["rows"][1:]
     for row in result["rows"]:
@@ -90,6 +92,8 @@ def test_tiny_sweep_writes_all_three_files(tmp_path, capsys, tiny_weights, fake_
         assert row["num_images"] == 10 and row["fid"] is not None and row["gflops"] > 0
     assert result["rows"][0]["speedup"] == pytest.approx(1.0)
     assert result["rows"][1]["full_steps"] == 2
+    # a per-setting guidance scale overrides the sweep's own, and only for that row
+    assert [r["guidance_scale"] for r in result["rows"]] == [4.0, 4.0, 0.0]
     assert "| vanilla | vanilla N=2 |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
 
@@ -100,6 +104,8 @@ def test_tiny_sweep_writes_all_three_files(tmp_path, capsys, tiny_weights, fake_
     ({"settings": []}, "at least one"),
     ({"settings": [{"policy": "vanilla", "steps": 0}]}, "steps must be"),
     ({"speed": 3}, "unknown field 'speed'"),
+    ({"settings": [{"policy": "vanilla", "steps": 4, "guidance_scale": -1}]}, "guidance_scale must be"),
+    ({"settings": [{"policy": "vanilla", "steps": 4, "temperature": 0}]}, "temperature must be"),
     ({"baseline": {"policy": "vanilla", "steps": 4, "bogus": 1}}, "bad parameters"),
 ])
 def test_bad_sweep_config_is_one_line(tmp_path, capsys, overrides, match):
