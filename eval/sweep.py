@@ -55,6 +55,11 @@ class Setting:
         extra = ", ".join(f"{k}={v}" for k, v in shown.items())
         return f"{self.policy} N={self.steps}" + (f" ({extra})" if extra else "")
 
+    def sampling(self, cfg: "SweepConfig") -> tuple[float, float]:
+        """(guidance scale, temperature) for this setting: its own values, else the sweep's."""
+        return (cfg.guidance_scale if self.guidance_scale is None else self.guidance_scale,
+                cfg.temperature if self.temperature is None else self.temperature)
+
 
 @dataclass
 class SweepConfig:
@@ -124,9 +129,7 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
     if setting.policy == "shortcut" and "head" not in params:
         params["head"] = head_for_weights(weights)
     policy = make_policy(setting.policy, **params)
-    guidance = cfg.guidance_scale if setting.guidance_scale is None else setting.guidance_scale
-    temperature = cfg.temperature if setting.temperature is None else setting.temperature
-    sampler = model.sampler(setting.steps, guidance, temperature, policy)
+    sampler = model.sampler(setting.steps, *setting.sampling(cfg), policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
     for i in tqdm(range(0, len(prompts), cfg.batch_size), desc=setting.name, unit="batch", disable=not progress, leave=False):
@@ -184,9 +187,9 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         if baseline_latency is None:
             baseline_latency = speed["latency_s"]
         scores = evaluator.score(images, classes)
+        guidance, temperature = setting.sampling(cfg)
         row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
-               "guidance_scale": cfg.guidance_scale if setting.guidance_scale is None else setting.guidance_scale,
-               "temperature": cfg.temperature if setting.temperature is None else setting.temperature,
+               "guidance_scale": guidance, "temperature": temperature,
                **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict()}
         result["rows"].append(row)
         result["wall_clock_s"] = time.perf_counter() - started
