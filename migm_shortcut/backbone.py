@@ -8,9 +8,12 @@ Image codes are a slice of the vocabulary (``code_offset .. code_offset + codebo
 as in Lumina-DiMOO. The model's *features* are the last hidden states after the final norm;
 its *head* maps features to logits, and the sampler only reads the image-code slice of it.
 That split — ``features(input_ids)`` then ``logits_from_features(h)`` — is the seam the
-shortcut head and the caching baselines plug into.
+shortcut head and the caching baselines plug into. ML-Cache additionally needs every layer's
+keys and values: ``features(ids, kv_cache=cache)`` fills a ``KVCache``, and
+``features_at(ids, index, cache)`` recomputes only the positions in ``index`` through every
+layer, their queries attending to the cached keys/values (which they overwrite).
 
-Read top to bottom: config, layout, attention, block, model.
+Read top to bottom: config, layout, K/V cache, attention, block, model.
 """
 
 from __future__ import annotations
@@ -96,6 +99,42 @@ class SequenceLayout:
         return seq
 
 
+class KVCache:
+    """Keys and values of every layer from the last full pass: ``keys[i]`` is (B, heads, L, head_dim).
+
+    A full pass (``index is None``) replaces a layer's entry; a partial pass writes the keys and
+    values of the positions it recomputed into it, in place.
+    """
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor | None):
+        if index is None:
+            k, v = k.clone(), v.clone()  # own storage: partial passes write into it in place
+            if layer < len(self.keys):
+                self.keys[layer], self.values[layer] = k, v
+            else:
+                self.keys.append(k)
+                self.values.append(v)
+            return k, v
+        if layer >= len(self.keys):
+            raise MigmError("partial forward without a filled K/V cache: run a full step with this cache first")
+        where = index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        self.keys[layer].scatter_(2, where, k)
+        self.values[layer].scatter_(2, where, v)
+        return self.keys[layer], self.values[layer]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (sequences), e.g. when a caller reorders or drops samples."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
 class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -103,8 +142,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                index: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, index)
         out = F.scaled_dot_product_attention(q, k, v)  # bidirectional: no causal mask
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
@@ -118,8 +160,9 @@ class Block(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cache, layer, index)
         return x + self.mlp(self.norm2(x))
 
 
@@ -163,11 +206,27 @@ class MiniDiMOO(PretrainedModule):
         """Token plus position embedding of arbitrary (id, position) pairs: the shortcut head's input."""
         return self.token_embedding(ids) + self.position_embedding(positions)
 
-    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Last-layer features after the final norm: (B, L) ids -> (B, L, width)."""
+    def features(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Last-layer features after the final norm: (B, L) ids -> (B, L, width).
+
+        With ``kv_cache`` every layer's keys and values are stored in it (for ``features_at``).
+        """
         x = self.embed(input_ids)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache, i)
+        return self.final_norm(x)
+
+    def features_at(self, input_ids: torch.Tensor, index: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
+        """Features of only the positions ``index`` (B, P), against the cached keys/values of the rest.
+
+        Each selected position is embedded from its current id, and at every layer its query
+        attends to all L cached keys/values, after its own fresh key/value has been written into
+        the cache. With every position selected this is the full forward pass.
+        """
+        ids = input_ids.gather(1, index)
+        x = self.embed_tokens(ids, index)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache, i, index)
         return self.final_norm(x)
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:

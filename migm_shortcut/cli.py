@@ -41,10 +41,18 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    p.add_argument("--policy", default="vanilla", help="step policy: vanilla (default) or shortcut")
+    p.add_argument("--policy", default="vanilla",
+                   help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
     p.add_argument("--budget", type=int, default=4, help="shortcut: full backbone steps B out of N")
-    p.add_argument("--head", default=None, help="shortcut: head folder (default: WEIGHTS/head, else the shipped head)")
+    p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: WEIGHTS/head, else the shipped head)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
+    p.add_argument("--eps", type=float, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
+    p.add_argument("--early-eps", type=float, help="sencache: stricter eps for the first 20%% of steps")
+    p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
+    p.add_argument("--calibration", help="sencache/adaptive: sensitivity table from `calibrate` (default: the shipped one)")
+    p.add_argument("--warmup", type=float, help="mlcache: warm-up ratio of full steps (default 0.3)")
+    p.add_argument("--interval", type=int, help="mlcache: refresh interval (default 5); fixed: compute every k-th step (default 2)")
+    p.add_argument("--recompute", type=float, help="mlcache: ratio of positions recomputed on partial steps (default 0.1)")
     p.add_argument("--weights", default=None, help="folder with vq/, backbone/, classifier/ (default: shipped)")
     p.add_argument("--device", default="cpu")
 
@@ -61,16 +69,31 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def policy_from_args(args: argparse.Namespace):
-    """The step policy the sampling flags describe."""
-    from .samplers import head_for_weights, make_policy
+POLICY_CHOICES = ("vanilla", "shortcut", "adaptive", "sencache", "mlcache", "fixed")
+# The flags each policy reads (flag attribute -> policy parameter); unset flags keep the policy's default.
+POLICY_FLAGS = {
+    "vanilla": {},
+    "shortcut": {"budget": "budget", "final_full": "final_full"},
+    "adaptive": {"eps": "eps", "max_reuse": "max_reuse"},
+    "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
+    "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
+    "fixed": {"interval": "interval"},
+}
 
-    if args.policy == "shortcut":
-        head = args.head or head_for_weights(args.weights)
-        policy = make_policy("shortcut", head=head, budget=args.budget, final_full=args.final_full)
-        policy.reset(1, args.steps)  # budget outside 1..N fails here, before any work
-        return policy
-    return make_policy(args.policy)
+
+def policy_from_args(args: argparse.Namespace):
+    """The step policy the sampling flags describe; bad settings fail here, before any work."""
+    from .samplers import calibration_for_weights, head_for_weights, make_policy
+
+    params = {param: getattr(args, flag) for flag, param in POLICY_FLAGS.get(args.policy, {}).items()
+              if getattr(args, flag) is not None}
+    if args.policy in ("shortcut", "adaptive"):
+        params["head"] = args.head or head_for_weights(args.weights)
+    if args.policy in ("sencache", "adaptive"):
+        params["calibration"] = args.calibration or calibration_for_weights(args.weights)
+    policy = make_policy(args.policy, **params)
+    policy.reset(1, args.steps)  # budget outside 1..N, a calibration for another N: one line, now
+    return policy
 
 
 def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequence[int], args: argparse.Namespace,
@@ -114,23 +137,39 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(all_prompts)} images to {out_dir} ({loop_seconds:.1f} s sampling loop)")
 
 
+def method_label(policy) -> str:
+    """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.1 K=3``."""
+    short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",
+             "warmup": "w", "early_eps": "eps0"}
+    shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
+    return " ".join([policy.name] + shown)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Vanilla vs. the shortcut (when a head is available) on the same prompts and seeds."""
+    """Every requested method on the same prompts and seeds: a labelled grid and the measured speedups."""
+    import copy
+
     from .images import save_grid
-    from .samplers import head_for_weights, load_head, make_policy
 
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
     prompts, classes = class_prompts(args.per_class)
     seeds = [args.seed + i for i in range(len(prompts))]
-    methods = [("vanilla", make_policy("vanilla"))]
-    head_path = args.head or head_for_weights(args.weights)
-    try:
-        head = load_head(head_path)
-        head.check_base(model.backbone)
-    except MigmError as exc:
-        print(f"no shortcut comparison: {exc}")
-    else:
-        methods.append((f"shortcut B={args.budget}", make_policy("shortcut", head=head, budget=args.budget)))
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in POLICY_CHOICES]
+    if unknown or not names or names[0] != "vanilla":
+        raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICY_CHOICES)}; got {args.methods!r}")
+    methods = []
+    for name in names:
+        method_args = copy.copy(args)
+        method_args.policy = name
+        try:
+            policy = policy_from_args(method_args)
+            if hasattr(policy, "check_base"):
+                policy.check_base(model.backbone)
+        except MigmError as exc:
+            print(f"skipping {name}: {exc}")
+            continue
+        methods.append((method_label(policy), policy))
     start = time.perf_counter()
     results = []
     for name, policy in methods:
@@ -148,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"demo grid: {path}")
     for name, images, seconds, full in results:
         accuracy = model.classifier.accuracy(images, classes)
-        print(f"{name:>14}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
+        print(f"{name:>22}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
               f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla, prompt accuracy {accuracy:.1%}")
     print(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method; accuracy by the project classifier)")
 
@@ -198,6 +237,19 @@ def cmd_train_head(args: argparse.Namespace) -> None:
               f"(copy baseline {sum(r['cos_copy'] for r in rows) / len(rows):.4f}); beats copy at every step: "
               f"{result['beats_copy_at_every_step']}")
     finish_distributed()
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from .samplers import calibrate
+
+    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    model.sampler(args.steps, args.guidance_scale, args.temperature)  # validates steps/scale/temperature
+    start = time.perf_counter()
+    table = calibrate(model.backbone, args.steps, args.guidance_scale, args.temperature, args.num, args.batch_size,
+                      args.seed)
+    table.save(args.out)
+    shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
+    print(f"sensitivity J_k (N={args.steps}, {args.num} samples, {time.perf_counter() - start:.0f} s): {shown}\nwrote {args.out}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -250,8 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("demo", help="sample a labelled grid, one row per class, with the shipped model")
+    p = sub.add_parser("demo", help="vanilla vs every acceleration policy on the same prompts and seeds (grid + speedups)")
     p.add_argument("--out-dir", default="outputs/demo")
+    p.add_argument("--methods", default=",".join(POLICY_CHOICES),
+                   help="comma-separated policies to compare, vanilla first (each with its default settings or the flags)")
     p.add_argument("--per-class", type=_positive("--per-class"), default=8)
     _add_sampling_args(p)
     p.set_defaults(func=cmd_demo)
@@ -297,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_head)
+
+    p = sub.add_parser("calibrate", help="per-step sensitivity table for the sencache and adaptive policies")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--num", type=_positive("--num"), default=128, help="vanilla trajectories to average over")
+    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("sweep", help="quality vs latency for a list of sampler settings (table, JSON, Pareto plot)")
     p.add_argument("--config", help="sweep config JSON (default: the shipped default_sweep.json)")

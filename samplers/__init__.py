@@ -1,13 +1,22 @@
 """Samplers and step policies (installed as ``migm_shortcut.samplers``)."""
 
+from .caching import FixedIntervalPolicy, MLCachePolicy, SenCachePolicy
 from .dimoo import DiMOOSampler, SampleOutput, guided_logits
 from .policies import POLICIES, StepOutput, StepPolicy, StepState, VanillaPolicy, make_policy, register_policy
 from .schedule import committed_counts, masked_counts
-from .shortcut import SHIPPED_HEAD, ShortcutPolicy, head_for_weights, load_head
+from .sensitivity import SHIPPED_CALIBRATION, SensitivityTable, calibrate, calibration_for_weights, load_calibration
+from .shortcut import SHIPPED_HEAD, AdaptiveShortcutPolicy, ShortcutPolicy, head_for_weights, load_head
 
 register_policy("shortcut", ShortcutPolicy)
+register_policy("adaptive", AdaptiveShortcutPolicy)
+register_policy("sencache", SenCachePolicy)
+register_policy("mlcache", MLCachePolicy)
+register_policy("fixed", FixedIntervalPolicy)
 
 __all__ = [
     "DiMOOSampler", "SampleOutput", "guided_logits", "POLICIES", "StepOutput", "StepPolicy", "StepState",
-    "VanillaPolicy", "ShortcutPolicy", "SHIPPED_HEAD", "load_head", "head_for_weights", "make_policy", "register_policy", "committed_counts", "masked_counts",
+    "VanillaPolicy", "ShortcutPolicy", "AdaptiveShortcutPolicy", "SenCachePolicy", "MLCachePolicy",
+    "FixedIntervalPolicy", "SensitivityTable", "calibrate", "load_calibration", "calibration_for_weights",
+    "SHIPPED_CALIBRATION", "SHIPPED_HEAD", "load_head", "head_for_weights", "make_policy", "register_policy",
+    "committed_counts", "masked_counts",
 ]

@@ -32,6 +32,21 @@ class StepState:
     def batch_size(self) -> int:
         return self.masked.shape[0]
 
+    def rows(self, samples: torch.Tensor) -> torch.Tensor:
+        """Sequence rows of these sample indices in every CFG branch (cond rows, then uncond rows)."""
+        return torch.cat([samples + i * self.batch_size for i in range(self.num_branches)])
+
+    def subset(self, samples: torch.Tensor) -> "StepState":
+        """The same step restricted to some samples (both branches of each), for per-sample decisions."""
+        rows = self.rows(samples)
+        pick = lambda t: None if t is None else t[samples.to(t.device)]  # noqa: E731
+        return StepState(
+            step=self.step, num_steps=self.num_steps, backbone=self.backbone,
+            input_ids=self.input_ids[rows.to(self.input_ids.device)], num_branches=self.num_branches,
+            prev_features=None if self.prev_features is None else self.prev_features[rows.to(self.prev_features.device)],
+            newly_committed=pick(self.newly_committed), masked=pick(self.masked), mask_ratio=pick(self.mask_ratio),
+        )
+
 
 @dataclass
 class StepOutput:
@@ -63,6 +78,25 @@ class VanillaPolicy(StepPolicy):
     def step(self, state: StepState) -> StepOutput:
         features = state.backbone.features(state.input_ids)
         return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+
+
+def features_where(state: StepState, full: torch.Tensor, cheap: Callable[[StepState], torch.Tensor]) -> torch.Tensor:
+    """Backbone features for the samples with ``full`` set, ``cheap(substate)`` for the rest.
+
+    The backbone runs only on the rows that need it (a batch pays for what its samples need);
+    when every sample needs it, this is exactly one full-batch pass, as in vanilla sampling.
+    """
+    if bool(full.all()):
+        return state.backbone.features(state.input_ids)
+    need, skip = full.nonzero()[:, 0], (~full).nonzero()[:, 0]
+    cheap_features = cheap(state.subset(skip))
+    out = torch.empty(state.input_ids.shape + cheap_features.shape[-1:], dtype=cheap_features.dtype,
+                      device=cheap_features.device)
+    out[state.rows(skip).to(out.device)] = cheap_features
+    if len(need):
+        rows = state.rows(need).to(state.input_ids.device)
+        out[rows.to(out.device)] = state.backbone.features(state.input_ids[rows]).to(out.dtype)
+    return out
 
 
 POLICIES: dict[str, Callable[..., StepPolicy]] = {"vanilla": VanillaPolicy}

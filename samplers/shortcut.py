@@ -21,7 +21,9 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
-from .policies import StepOutput, StepPolicy, StepState
+from .caching import check_eps
+from .policies import StepOutput, StepPolicy, StepState, features_where
+from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
 SHIPPED_HEAD = SHIPPED_WEIGHTS / "head"
 
@@ -93,3 +95,51 @@ class ShortcutPolicy(StepPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "budget": self.budget, "final_full": self.final_full}
+
+
+class AdaptiveShortcutPolicy(ShortcutPolicy):
+    """Sensitivity-triggered shortcut: the head on every cheap step, the backbone only when needed.
+
+    A sample gets a full step when its accumulated sensitivity score (the SenCache-style
+    estimate of how far its features have drifted since its last full step, see
+    ``samplers/sensitivity.py``) reaches eps, or after ``max_reuse`` shortcut steps in a row.
+    Decisions are per sample: the backbone runs on just the samples that need it. Step 0 is
+    always full; eps = 0 makes every step full (vanilla sampling).
+    """
+
+    name = "adaptive"
+
+    def __init__(self, head: ShortcutHead | str | Path | None = None, eps: float = 0.5, max_reuse: int | None = None,
+                 calibration: SensitivityTable | str | Path | None = None):
+        check_eps(eps, max_reuse)
+        super().__init__(head, budget=1)
+        self.eps = float(eps)
+        self.max_reuse = None if max_reuse is None else int(max_reuse)
+        self.table = load_calibration(calibration)
+        self.sensitivity = SensitivityScore(self.table)
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        self.table.check_steps(num_steps)
+        self.sensitivity.reset()
+        self.run = torch.zeros(batch_size, dtype=torch.long)
+
+    def check_base(self, backbone) -> None:
+        if self._checked_base != id(backbone):
+            self.table.check_base(backbone)
+        super().check_base(backbone)
+
+    def step(self, state: StepState) -> StepOutput:
+        self.check_base(state.backbone)
+        if state.prev_features is None:
+            full = torch.ones(state.batch_size, dtype=torch.bool)
+        else:
+            full = self.sensitivity.score(state) >= self.eps
+            if self.max_reuse is not None:
+                full |= self.run >= self.max_reuse
+        features = features_where(state, full, lambda sub: shortcut_features(self.head, sub))
+        self.sensitivity.mark_full(state, full)
+        self.run = torch.where(full, torch.zeros_like(self.run), self.run + 1)
+        return StepOutput(features, full)
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse}

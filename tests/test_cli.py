@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from migm_shortcut.cli import main
@@ -138,3 +137,46 @@ def test_sample_rejects_a_head_of_another_model(tmp_path, capsys, weights_with_h
                        "--head", str(tmp_path / "other_head"), "--out-dir", str(tmp_path / "o"),
                        "--weights", str(weights_with_head))
     assert code == 2 and ("width" in err or "trained for base model" in err)
+
+
+def test_calibrate_then_sample_with_every_policy(tmp_path, capsys, weights_with_head):
+    cal = tmp_path / "cal.json"
+    code, out, err = run(capsys, "calibrate", "--out", str(cal), "--num", "4", "--steps", "4", "--batch-size", "2",
+                         "--weights", str(weights_with_head))
+    assert code == 0, err
+    assert json.loads(cal.read_text())["num_steps"] == 4 and "sensitivity J_k" in out
+    for policy, flags, full in (("sencache", ["--eps", "0", "--calibration", str(cal)], 4),
+                                ("adaptive", ["--eps", "0", "--calibration", str(cal)], 4),
+                                ("mlcache", ["--warmup", "0.5", "--interval", "3", "--recompute", "0.1"], 2),
+                                ("fixed", ["--interval", "2"], 2)):
+        code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--per-prompt", "2", "--steps", "4",
+                           "--policy", policy, *flags, "--out-dir", str(tmp_path / policy), "--weights", str(weights_with_head))
+        assert code == 0, err
+        meta = json.loads((tmp_path / policy / "run.json").read_text())
+        assert meta["policy"] == policy and meta["mean_full_steps"] == full, (policy, meta)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--policy", "sencache", "--eps", "-1"], "eps must be a number >= 0"),
+    (["--policy", "sencache", "--max-reuse", "0"], "max_reuse (K) must be"),
+    (["--policy", "mlcache", "--interval", "0"], "refresh interval"),
+    (["--policy", "fixed", "--interval", "0"], "interval must be"),
+    (["--policy", "sencache", "--steps", "5"], "calibration"),
+])
+def test_bad_policy_settings_are_one_line_errors(tmp_path, capsys, tiny_weights, flags, message):
+    code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", *flags, "--out-dir", str(tmp_path / "o"),
+                       "--weights", str(tiny_weights))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_compares_every_policy_it_can_run(tmp_path, capsys, weights_with_head):
+    code, out, err = run(capsys, "calibrate", "--out", str(weights_with_head / "calibration.json"), "--num", "2",
+                         "--steps", "4", "--weights", str(weights_with_head))
+    assert code == 0, err
+    code, out, err = run(capsys, "demo", "--out-dir", str(tmp_path / "d"), "--per-class", "1", "--steps", "4",
+                         "--weights", str(weights_with_head))
+    assert code == 0, err
+    for label in ("vanilla", "shortcut B=4", "adaptive eps=0.5", "sencache eps=0.1 K=3", "mlcache w=0.3 k=5 r=0.1",
+                  "fixed k=2"):
+        assert f"{label}: 10 images" in out, label

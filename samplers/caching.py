@@ -1,0 +1,191 @@
+"""Training-free caching baselines, as step policies of the same sampler.
+
+* ``FixedIntervalPolicy`` — the naive cache: compute every k-th step, reuse the features in
+  between.
+* ``SenCachePolicy`` — SenCache-style sensitivity caching: reuse a sample's last computed
+  features (both CFG branches) while its calibrated score stays below eps. How SenCache's
+  latent/timestep map onto a masked model is written up in ``samplers/sensitivity.py``.
+* ``MLCachePolicy`` — Lumina-DiMOO's ML-Cache: full steps during warm-up and every
+  ``interval``-th step after it store every layer's keys/values; partial steps recompute only
+  the least-confident positions through every layer against those cached keys/values.
+
+Reused features never see the tokens committed since they were computed: neighbours can
+duplicate and confidence rankings go stale. That is the weakness the learned shortcut targets.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from migm_shortcut.backbone import KVCache
+from migm_shortcut.errors import MigmError
+
+from .policies import StepOutput, StepPolicy, StepState, features_where
+from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
+
+
+def _all(state: StepState, value: bool) -> torch.Tensor:
+    return torch.full((state.batch_size,), value, dtype=torch.bool)
+
+
+def _reuse(state: StepState) -> torch.Tensor:
+    return state.prev_features
+
+
+class FixedIntervalPolicy(StepPolicy):
+    """Backbone on steps 0, k, 2k, ...; the last computed features are reused for the k-1 in between."""
+
+    name = "fixed"
+
+    def __init__(self, interval: int = 2):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise MigmError(f"interval must be a whole number >= 1, got {interval!r}")
+        self.interval = interval
+
+    def step(self, state: StepState) -> StepOutput:
+        if state.step % self.interval == 0 or state.prev_features is None:
+            return StepOutput(state.backbone.features(state.input_ids), _all(state, True))
+        return StepOutput(state.prev_features, _all(state, False))
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "interval": self.interval}
+
+
+def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None) -> None:
+    for name, value in (("eps", eps), ("early_eps", early_eps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise MigmError(f"{name} must be a number >= 0, got {value!r}")
+    if max_reuse is not None and (isinstance(max_reuse, bool) or not isinstance(max_reuse, int) or max_reuse < 1):
+        raise MigmError(f"max_reuse (K) must be a whole number >= 1, got {max_reuse!r}")
+
+
+class SenCachePolicy(StepPolicy):
+    """Reuse a sample's cached features while ``score < eps`` and fewer than K reuses in a row.
+
+    The first and last steps are always computed; ``early_eps`` (stricter) applies to the first
+    20% of steps. eps = 0 never reuses: the policy is then vanilla sampling.
+    """
+
+    name = "sencache"
+
+    def __init__(self, eps: float = 0.1, max_reuse: int = 3, calibration: SensitivityTable | str | Path | None = None,
+                 early_eps: float | None = None):
+        check_eps(eps, max_reuse, early_eps)
+        self.eps, self.max_reuse = float(eps), int(max_reuse)
+        self.early_eps = None if early_eps is None else float(early_eps)
+        self.table = load_calibration(calibration)
+        self.sensitivity = SensitivityScore(self.table)
+        self._checked_base: int | None = None
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        self.table.check_steps(num_steps)
+        self.sensitivity.reset()
+        self.run = torch.zeros(batch_size, dtype=torch.long)
+
+    def threshold(self, step: int, num_steps: int) -> float:
+        if self.early_eps is not None and step < math.ceil(0.2 * num_steps):
+            return self.early_eps
+        return self.eps
+
+    def check_base(self, backbone) -> None:
+        if self._checked_base != id(backbone):
+            self.table.check_base(backbone)
+            self._checked_base = id(backbone)
+
+    def step(self, state: StepState) -> StepOutput:
+        self.check_base(state.backbone)
+        if state.prev_features is None or state.step in (0, state.num_steps - 1):
+            full = _all(state, True)
+        else:
+            score = self.sensitivity.score(state)
+            full = (score >= self.threshold(state.step, state.num_steps)) | (self.run >= self.max_reuse)
+        features = features_where(state, full, _reuse)
+        self.sensitivity.mark_full(state, full)
+        self.run = torch.where(full, torch.zeros_like(self.run), self.run + 1)
+        return StepOutput(features, full)
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse, "early_eps": self.early_eps}
+
+
+class MLCachePolicy(StepPolicy):
+    """Lumina-DiMOO's ML-Cache.
+
+    Full steps: every step below ``int(warmup * N)``, then every ``interval``-th step after the
+    last of them (N=16, warmup 0.3, interval 5: steps 0-3, 8 and 13); each
+    stores every layer's keys/values. A partial step recomputes ``ceil(recompute * L)``
+    positions per sequence through every layer (``backbone.features_at``): the still-masked
+    image positions whose cached prediction is least confident (lowest max probability of the
+    conditional branch, the same positions in both branches), then — when the ratio asks for
+    more — positions whose token changed since the cache, then the rest. All other positions
+    reuse their cached features (hence logits). ``recompute = 1`` recomputes every position:
+    exactly a full step.
+    """
+
+    name = "mlcache"
+
+    def __init__(self, warmup: float = 0.3, interval: int = 5, recompute: float = 0.1):
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 1:
+            raise MigmError(f"warmup must be a ratio in [0, 1], got {warmup!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise MigmError(f"refresh interval must be a whole number >= 1, got {interval!r}")
+        if isinstance(recompute, bool) or not isinstance(recompute, (int, float)) or not 0 < recompute <= 1:
+            raise MigmError(f"recompute ratio must be in (0, 1], got {recompute!r}")
+        self.warmup, self.interval, self.recompute = float(warmup), interval, float(recompute)
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        self.cache = None
+        self.cached_ids: torch.Tensor | None = None
+
+    def is_full(self, step: int, num_steps: int) -> bool:
+        warm = int(self.warmup * num_steps)
+        last_warm = max(warm - 1, 0)  # the interval counts from the last warm-up (full) step
+        return step < warm or (step - last_warm) % self.interval == 0
+
+    def recompute_index(self, state: StepState) -> torch.Tensor:
+        """(branches*B, P) positions to recompute, lowest priority key first."""
+        backbone, layout = state.backbone, state.backbone.layout
+        length = state.input_ids.shape[1]
+        b = state.batch_size
+        device = state.input_ids.device
+        count = math.ceil(self.recompute * length)
+        # Priority key per position: confidence in [0, 1] at masked image positions, 2 where the
+        # token changed since the cache, 3 + position / L elsewhere (a fixed, deterministic order).
+        key = 3 + torch.arange(length, device=device).float().div(length).expand(b, length).clone()
+        changed = (state.input_ids[:b] != self.cached_ids[:b]) | (state.input_ids[b:] != self.cached_ids[b:]) \
+            if state.num_branches == 2 else state.input_ids != self.cached_ids
+        key[changed] = 2.0
+        image_positions = layout.image_positions.to(device)
+        cond_logits = backbone.logits_from_features(state.prev_features[:b, image_positions]).float()
+        confidence = cond_logits.softmax(-1).amax(-1)
+        masked = state.masked.to(device)
+        image_key = torch.where(masked, confidence, key[:, image_positions])
+        key[:, image_positions] = image_key
+        index = key.topk(count, dim=1, largest=False).indices
+        return index.repeat(state.num_branches, 1)
+
+    def step(self, state: StepState) -> StepOutput:
+        backbone = state.backbone
+        if not hasattr(backbone, "features_at"):
+            raise MigmError(f"ML-Cache needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
+        full_step = self.cache is None or state.prev_features is None or self.is_full(state.step, state.num_steps) \
+            or math.ceil(self.recompute * state.input_ids.shape[1]) >= state.input_ids.shape[1]
+        if full_step:
+            self.cache = KVCache()
+            features = backbone.features(state.input_ids, kv_cache=self.cache)
+            self.cached_ids = state.input_ids.clone()
+            return StepOutput(features, _all(state, True))
+        index = self.recompute_index(state)
+        fresh = backbone.features_at(state.input_ids, index, self.cache)
+        features = state.prev_features.clone()
+        features.scatter_(1, index[..., None].expand(-1, -1, features.shape[-1]).to(features.device), fresh.to(features.dtype))
+        self.cached_ids.scatter_(1, index, state.input_ids.gather(1, index))
+        return StepOutput(features, _all(state, False))
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "warmup": self.warmup, "interval": self.interval, "recompute": self.recompute}
