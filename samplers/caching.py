@@ -73,7 +73,7 @@ class SenCachePolicy(StepPolicy):
 
     name = "sencache"
 
-    def __init__(self, eps: float = 0.1, max_reuse: int = 3, calibration: SensitivityTable | str | Path | None = None,
+    def __init__(self, eps: float = 0.3, max_reuse: int = 3, calibration: SensitivityTable | str | Path | None = None,
                  early_eps: float | None = None):
         check_eps(eps, max_reuse, early_eps)
         self.eps, self.max_reuse = float(eps), int(max_reuse)

@@ -109,7 +109,7 @@ class AdaptiveShortcutPolicy(ShortcutPolicy):
 
     name = "adaptive"
 
-    def __init__(self, head: ShortcutHead | str | Path | None = None, eps: float = 0.5, max_reuse: int | None = None,
+    def __init__(self, head: ShortcutHead | str | Path | None = None, eps: float = 0.4, max_reuse: int | None = None,
                  calibration: SensitivityTable | str | Path | None = None):
         check_eps(eps, max_reuse)
         super().__init__(head, budget=1)

@@ -177,6 +177,6 @@ def test_demo_compares_every_policy_it_can_run(tmp_path, capsys, weights_with_he
     code, out, err = run(capsys, "demo", "--out-dir", str(tmp_path / "d"), "--per-class", "1", "--steps", "4",
                          "--weights", str(weights_with_head))
     assert code == 0, err
-    for label in ("vanilla", "shortcut B=4", "adaptive eps=0.5", "sencache eps=0.1 K=3", "mlcache w=0.3 k=5 r=0.1",
+    for label in ("vanilla", "shortcut B=4", "adaptive eps=0.4", "sencache eps=0.3 K=3", "mlcache w=0.3 k=5 r=0.1",
                   "fixed k=2"):
         assert f"{label}: 10 images" in out, label
