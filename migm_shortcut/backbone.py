@@ -129,11 +129,6 @@ class KVCache:
         self.values[layer].scatter_(2, where, v)
         return self.keys[layer], self.values[layer]
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only these batch rows (sequences), e.g. when a caller reorders or drops samples."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
-
 
 class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int):

@@ -36,14 +36,18 @@ def _reuse(state: StepState) -> torch.Tensor:
     return state.prev_features
 
 
+def check_whole(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MigmError(f"{what} must be a whole number >= 1, got {value!r}")
+
+
 class FixedIntervalPolicy(StepPolicy):
     """Backbone on steps 0, k, 2k, ...; the last computed features are reused for the k-1 in between."""
 
     name = "fixed"
 
     def __init__(self, interval: int = 2):
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise MigmError(f"interval must be a whole number >= 1, got {interval!r}")
+        check_whole(interval, "interval")
         self.interval = interval
 
     def step(self, state: StepState) -> StepOutput:
@@ -60,8 +64,8 @@ def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value < 0):
             raise MigmError(f"{name} must be a number >= 0, got {value!r}")
-    if max_reuse is not None and (isinstance(max_reuse, bool) or not isinstance(max_reuse, int) or max_reuse < 1):
-        raise MigmError(f"max_reuse (K) must be a whole number >= 1, got {max_reuse!r}")
+    if max_reuse is not None:
+        check_whole(max_reuse, "max_reuse (K)")
 
 
 class SenCachePolicy(StepPolicy):
@@ -78,14 +82,10 @@ class SenCachePolicy(StepPolicy):
         check_eps(eps, max_reuse, early_eps)
         self.eps, self.max_reuse = float(eps), int(max_reuse)
         self.early_eps = None if early_eps is None else float(early_eps)
-        self.table = load_calibration(calibration)
-        self.sensitivity = SensitivityScore(self.table)
-        self._checked_base: int | None = None
+        self.sensitivity = SensitivityScore(load_calibration(calibration))
 
     def reset(self, batch_size: int, num_steps: int) -> None:
-        self.table.check_steps(num_steps)
-        self.sensitivity.reset()
-        self.run = torch.zeros(batch_size, dtype=torch.long)
+        self.sensitivity.reset(num_steps)
 
     def threshold(self, step: int, num_steps: int) -> float:
         if self.early_eps is not None and step < math.ceil(0.2 * num_steps):
@@ -93,21 +93,13 @@ class SenCachePolicy(StepPolicy):
         return self.eps
 
     def check_base(self, backbone) -> None:
-        if self._checked_base != id(backbone):
-            self.table.check_base(backbone)
-            self._checked_base = id(backbone)
+        self.sensitivity.check_base(backbone)
 
     def step(self, state: StepState) -> StepOutput:
         self.check_base(state.backbone)
-        if state.prev_features is None or state.step in (0, state.num_steps - 1):
-            full = _all(state, True)
-        else:
-            score = self.sensitivity.score(state)
-            full = (score >= self.threshold(state.step, state.num_steps)) | (self.run >= self.max_reuse)
-        features = features_where(state, full, _reuse)
-        self.sensitivity.mark_full(state, full)
-        self.run = torch.where(full, torch.zeros_like(self.run), self.run + 1)
-        return StepOutput(features, full)
+        always = state.prev_features is None or state.step in (0, state.num_steps - 1)
+        full = self.sensitivity.decide(state, self.threshold(state.step, state.num_steps), self.max_reuse, force=always)
+        return StepOutput(features_where(state, full, _reuse), full)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse, "early_eps": self.early_eps}
@@ -132,8 +124,7 @@ class MLCachePolicy(StepPolicy):
     def __init__(self, warmup: float = 0.3, interval: int = 5, recompute: float = 0.1):
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 1:
             raise MigmError(f"warmup must be a ratio in [0, 1], got {warmup!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise MigmError(f"refresh interval must be a whole number >= 1, got {interval!r}")
+        check_whole(interval, "refresh interval")
         if isinstance(recompute, bool) or not isinstance(recompute, (int, float)) or not 0 < recompute <= 1:
             raise MigmError(f"recompute ratio must be in (0, 1], got {recompute!r}")
         self.warmup, self.interval, self.recompute = float(warmup), interval, float(recompute)
@@ -147,18 +138,19 @@ class MLCachePolicy(StepPolicy):
         last_warm = max(warm - 1, 0)  # the interval counts from the last warm-up (full) step
         return step < warm or (step - last_warm) % self.interval == 0
 
+    def recompute_count(self, length: int) -> int:
+        return math.ceil(self.recompute * length)
+
     def recompute_index(self, state: StepState) -> torch.Tensor:
         """(branches*B, P) positions to recompute, lowest priority key first."""
         backbone, layout = state.backbone, state.backbone.layout
         length = state.input_ids.shape[1]
         b = state.batch_size
         device = state.input_ids.device
-        count = math.ceil(self.recompute * length)
         # Priority key per position: confidence in [0, 1] at masked image positions, 2 where the
         # token changed since the cache, 3 + position / L elsewhere (a fixed, deterministic order).
         key = 3 + torch.arange(length, device=device).float().div(length).expand(b, length).clone()
-        changed = (state.input_ids[:b] != self.cached_ids[:b]) | (state.input_ids[b:] != self.cached_ids[b:]) \
-            if state.num_branches == 2 else state.input_ids != self.cached_ids
+        changed = (state.input_ids != self.cached_ids).view(state.num_branches, b, length).any(0)  # in any branch
         key[changed] = 2.0
         image_positions = layout.image_positions.to(device)
         cond_logits = backbone.logits_from_features(state.prev_features[:b, image_positions]).float()
@@ -166,7 +158,7 @@ class MLCachePolicy(StepPolicy):
         masked = state.masked.to(device)
         image_key = torch.where(masked, confidence, key[:, image_positions])
         key[:, image_positions] = image_key
-        index = key.topk(count, dim=1, largest=False).indices
+        index = key.topk(self.recompute_count(length), dim=1, largest=False).indices
         return index.repeat(state.num_branches, 1)
 
     def step(self, state: StepState) -> StepOutput:
@@ -174,7 +166,7 @@ class MLCachePolicy(StepPolicy):
         if not hasattr(backbone, "features_at"):
             raise MigmError(f"ML-Cache needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
         full_step = self.cache is None or state.prev_features is None or self.is_full(state.step, state.num_steps) \
-            or math.ceil(self.recompute * state.input_ids.shape[1]) >= state.input_ids.shape[1]
+            or self.recompute_count(state.input_ids.shape[1]) >= state.input_ids.shape[1]
         if full_step:
             self.cache = KVCache()
             features = backbone.features(state.input_ids, kv_cache=self.cache)

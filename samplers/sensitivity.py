@@ -119,32 +119,62 @@ def masked_image_features(state: StepState, features: torch.Tensor) -> torch.Ten
 
 
 class SensitivityScore:
-    """Tracks, per sample, the embedding of the input at its last full step and scores the drift."""
+    """Per-sample full-step trigger shared by the sencache and adaptive policies.
+
+    Tracks, per sample, the embedding of the input at its last full step (the reference) and
+    how many cheap steps it has taken in a row, and scores the drift since the reference.
+    """
 
     def __init__(self, table: SensitivityTable):
         self.table = table
         self.reference: torch.Tensor | None = None  # (branches*B, L, C) embeddings at each sample's last full step
+        self.run: torch.Tensor | None = None        # (B,) cheap steps in a row since each sample's last full step
+        self._checked_base: int | None = None
 
-    def reset(self) -> None:
-        self.reference = None
+    def reset(self, num_steps: int) -> None:
+        self.table.check_steps(num_steps)
+        self.reference = self.run = None
 
-    def score(self, state: StepState) -> torch.Tensor:
+    def check_base(self, backbone) -> None:
+        if self._checked_base != id(backbone):
+            self.table.check_base(backbone)
+            self._checked_base = id(backbone)
+
+    def score(self, state: StepState, embedded: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) predicted RMS feature change at masked positions since each sample's last full step."""
         if self.reference is None:
             return torch.full((state.batch_size,), math.inf)
-        drift = per_sample_norm(state.backbone.embed(state.input_ids) - self.reference, state.num_branches)
+        if embedded is None:
+            embedded = state.backbone.embed(state.input_ids)
+        drift = per_sample_norm(embedded - self.reference, state.num_branches)
         n_masked = state.masked.sum(1).clamp(min=1).to(drift.device)
         scale = (n_masked * state.backbone.width * state.num_branches).float().sqrt()
         return (self.table.sensitivity[state.step] * drift / scale).cpu()
 
-    def mark_full(self, state: StepState, full: torch.Tensor) -> None:
-        """Samples with ``full`` set were just computed: their reference moves to this step's input."""
-        embedded = state.backbone.embed(state.input_ids)
+    def mark_full(self, state: StepState, full: torch.Tensor, embedded: torch.Tensor | None = None) -> None:
+        """Samples with ``full`` set are computed this step: their reference moves to this step's input."""
+        if embedded is None:
+            embedded = state.backbone.embed(state.input_ids)
         if self.reference is None:
             self.reference = embedded
-            return
-        rows = state.rows(full.nonzero()[:, 0]).to(embedded.device)
-        self.reference[rows] = embedded[rows]
+        else:
+            rows = state.rows(full.nonzero()[:, 0]).to(embedded.device)
+            self.reference[rows] = embedded[rows]
+        run = torch.zeros(state.batch_size, dtype=torch.long) if self.run is None else self.run
+        self.run = torch.where(full, torch.zeros_like(run), run + 1)
+
+    def decide(self, state: StepState, eps: float, max_reuse: int | None, force: bool = False) -> torch.Tensor:
+        """(B,) which samples take a full step now: score >= eps or ``max_reuse`` cheap steps in a row
+        (every sample when ``force`` or at the first step); records the decision."""
+        embedded = state.backbone.embed(state.input_ids)
+        if force or self.reference is None:
+            full = torch.ones(state.batch_size, dtype=torch.bool)
+        else:
+            full = self.score(state, embedded) >= eps
+            if max_reuse is not None:
+                full |= self.run >= max_reuse
+        self.mark_full(state, full, embedded)
+        return full
 
 
 class _Recorder(VanillaPolicy):

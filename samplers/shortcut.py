@@ -115,31 +115,19 @@ class AdaptiveShortcutPolicy(ShortcutPolicy):
         super().__init__(head, budget=1)
         self.eps = float(eps)
         self.max_reuse = None if max_reuse is None else int(max_reuse)
-        self.table = load_calibration(calibration)
-        self.sensitivity = SensitivityScore(self.table)
+        self.sensitivity = SensitivityScore(load_calibration(calibration))
 
     def reset(self, batch_size: int, num_steps: int) -> None:
-        self.table.check_steps(num_steps)
-        self.sensitivity.reset()
-        self.run = torch.zeros(batch_size, dtype=torch.long)
+        self.sensitivity.reset(num_steps)
 
     def check_base(self, backbone) -> None:
-        if self._checked_base != id(backbone):
-            self.table.check_base(backbone)
+        self.sensitivity.check_base(backbone)
         super().check_base(backbone)
 
     def step(self, state: StepState) -> StepOutput:
         self.check_base(state.backbone)
-        if state.prev_features is None:
-            full = torch.ones(state.batch_size, dtype=torch.bool)
-        else:
-            full = self.sensitivity.score(state) >= self.eps
-            if self.max_reuse is not None:
-                full |= self.run >= self.max_reuse
-        features = features_where(state, full, lambda sub: shortcut_features(self.head, sub))
-        self.sensitivity.mark_full(state, full)
-        self.run = torch.where(full, torch.zeros_like(self.run), self.run + 1)
-        return StepOutput(features, full)
+        full = self.sensitivity.decide(state, self.eps, self.max_reuse, force=state.prev_features is None)
+        return StepOutput(features_where(state, full, lambda sub: shortcut_features(self.head, sub)), full)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse}
