@@ -22,7 +22,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.pipeline import EmbeddedModel
 from migm_shortcut.prompts import class_prompts
-from migm_shortcut.samplers import POLICIES, calibration_for_weights, head_for_weights, make_policy
+from migm_shortcut.samplers import POLICIES, make_policy, make_policy_for_weights
 
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
@@ -125,12 +125,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompts: list[str], seeds: list[int],
                 progress: bool = True, weights: str | None = None) -> tuple[torch.Tensor, dict]:
-    params = dict(setting.params)
-    if setting.policy in ("shortcut", "adaptive") and "head" not in params:
-        params["head"] = head_for_weights(weights)
-    if setting.policy in ("sencache", "adaptive") and "calibration" not in params:
-        params["calibration"] = calibration_for_weights(weights)
-    policy = make_policy(setting.policy, **params)
+    policy = make_policy_for_weights(setting.policy, weights, **setting.params)
     sampler = model.sampler(setting.steps, *setting.sampling(cfg), policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []

@@ -20,6 +20,7 @@ from .errors import MigmError
 from .io import write_json
 from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_STEPS, DEFAULT_TEMPERATURE, EmbeddedModel
 from .prompts import CLASS_NAMES, canonical_prompt, class_prompts
+from .samplers import POLICIES
 
 
 def _positive(name: str):
@@ -69,7 +70,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-POLICY_CHOICES = ("vanilla", "shortcut", "adaptive", "sencache", "mlcache", "fixed")
+POLICY_CHOICES = tuple(POLICIES)  # registration order: vanilla first
 # The flags each policy reads (flag attribute -> policy parameter); unset flags keep the policy's default.
 POLICY_FLAGS = {
     "vanilla": {},
@@ -83,15 +84,15 @@ POLICY_FLAGS = {
 
 def policy_from_args(args: argparse.Namespace):
     """The step policy the sampling flags describe; bad settings fail here, before any work."""
-    from .samplers import calibration_for_weights, head_for_weights, make_policy
+    from .samplers import make_policy_for_weights
 
     params = {param: getattr(args, flag) for flag, param in POLICY_FLAGS.get(args.policy, {}).items()
               if getattr(args, flag) is not None}
     if args.policy in ("shortcut", "adaptive"):
-        params["head"] = args.head or head_for_weights(args.weights)
+        params["head"] = args.head
     if args.policy in ("sencache", "adaptive"):
-        params["calibration"] = args.calibration or calibration_for_weights(args.weights)
-    policy = make_policy(args.policy, **params)
+        params["calibration"] = args.calibration
+    policy = make_policy_for_weights(args.policy, args.weights, **params)
     policy.reset(1, args.steps)  # budget outside 1..N, a calibration for another N: one line, now
     return policy
 
@@ -138,7 +139,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def method_label(policy) -> str:
-    """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.1 K=3``."""
+    """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.3 K=3``."""
     short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",
              "warmup": "w", "early_eps": "eps0"}
     shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
