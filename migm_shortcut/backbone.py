@@ -49,24 +49,39 @@ class BackboneConfig:
 
 
 class SequenceLayout:
-    """Where everything sits in the sequence, and how prompts become token ids."""
+    """Where everything sits in the sequence, and how prompts become token ids.
 
-    def __init__(self, config: BackboneConfig):
+    ``image_delimiters=True`` is the Lumina-DiMOO layout (BOI, an end-of-row token after every
+    row, EOI); ``False`` is the plain ``[prompt][image grid]`` layout of models whose image
+    input is the bare token grid (aMUSEd). ``prompt_in_sequence`` says whether the prompt tokens
+    are part of the model's own input sequence (DiMOO) or only conditioning beside it (aMUSEd's
+    cross-attention); the shortcut head sees prompt tokens among the new tokens only in the first case.
+    """
+
+    def __init__(self, config, image_delimiters: bool = True, prompt_in_sequence: bool = True):
         self.config = config
+        self.image_delimiters = image_delimiters
+        self.prompt_in_sequence = prompt_in_sequence
         self.word_to_id = {w: NUM_SPECIAL + i for i, w in enumerate(config.words)}
         self.code_offset = NUM_SPECIAL + len(config.words)
+        self.codebook_size = config.codebook_size
         self.vocab_size = self.code_offset + config.codebook_size
         g = config.grid_size
         self.prompt_len = config.prompt_len
         self.pad_id = PAD
-        self.boi_position = config.prompt_len
-        self.seq_len = config.prompt_len + 1 + g * (g + 1) + 1
+        self.num_image_tokens = g * g
         rows = torch.arange(g).repeat_interleave(g)
         cols = torch.arange(g).repeat(g)
-        # Row r starts right after BOI plus r earlier rows of (g codes + EOR).
-        self.image_positions = self.boi_position + 1 + rows * (g + 1) + cols
-        self.eor_positions = self.boi_position + 1 + torch.arange(g) * (g + 1) + g
-        self.num_image_tokens = g * g
+        if image_delimiters:
+            self.boi_position = config.prompt_len
+            self.seq_len = config.prompt_len + 1 + g * (g + 1) + 1
+            # Row r starts right after BOI plus r earlier rows of (g codes + EOR).
+            self.image_positions = self.boi_position + 1 + rows * (g + 1) + cols
+            self.eor_positions = self.boi_position + 1 + torch.arange(g) * (g + 1) + g
+        else:
+            self.seq_len = config.prompt_len + g * g
+            self.image_positions = config.prompt_len + rows * g + cols
+            self.eor_positions = torch.zeros(0, dtype=torch.long)
 
     def encode_prompt(self, prompt: str | None) -> torch.Tensor:
         """Prompt words -> ``prompt_len`` ids (``None`` is the unconditional prompt)."""
@@ -86,9 +101,10 @@ class SequenceLayout:
         b = prompt_ids.shape[0]
         seq = torch.full((b, self.seq_len), MASK, dtype=torch.long, device=prompt_ids.device)
         seq[:, : self.config.prompt_len] = prompt_ids
-        seq[:, self.boi_position] = BOI
-        seq[:, self.eor_positions.to(seq.device)] = EOR
-        seq[:, -1] = EOI
+        if self.image_delimiters:
+            seq[:, self.boi_position] = BOI
+            seq[:, self.eor_positions.to(seq.device)] = EOR
+            seq[:, -1] = EOI
         return seq
 
     def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import MigmError
 from .io import write_json
+from .modeling import SHIPPED_WEIGHTS
 from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_STEPS, DEFAULT_TEMPERATURE, EmbeddedModel
 from .prompts import CLASS_NAMES, canonical_prompt, class_prompts
 from .samplers import POLICIES
@@ -197,8 +198,8 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     from .train.base import BaseTrainConfig, train_base
 
     cfg = BaseTrainConfig(out=args.out, data=args.data, stages=tuple(args.stages.split(",")), device=args.device,
-                          seed=args.seed, resume=args.resume)
-    for name in ("classifier_steps", "vq_steps", "backbone_steps"):
+                          seed=args.seed, resume=args.resume, architecture=args.architecture)
+    for name in ("classifier_steps", "vq_steps", "backbone_steps", "backbone_lr"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     metrics = train_base(cfg)
@@ -264,6 +265,31 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
 
 
+def cmd_bench_cost(args: argparse.Namespace) -> None:
+    from .eval.cost import bench_cost, markdown_table
+
+    configs = args.config.split(",")
+    budgets = tuple(int(b) for b in args.budgets.split(","))
+    results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=budgets,
+                         repeats=args.repeats)
+    print(markdown_table(results))
+    if args.out:
+        write_json(Path(args.out), {"results": results})
+        print(f"wrote {args.out}")
+
+
+def cmd_bench_hook(args: argparse.Namespace) -> None:
+    from .eval.pipeline_speed import bench_hook
+    from .samplers import head_for_weights, load_head
+
+    model = EmbeddedModel.from_pretrained(args.weights)
+    head = load_head(args.head or head_for_weights(args.weights))
+    result = bench_hook(model, head, args.budget, args.steps, args.batch_size, args.batches)
+    if args.out:
+        write_json(Path(args.out), result)
+        print(f"wrote {args.out}")
+
+
 def cmd_fid(args: argparse.Namespace) -> None:
     from .data import load_dataset, to_model_range
     from .eval.quality import SampleEvaluator, reference_images
@@ -321,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-steps", type=_positive("--classifier-steps"))
     p.add_argument("--vq-steps", type=_positive("--vq-steps"))
     p.add_argument("--backbone-steps", type=_positive("--backbone-steps"))
+    p.add_argument("--backbone-lr", type=float)
+    p.add_argument("--architecture", default="mini-dimoo", choices=["mini-dimoo", "amused"],
+                   help="backbone: the mini Lumina-DiMOO, or a diffusers UVit2DModel (aMUSEd)")
     p.set_defaults(func=cmd_train_base)
 
     p = sub.add_parser("collect", help="record vanilla-sampler trajectories (features, tokens) for head training")
@@ -373,6 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench-cost", help="full-step vs shortcut-step time and FLOPs at real model sizes (random weights)")
+    p.add_argument("--config", default="embedded,amused-256,dimoo-8b",
+                   help="comma-separated sizes: embedded, amused-256, dimoo-8b")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
+    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--budgets", default="4,6,8")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=5)
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench_cost)
+
+    p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")
+    p.add_argument("--weights", default=str(SHIPPED_WEIGHTS / "amused"), help="weights folder with an aMUSEd backbone")
+    p.add_argument("--head", default=None, help="head folder (default: WEIGHTS/head)")
+    p.add_argument("--budget", type=int, default=4)
+    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
+    p.add_argument("--batches", type=_positive("--batches"), default=4)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_bench_hook)
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
     p.add_argument("--images", required=True)

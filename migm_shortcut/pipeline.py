@@ -1,5 +1,9 @@
 """The embedded default model as one object: tokenizer + backbone + classifier.
 
+A weights folder holds ``backbone/`` (any class of ``migm_shortcut.interface``: the mini
+Lumina-DiMOO or the aMUSEd UVit2D) and optionally ``vq/`` and ``classifier/``; missing ones
+are the shipped tokenizer and classifier.
+
 >>> from migm_shortcut import EmbeddedModel
 >>> model = EmbeddedModel.from_pretrained()          # the weights shipped in the package
 >>> images, out = model.generate(["a photo of a sneaker"] * 4, seeds=[0, 1, 2, 3])
@@ -14,6 +18,7 @@ from typing import Sequence
 import torch
 
 from .backbone import MiniDiMOO
+from .interface import load_backbone
 from .classifier import FashionClassifier
 from .errors import MigmError
 from .modeling import SHIPPED_WEIGHTS
@@ -29,7 +34,7 @@ DEFAULT_TEMPERATURE = 1.0
 @dataclass
 class EmbeddedModel:
     tokenizer: VQTokenizer
-    backbone: MiniDiMOO
+    backbone: MiniDiMOO  # or any backbone of migm_shortcut.interface (AmusedBackbone, ...)
     classifier: FashionClassifier
 
     @classmethod
@@ -37,9 +42,11 @@ class EmbeddedModel:
         directory = Path(directory) if directory is not None else SHIPPED_WEIGHTS
         if not directory.is_dir():
             raise MigmError(f"weights folder not found: {directory} (run `migm-shortcut train-base --out {directory}`)")
-        tokenizer = VQTokenizer.from_pretrained(directory / "vq", device=device)
-        backbone = MiniDiMOO.from_pretrained(directory / "backbone", device=device)
-        classifier = FashionClassifier.from_pretrained(directory / "classifier", device=device)
+        # A folder that holds only a backbone (and its head) shares the shipped tokenizer and judge.
+        part = lambda name: directory / name if (directory / name).is_dir() else SHIPPED_WEIGHTS / name  # noqa: E731
+        tokenizer = VQTokenizer.from_pretrained(part("vq"), device=device)
+        backbone = load_backbone(directory / "backbone", device=device)
+        classifier = FashionClassifier.from_pretrained(part("classifier"), device=device)
         if backbone.config.codebook_size != tokenizer.codebook_size:
             raise MigmError(f"{directory}: backbone expects {backbone.config.codebook_size} codes, tokenizer has {tokenizer.codebook_size}")
         return cls(tokenizer, backbone, classifier)

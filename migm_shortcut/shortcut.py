@@ -204,8 +204,9 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: to
     """The shortcut head's control input for every sequence of a CFG batch.
 
     image_ids: (B, N_img) vocabulary ids of the image tokens; newly: (B, N_img) bool, the ones
-    committed at the step just taken; prompt_ids: (B, P) the conditional prompts. Branch order
-    is the sampler's (conditional first). The conditional branch also sees its prompt tokens
+    committed at the step just taken; prompt_ids: (B, P) the conditional prompts, or ``None``
+    for models whose prompt is not part of their token sequence. Branch order is the
+    sampler's (conditional first). The conditional branch also sees its prompt tokens
     (a constant conditioning signal, as in the Lumina-DiMOO variant of the method); the
     unconditional branch sees only the image tokens.
     """
@@ -216,10 +217,8 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: to
     valid = torch.arange(width, device=newly.device)[None] < counts[:, None]
     ids = torch.where(valid, image_ids.gather(1, order), torch.full_like(order, pad_id))
     positions = torch.where(valid, image_positions.to(newly.device)[order], torch.zeros_like(order))
-    if prompt_ids is None:
-        if num_branches == 2:
-            raise MigmError("classifier-free guidance needs the conditional prompt ids for the shortcut head")
-        return NewTokens(ids, positions, valid)
+    if prompt_ids is None:  # the prompt is not in the model's sequence: every branch sees image tokens only
+        return NewTokens(ids.repeat(num_branches, 1), positions.repeat(num_branches, 1), valid.repeat(num_branches, 1))
     prompt_ids = prompt_ids.to(ids.device)
     prompt_positions = torch.arange(prompt_ids.shape[1], device=ids.device).expand_as(prompt_ids)
     cond = NewTokens(torch.cat([prompt_ids, ids], 1), torch.cat([prompt_positions, positions], 1),

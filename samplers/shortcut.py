@@ -50,7 +50,7 @@ def state_new_tokens(state: StepState):
     layout = state.backbone.layout
     b = state.batch_size
     image_ids = state.input_ids[:b, layout.image_positions.to(state.input_ids.device)]
-    prompt_ids = state.input_ids[:b, : layout.prompt_len]
+    prompt_ids = state.input_ids[:b, : layout.prompt_len] if layout.prompt_in_sequence else None
     return new_tokens(image_ids, state.newly_committed.to(image_ids.device), layout.image_positions, prompt_ids,
                       layout.pad_id, state.num_branches)
 

@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig
 from migm_shortcut.backbone import UNCOND, BackboneConfig, MiniDiMOO
 from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
 from migm_shortcut.data import ImageDataset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
+from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.io import load_tensors, read_json, save_tensors, write_json
 from migm_shortcut.prompts import CLASS_PHRASES, TEMPLATES
 from migm_shortcut.tokenizer import VQTokenizer
@@ -52,6 +54,7 @@ class BaseTrainConfig:
     backbone_lr: float = 1.5e-3
     backbone_width: int = 192
     backbone_depth: int = 6
+    architecture: str = "mini-dimoo"   # or "amused": a diffusers UVit2DModel (AmusedConfig defaults)
     checkpoint_every: int = 250
     validation_images: int = 2000
 
@@ -190,9 +193,29 @@ def masked_token_batch(layout, codes: torch.Tensor, labels: torch.Tensor, varian
     return input_ids, mask
 
 
+ARCHITECTURES = ("mini-dimoo", "amused")
+
+
+def new_backbone(cfg: BaseTrainConfig, tok: VQTokenizer):
+    if cfg.architecture == "mini-dimoo":
+        return MiniDiMOO(BackboneConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size(), width=cfg.backbone_width,
+                                        depth=cfg.backbone_depth, heads=max(1, cfg.backbone_width // 64)))
+    if cfg.architecture == "amused":
+        return AmusedBackbone(AmusedConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size()))
+    raise MigmError(f"unknown architecture {cfg.architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
+
+
+def vq_folder(out: Path, log) -> Path:
+    """The run's own tokenizer, or the shipped one when this run trains no tokenizer."""
+    if (out / "vq").is_dir():
+        return out / "vq"
+    log(f"backbone: no tokenizer in {out}; using the shipped one ({SHIPPED_WEIGHTS / 'vq'})")
+    return SHIPPED_WEIGHTS / "vq"
+
+
 def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, device, log) -> dict:
     out = Path(cfg.out)
-    tok = VQTokenizer.from_pretrained(out / "vq", device=device)
+    tok = VQTokenizer.from_pretrained(vq_folder(out, log), device=device)
     codes_path = out / "checkpoints" / "codes.safetensors"
     if codes_path.is_file():
         cached = load_tensors(codes_path)
@@ -202,9 +225,7 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         train_codes, test_codes = encode(train).flatten(1), encode(test).flatten(1)
         save_tensors(codes_path, {"train": train_codes, "test": test_codes})
     torch.manual_seed(cfg.seed)
-    config = BackboneConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size(),
-                            width=cfg.backbone_width, depth=cfg.backbone_depth, heads=max(1, cfg.backbone_width // 64))
-    model = MiniDiMOO(config).to(device)
+    model = new_backbone(cfg, tok).to(device)
     layout = model.layout
     log(f"backbone: {model.num_parameters():,} parameters, sequence length {layout.seq_len}")
     decay, no_decay = [], []
@@ -259,6 +280,8 @@ def masked_token_validation(model: MiniDiMOO, codes: torch.Tensor, labels: torch
 
 
 def train_base(cfg: BaseTrainConfig) -> dict:
+    if cfg.architecture not in ARCHITECTURES:
+        raise MigmError(f"unknown architecture {cfg.architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise MigmError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")

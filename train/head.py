@@ -108,7 +108,7 @@ def step_inputs(backbone, batch: ExampleBatch, j: int) -> tuple[NewTokens, torch
     newly = batch.commit_step == step
     still = batch.commit_step > step
     tokens = new_tokens(batch.codes + layout.code_offset, newly, layout.image_positions,
-                        batch.prompt_ids, layout.pad_id, branches)
+                        batch.prompt_ids if layout.prompt_in_sequence else None, layout.pad_id, branches)
     ratio = still.float().mean(1).repeat(branches)
     return tokens.to(batch.codes.device), ratio, still.repeat(branches, 1)
 

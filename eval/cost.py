@@ -1,0 +1,235 @@
+"""``migm-shortcut bench-cost``: what a full step and a shortcut step cost at real model sizes.
+
+For each named size the backbone and a shortcut head (the shipped head's recipe: C/2 inner
+width, one block) are built with random weights — cost does not depend on the values — and
+one step of a CFG batch is timed both ways (median of ``repeats`` after a warm-up), with FLOPs
+from ``torch.utils.flop_counter``. The ratio ``c = t_shortcut / t_full`` gives the ideal
+sampling speedup of a budget B out of N steps, ``N / (B + (N - B) c)``.
+
+Sizes:
+
+* ``embedded`` — the shipped mini Lumina-DiMOO (14x14 codes, 223 tokens) and its shipped head;
+* ``amused-256`` — diffusers ``UVit2DModel`` at aMUSEd-256's configuration (16x16 codes, 77 CLIP
+  text states of width 768);
+* ``dimoo-8b`` — an LLaDA-8B transformer (32 layers, width 4096) at Lumina-DiMOO's 512x512
+  layout: 32x32 codes with a newline per row, a 64-token prompt.
+
+Weights are fp32 on a CPU and bf16 on a GPU. A size whose weights do not fit in the memory of
+the device is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from migm_shortcut.errors import MigmError
+from migm_shortcut.shortcut import ShortcutHead, new_tokens
+
+COST_CONFIGS = ("embedded", "amused-256", "dimoo-8b")
+
+AMUSED_256 = dict(hidden_size=1024, use_bias=False, cond_embed_dim=768, micro_cond_encode_dim=256,
+                  micro_cond_embed_dim=1280, encoder_hidden_size=768, vocab_size=8256, codebook_size=8192,
+                  in_channels=768, block_out_channels=768, num_res_blocks=3, block_num_heads=12,
+                  num_hidden_layers=22, num_attention_heads=16, intermediate_size=2816, sample_size=16)
+DIMOO_8B = dict(d_model=4096, n_layers=32, n_heads=32, mlp_hidden_size=12288, vocab_size=126464 + 8192)
+
+
+@dataclass
+class CostCase:
+    """One size: how many parameters, and the two step functions to time."""
+
+    name: str
+    backbone_params: int
+    head_params: int
+    tokens: int              # sequence positions per branch
+    full_step: Callable[[], object]
+    shortcut_step: Callable[[], object]
+
+
+def parameter_count(config: str) -> int:
+    """Exact parameter count, from the model built on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        if config == "embedded":
+            from migm_shortcut.backbone import MiniDiMOO
+            model = MiniDiMOO()
+        elif config == "amused-256":
+            from diffusers import UVit2DModel
+            model = UVit2DModel(**AMUSED_256)
+        else:
+            from migm_shortcut.adapters.dimoo import TinyLLaDA, TinyLLaDAConfig
+            model = TinyLLaDA(TinyLLaDAConfig(**DIMOO_8B))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _bytes_free(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _tokens_step(head: ShortcutHead, embed, features: torch.Tensor, image_ids: torch.Tensor, positions: torch.Tensor,
+                 committed_per_step: int, logits_fn, image_rows: slice):
+    """One shortcut step: embed ``committed_per_step`` new tokens per row, run the head, take logits."""
+    newly = torch.zeros_like(image_ids, dtype=torch.bool)
+    newly[:, :committed_per_step] = True
+    tokens = new_tokens(image_ids, newly, positions, None, 0, num_branches=1)
+
+    def step():
+        emb = embed(tokens.ids, tokens.positions)
+        h = head(features, emb, tokens.valid, torch.full((features.shape[0],), 0.5, device=features.device))
+        return logits_fn(h[:, image_rows])
+
+    return step
+
+
+def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int, num_steps: int) -> CostCase:
+    rows = 2 * batch  # both CFG branches
+    if config == "embedded":
+        from migm_shortcut.backbone import MiniDiMOO
+        from migm_shortcut.modeling import SHIPPED_WEIGHTS
+        from migm_shortcut.samplers.shortcut import load_head
+
+        model = MiniDiMOO.from_pretrained(SHIPPED_WEIGHTS / "backbone", device=device).to(dtype)
+        head = load_head(None).to(device, dtype)
+        lay = model.layout
+        ids = lay.template(torch.stack([lay.encode_prompt("a photo of a bag")] * rows)).to(device)
+        feats = model.features(ids)
+        img_pos = lay.image_positions.to(device)
+        image_ids = ids[:, img_pos].clone().fill_(lay.code_offset)
+        step = _tokens_step(head, model.embed_tokens, feats, image_ids, img_pos, lay.num_image_tokens // num_steps,
+                            model.logits_from_features, slice(None))
+        full = lambda: model.logits_from_features(model.features(ids)[:, img_pos])  # noqa: E731
+        return CostCase(config, model.num_parameters(), head.num_parameters(), lay.seq_len, full, step)
+
+    if config == "amused-256":
+        from diffusers import UVit2DModel
+
+        from migm_shortcut.adapters.amused import UVit2DFeatures
+
+        with torch.device(device):
+            model = UVit2DModel(**AMUSED_256).to(dtype).eval()
+        uvit = UVit2DFeatures(model)
+        head = ShortcutHead.for_base(uvit).to(device, dtype)
+        g = AMUSED_256["sample_size"]
+        ids = torch.full((rows, g, g), uvit.mask_token_id, device=device)
+        cond = dict(encoder_hidden_states=torch.randn(rows, 77, 768, device=device, dtype=dtype),
+                    pooled_text_emb=torch.randn(rows, 768, device=device, dtype=dtype),
+                    micro_conds=torch.tensor([[256, 256, 0, 0, 6]] * rows, device=device, dtype=dtype))
+        _, image = uvit.image_features(model, ids, **cond)
+        feats = torch.cat([cond["encoder_hidden_states"], image], 1)
+        image_ids = torch.zeros(rows, g * g, dtype=torch.long, device=device)
+        step = _tokens_step(head, uvit.embed_image_tokens, feats, image_ids, torch.arange(g * g, device=device),
+                            g * g // num_steps, uvit.logits_from_features, slice(77, None))
+        full = lambda: model(ids, **cond)  # noqa: E731
+        return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), 77 + g * g, full, step)
+
+    if config == "dimoo-8b":
+        from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, LLaDAImageLayout, TinyLLaDA, TinyLLaDAConfig
+
+        cfg = TinyLLaDAConfig(**DIMOO_8B)
+        with torch.device(device):
+            model = TinyLLaDA(cfg).to(dtype).eval()
+        code_offset = cfg.vocab_size - 8192
+        layout = LLaDAImageLayout(lambda text: [0] * 64, prompt_len=64, grid_size=32, code_offset=code_offset,
+                                  codebook_size=8192, mask_id=126336, newline_id=126084, pad_id=126081,
+                                  uncond_ids=[0] * 64, header_ids=[1, 2, 3], footer_ids=[4, 5])
+        backbone = LLaDAImageBackbone(model, layout)
+        head = ShortcutHead.for_base(backbone).to(device, dtype)
+        ids = layout.template(torch.stack([layout.encode_prompt("x")] * rows)).to(device)
+        feats = backbone.features(ids)
+        img_pos = layout.image_positions.to(device)
+        image_ids = torch.full((rows, layout.num_image_tokens), code_offset, device=device)
+        step = _tokens_step(head, backbone.embed_tokens, feats, image_ids, img_pos, layout.num_image_tokens // num_steps,
+                            backbone.logits_from_features, slice(None))
+        full = lambda: backbone.logits_from_features(backbone.features(ids)[:, img_pos])  # noqa: E731
+        return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), layout.seq_len, full, step)
+
+    raise MigmError(f"unknown cost config {config!r}; choose from {', '.join(COST_CONFIGS)}")
+
+
+def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _flops(fn: Callable[[], object]) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+@torch.no_grad()
+def bench_cost(configs: list[str], device: str = "auto", batch: int = 1, num_steps: int = 16,
+               budgets: tuple[int, ...] = (4, 6, 8), repeats: int = 5, log=print) -> list[dict]:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    results = []
+    for config in configs:
+        if config not in COST_CONFIGS:
+            raise MigmError(f"unknown cost config {config!r}; choose from {', '.join(COST_CONFIGS)}")
+        for b in budgets:
+            if not 1 <= b <= num_steps:
+                raise MigmError(f"budget must be between 1 and the number of steps ({num_steps}), got {b}")
+        need = parameter_count(config) * torch.finfo(dtype).bits // 8
+        free = _bytes_free(dev)
+        if need * 1.3 > free:
+            log(f"{config}: skipped — its weights need {need / 2**30:.1f} GiB ({dtype}), {free / 2**30:.1f} GiB free on {name}; "
+                "run it on a GPU")
+            results.append({"config": config, "device": name, "skipped": f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"})
+            continue
+        case = build_case(config, dev, dtype, batch, num_steps)
+        t_full, t_short = _time(case.full_step, dev, repeats), _time(case.shortcut_step, dev, repeats)
+        f_full, f_short = _flops(case.full_step), _flops(case.shortcut_step)
+        c = t_short / t_full
+        row = {"config": config, "device": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+               "tokens": case.tokens, "backbone_params": case.backbone_params, "head_params": case.head_params,
+               "full_ms": round(1000 * t_full, 2), "shortcut_ms": round(1000 * t_short, 3), "c": round(c, 4),
+               "full_gflops": round(f_full / 1e9, 2), "shortcut_gflops": round(f_short / 1e9, 3),
+               "c_flops": round(f_short / f_full, 4), "num_steps": num_steps,
+               "ideal_speedup": {str(b): round(num_steps / (b + (num_steps - b) * c), 2) for b in budgets}}
+        log(format_row(row))
+        results.append(row)
+        del case
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def format_row(r: dict) -> str:
+    ideal = ", ".join(f"B={b}: {s}x" for b, s in r["ideal_speedup"].items())
+    return (f"{r['config']} on {r['device']} ({r['dtype']}, batch {r['batch']} x 2 branches, {r['tokens']} tokens): "
+            f"backbone {r['backbone_params'] / 1e6:.1f}M, head {r['head_params'] / 1e6:.2f}M params; "
+            f"full step {r['full_ms']} ms / {r['full_gflops']} GFLOP, shortcut step {r['shortcut_ms']} ms / "
+            f"{r['shortcut_gflops']} GFLOP; c = {r['c']} (FLOPs {r['c_flops']}); ideal speedup at N={r['num_steps']}: {ideal}")
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = ["| size | device | params (backbone / head) | full step | shortcut step | c (time) | c (FLOPs) | ideal speedup N=16, B=4 / 6 / 8 |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"| {r['config']} | {r['device']} | — | skipped: {r['skipped']} | | | | |")
+            continue
+        ideal = " / ".join(f"{s}x" for s in r["ideal_speedup"].values())
+        lines.append(f"| {r['config']} | {r['device']} | {r['backbone_params'] / 1e6:.1f}M / {r['head_params'] / 1e6:.2f}M | "
+                     f"{r['full_ms']} ms | {r['shortcut_ms']} ms | {r['c']} | {r['c_flops']} | {ideal} |")
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""aMUSEd: diffusers' ``UVit2DModel`` behind the package's model interface.
+
+Two layers, so the same feature definition serves both ways of sampling:
+
+* ``UVit2DFeatures`` wraps any ``UVit2DModel`` *without editing it*. The features are the
+  output of ``mlm_layer.layer_norm`` — the last norm before the model's output convolution —
+  read by a forward hook; ``logits_from_features`` applies the model's own 1x1 output
+  convolution (``mlm_layer.conv2``) to them; the shortcut head embeds new tokens with the
+  model's frozen token embedding (``embed.embeddings`` + ``embed.layer_norm``) plus a fixed 2D
+  sine-cosine position code (a UVit has no position table of its own: its convolutions carry
+  position). The drop-in pipeline hook (``migm_shortcut.hooks``) uses this layer alone.
+* ``AmusedBackbone`` adds a small prompt encoder and a ``[prompt][image grid]`` token layout,
+  so the package's sampler, trajectory collection, head training and sweeps run on a UVit2D
+  exactly as on the embedded model. It is what ``train-base --architecture amused`` trains.
+
+Feature rows: the head works on one sequence per sample, ``[prompt rows][image rows]``. The
+prompt rows are the text states the UVit cross-attends to (``encoder_hidden_states``, when
+their width equals the feature width, as in aMUSEd-256: 768 and 768); the image rows are the
+features above. So the head sees the prompt, as it does on a DiMOO-style model whose prompt
+is in the sequence, and the pipeline hook can build the same rows from the pipeline's inputs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import MASK, PAD, SequenceLayout
+from ..errors import MigmError
+from ..io import tensor_digest
+from ..modeling import PretrainedModule
+from ..prompts import WORDS
+
+try:  # diffusers is a core dependency; the import is guarded only for a clearer message
+    from diffusers import UVit2DModel
+except ImportError as exc:  # pragma: no cover
+    raise MigmError("the aMUSEd adapter needs diffusers (pip install diffusers)") from exc
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid*grid, dim) fixed 2D sine-cosine position code, row-major (half the channels per axis)."""
+    if dim % 4:
+        raise MigmError(f"feature width {dim} must be divisible by 4 for the 2D position code")
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows, cols = coords.repeat_interleave(grid), coords.repeat(grid)
+    parts = []
+    for axis in (rows, cols):
+        angles = axis[:, None] * freqs[None]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=1)
+
+
+class UVit2DFeatures:
+    """Features, logits-from-features and token embeddings of one ``UVit2DModel``, by hooks only."""
+
+    def __init__(self, transformer: UVit2DModel):
+        if not isinstance(transformer, UVit2DModel):
+            raise MigmError(f"the aMUSEd adapter needs a diffusers UVit2DModel, got {type(transformer).__name__}")
+        self.transformer = transformer
+        cfg = transformer.config
+        self.width = cfg.in_channels
+        self.codebook_size = cfg.codebook_size
+        self.mask_token_id = cfg.vocab_size - 1
+        self.grid_size = cfg.sample_size
+
+    @contextmanager
+    def capture(self):
+        """Within the block, every forward of the transformer leaves its features in ``box[0]``."""
+        box: list[torch.Tensor] = []
+        handle = self.transformer.mlm_layer.layer_norm.register_forward_hook(lambda m, i, out: box.append(out))
+        try:
+            yield box
+        finally:
+            handle.remove()
+
+    def image_features(self, forward, input_ids: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``forward`` (the transformer's forward, or the original one under a hook) and return
+        (logits, features (B, H*W, C))."""
+        with self.capture() as box:
+            logits = forward(input_ids, *args, **kwargs)
+        if not box:
+            raise MigmError("the UVit2DModel forward did not pass through mlm_layer.layer_norm; unsupported model variant")
+        return logits, box[-1].flatten(1, 2)
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The model's own output convolution as a linear map: (..., C) -> (..., codebook_size)."""
+        conv = self.transformer.mlm_layer.conv2
+        return F.linear(features.to(conv.weight.dtype), conv.weight[:, :, 0, 0], conv.bias)
+
+    @cached_property
+    def position_code(self) -> torch.Tensor:
+        return sincos_2d(self.grid_size, self.width)
+
+    def embed_image_tokens(self, uvit_ids: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """Frozen token embedding of UVit ids (codes or its mask id) at grid indices (row-major)."""
+        embed = self.transformer.embed
+        x = embed.layer_norm(embed.embeddings(uvit_ids))
+        return x + self.position_code.to(x.device, x.dtype)[image_index]
+
+    @property
+    def fingerprint(self) -> str:
+        c = self.transformer.config
+        arch = (f"amused-uvit2d:c{c.in_channels}:h{c.hidden_size}:l{c.num_hidden_layers}:b{c.block_out_channels}"
+                f":k{c.codebook_size}:s{c.sample_size}")
+        mlm = self.transformer.mlm_layer
+        return f"{arch}:{tensor_digest(self.transformer.embed.embeddings.weight, mlm.layer_norm.weight, mlm.conv2.weight)}"
+
+
+@dataclass
+class AmusedConfig:
+    """A UVit2DModel sized for Fashion-MNIST tokens, plus its prompt encoder and layout."""
+
+    words: list[str] = field(default_factory=lambda: list(WORDS))
+    codebook_size: int = 256
+    grid_size: int = 14
+    prompt_len: int = 12
+    width: int = 128              # token embedding = feature width = text width (UVit in_channels)
+    hidden_size: int = 192        # transformer layers
+    block_out_channels: int = 128
+    num_res_blocks: int = 1
+    block_num_heads: int = 2
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 3
+    intermediate_size: int = 512
+    micro_cond_encode_dim: int = 16
+    image_size: int = 28          # micro-conditioning: (width, height, crop x, crop y, aesthetic score)
+    aesthetic_score: float = 6.0
+
+    def uvit_kwargs(self) -> dict:
+        return dict(
+            hidden_size=self.hidden_size, use_bias=False, cond_embed_dim=self.width,
+            micro_cond_encode_dim=self.micro_cond_encode_dim, micro_cond_embed_dim=5 * self.micro_cond_encode_dim,
+            encoder_hidden_size=self.width, vocab_size=self.codebook_size + 1, codebook_size=self.codebook_size,
+            in_channels=self.width, block_out_channels=self.block_out_channels, num_res_blocks=self.num_res_blocks,
+            block_num_heads=self.block_num_heads, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
+            sample_size=self.grid_size,
+        )
+
+
+class PromptEncoder(nn.Module):
+    """Prompt ids -> (per-token states, pooled embedding): the text side a UVit2D conditions on.
+
+    Per-token: word embedding + learned position, normalised (no mixing across tokens, so a
+    token's state depends on the token and its slot only). Pooled: the mean over non-padding
+    tokens. It stands in for aMUSEd's CLIP encoder at Fashion-MNIST scale.
+    """
+
+    def __init__(self, vocab: int, prompt_len: int, width: int):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab, width)
+        self.position_embedding = nn.Embedding(prompt_len, width)
+        self.norm = nn.LayerNorm(width)
+
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.token_embedding(ids) + self.position_embedding(positions))
+
+    def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.embed(prompt_ids, torch.arange(prompt_ids.shape[1], device=prompt_ids.device))
+        keep = (prompt_ids != PAD).float()[..., None]
+        pooled = (states * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return states, pooled
+
+
+class AmusedBackbone(PretrainedModule):
+    """A diffusers ``UVit2DModel`` + prompt encoder, exposing the package's model interface."""
+
+    config_class = AmusedConfig
+    model_type = "amused-uvit2d"
+
+    def __init__(self, config: AmusedConfig = AmusedConfig()):
+        super().__init__(config)
+        self.layout = SequenceLayout(config, image_delimiters=False, prompt_in_sequence=False)
+        self.prompt_encoder = PromptEncoder(self.layout.code_offset, config.prompt_len, config.width)
+        self.transformer = UVit2DModel(**config.uvit_kwargs())
+        self.uvit = UVit2DFeatures(self.transformer)
+        c = config
+        self.register_buffer("micro_conds", torch.tensor([c.image_size, c.image_size, 0.0, 0.0, c.aesthetic_score]),
+                             persistent=False)
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def fingerprint(self) -> str:
+        return self.uvit.fingerprint
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.ndim != 2 or input_ids.shape[1] != self.layout.seq_len:
+            raise MigmError(f"input_ids must be (batch, {self.layout.seq_len}), got {tuple(input_ids.shape)}")
+
+    def split(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt ids (B, P), UVit image ids (B, g, g)) from package sequences."""
+        self.check_input_ids(input_ids)
+        layout, g = self.layout, self.config.grid_size
+        image = input_ids[:, layout.image_positions.to(input_ids.device)]
+        is_code = image >= layout.code_offset
+        if not bool((is_code | (image == MASK)).all()):
+            raise MigmError("image positions must hold image codes or MASK")
+        uvit_ids = torch.where(is_code, image - layout.code_offset, torch.full_like(image, self.uvit.mask_token_id))
+        return input_ids[:, : layout.prompt_len], uvit_ids.view(-1, g, g)
+
+    def conditioning(self, prompt_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        states, pooled = self.prompt_encoder(prompt_ids)
+        micro = self.micro_conds.to(states.dtype).expand(prompt_ids.shape[0], -1)
+        return {"encoder_hidden_states": states, "pooled_text_emb": pooled, "micro_conds": micro}
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, C): prompt rows are the text states, image rows the UVit's features."""
+        prompt_ids, uvit_ids = self.split(input_ids)
+        cond = self.conditioning(prompt_ids)
+        _, image = self.uvit.image_features(self.transformer, uvit_ids, **cond)
+        return torch.cat([cond["encoder_hidden_states"].to(image.dtype), image], dim=1)
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.uvit.logits_from_features(features)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(self.features(input_ids))
+
+    def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Embedding of (id, sequence position) pairs: image codes and MASK through the UVit's
+        frozen embedding + 2D position code, prompt tokens through the prompt encoder."""
+        layout = self.layout
+        is_image = positions >= layout.prompt_len
+        uvit_ids = torch.where(ids >= layout.code_offset, ids - layout.code_offset,
+                               torch.full_like(ids, self.uvit.mask_token_id)).clamp(0, self.uvit.mask_token_id)
+        image = self.uvit.embed_image_tokens(uvit_ids, (positions - layout.prompt_len).clamp(min=0))
+        text = self.prompt_encoder.embed(ids.clamp(max=layout.code_offset - 1), positions.clamp(max=layout.prompt_len - 1))
+        return torch.where(is_image[..., None], image, text.to(image.dtype))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
