@@ -16,7 +16,7 @@ import torch
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.hooks import disable_shortcut, enable_shortcut
-from migm_shortcut.prompts import CLASS_NAMES, canonical_prompt
+from migm_shortcut.prompts import canonical_prompt
 
 
 def amused_pipeline(model):
@@ -48,7 +48,7 @@ def prompt_kwargs(backbone, prompts: list[str]) -> dict:
 def bench_hook(model, head, budget: int, num_steps: int = 16, batch_size: int = 16, batches: int = 4,
                guidance_scale: float = 4.0, log=print) -> dict:
     pipe = amused_pipeline(model)
-    prompts = [canonical_prompt(CLASS_NAMES[i % 10]) for i in range(batch_size)]
+    prompts = [canonical_prompt(i % 10) for i in range(batch_size)]
     kwargs = dict(prompt_kwargs(model.backbone, prompts), num_inference_steps=num_steps, output_type="latent",
                   guidance_scale=guidance_scale)
     run = lambda seed: pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images  # noqa: E731

@@ -240,3 +240,17 @@ def test_bench_cost_reports_c_and_the_ideal_speedup():
 def test_uvit_features_adapter_rejects_other_models():
     with pytest.raises(MigmError, match="UVit2DModel"):
         UVit2DFeatures(nn.Linear(2, 2))
+
+
+def test_shipped_amused_model_and_head_belong_together():
+    from migm_shortcut import EmbeddedModel
+    from migm_shortcut.modeling import SHIPPED_WEIGHTS
+    from migm_shortcut.samplers import head_for_weights, load_head
+
+    model = EmbeddedModel.from_pretrained(SHIPPED_WEIGHTS / "amused")
+    assert isinstance(model.backbone, AmusedBackbone)
+    head = load_head(head_for_weights(SHIPPED_WEIGHTS / "amused"))
+    head.check_base(model.backbone)
+    assert head.num_parameters() * 10 <= model.backbone.num_parameters()
+    with pytest.raises(MigmError, match="train a head for this model"):
+        load_head(None).check_base(model.backbone)  # the embedded model's head refuses the UVit
