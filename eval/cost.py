@@ -89,6 +89,20 @@ def _tokens_step(head: ShortcutHead, embed, features: torch.Tensor, image_ids: t
     return step
 
 
+def _sequence_case(config: str, backbone, head: ShortcutHead, prompt: str, rows: int, num_steps: int,
+                   backbone_params: int, device: torch.device) -> CostCase:
+    """A model that takes one token sequence (the interface's ``features`` / ``embed_tokens``)."""
+    lay = backbone.layout
+    ids = lay.template(torch.stack([lay.encode_prompt(prompt)] * rows)).to(device)
+    feats = backbone.features(ids)
+    img_pos = lay.image_positions.to(device)
+    image_ids = torch.full((rows, lay.num_image_tokens), lay.code_offset, device=device)
+    step = _tokens_step(head, backbone.embed_tokens, feats, image_ids, img_pos, lay.num_image_tokens // num_steps,
+                        backbone.logits_from_features, slice(None))
+    full = lambda: backbone.logits_from_features(backbone.features(ids)[:, img_pos])  # noqa: E731
+    return CostCase(config, backbone_params, head.num_parameters(), lay.seq_len, full, step)
+
+
 def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int, num_steps: int) -> CostCase:
     rows = 2 * batch  # both CFG branches
     if config == "embedded":
@@ -97,16 +111,8 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         from migm_shortcut.samplers.shortcut import load_head
 
         model = MiniDiMOO.from_pretrained(SHIPPED_WEIGHTS / "backbone", device=device).to(dtype)
-        head = load_head(None).to(device, dtype)
-        lay = model.layout
-        ids = lay.template(torch.stack([lay.encode_prompt("a photo of a bag")] * rows)).to(device)
-        feats = model.features(ids)
-        img_pos = lay.image_positions.to(device)
-        image_ids = ids[:, img_pos].clone().fill_(lay.code_offset)
-        step = _tokens_step(head, model.embed_tokens, feats, image_ids, img_pos, lay.num_image_tokens // num_steps,
-                            model.logits_from_features, slice(None))
-        full = lambda: model.logits_from_features(model.features(ids)[:, img_pos])  # noqa: E731
-        return CostCase(config, model.num_parameters(), head.num_parameters(), lay.seq_len, full, step)
+        return _sequence_case(config, model, load_head(None).to(device, dtype), "a photo of a bag", rows, num_steps,
+                              model.num_parameters(), device)
 
     if config == "amused-256":
         from diffusers import UVit2DModel
@@ -123,7 +129,7 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
                     pooled_text_emb=torch.randn(rows, 768, device=device, dtype=dtype),
                     micro_conds=torch.tensor([[256, 256, 0, 0, 6]] * rows, device=device, dtype=dtype))
         _, image = uvit.image_features(model, ids, **cond)
-        feats = torch.cat([cond["encoder_hidden_states"], image], 1)
+        feats = uvit.head_rows(cond["encoder_hidden_states"], image)
         image_ids = torch.zeros(rows, g * g, dtype=torch.long, device=device)
         step = _tokens_step(head, uvit.embed_image_tokens, feats, image_ids, torch.arange(g * g, device=device),
                             g * g // num_steps, uvit.logits_from_features, slice(77, None))
@@ -141,15 +147,8 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
                                   codebook_size=8192, mask_id=126336, newline_id=126084, pad_id=126081,
                                   uncond_ids=[0] * 64, header_ids=[1, 2, 3], footer_ids=[4, 5])
         backbone = LLaDAImageBackbone(model, layout)
-        head = ShortcutHead.for_base(backbone).to(device, dtype)
-        ids = layout.template(torch.stack([layout.encode_prompt("x")] * rows)).to(device)
-        feats = backbone.features(ids)
-        img_pos = layout.image_positions.to(device)
-        image_ids = torch.full((rows, layout.num_image_tokens), code_offset, device=device)
-        step = _tokens_step(head, backbone.embed_tokens, feats, image_ids, img_pos, layout.num_image_tokens // num_steps,
-                            backbone.logits_from_features, slice(None))
-        full = lambda: backbone.logits_from_features(backbone.features(ids)[:, img_pos])  # noqa: E731
-        return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), layout.seq_len, full, step)
+        return _sequence_case(config, backbone, ShortcutHead.for_base(backbone).to(device, dtype), "x", rows, num_steps,
+                              sum(p.numel() for p in model.parameters()), device)
 
     raise MigmError(f"unknown cost config {config!r}; choose from {', '.join(COST_CONFIGS)}")
 

@@ -48,6 +48,21 @@ class BackboneConfig:
     mlp_ratio: float = 4.0
 
 
+def grid_positions(start: int, grid: int, end_of_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence positions of a row-major image grid starting at ``start``, and of the end-of-row
+    tokens after each row (none when ``end_of_row`` is False)."""
+    rows = torch.arange(grid).repeat_interleave(grid)
+    cols = torch.arange(grid).repeat(grid)
+    stride = grid + 1 if end_of_row else grid
+    eor = start + torch.arange(grid) * stride + grid if end_of_row else torch.zeros(0, dtype=torch.long)
+    return start + rows * stride + cols, eor
+
+
+def check_sequence_shape(input_ids: torch.Tensor, seq_len: int) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] != seq_len:
+        raise MigmError(f"input_ids must be (batch, {seq_len}), got {tuple(input_ids.shape)}")
+
+
 class SequenceLayout:
     """Where everything sits in the sequence, and how prompts become token ids.
 
@@ -70,18 +85,13 @@ class SequenceLayout:
         self.prompt_len = config.prompt_len
         self.pad_id = PAD
         self.num_image_tokens = g * g
-        rows = torch.arange(g).repeat_interleave(g)
-        cols = torch.arange(g).repeat(g)
         if image_delimiters:
             self.boi_position = config.prompt_len
             self.seq_len = config.prompt_len + 1 + g * (g + 1) + 1
-            # Row r starts right after BOI plus r earlier rows of (g codes + EOR).
-            self.image_positions = self.boi_position + 1 + rows * (g + 1) + cols
-            self.eor_positions = self.boi_position + 1 + torch.arange(g) * (g + 1) + g
+            self.image_positions, self.eor_positions = grid_positions(self.boi_position + 1, g, end_of_row=True)
         else:
             self.seq_len = config.prompt_len + g * g
-            self.image_positions = config.prompt_len + rows * g + cols
-            self.eor_positions = torch.zeros(0, dtype=torch.long)
+            self.image_positions, self.eor_positions = grid_positions(config.prompt_len, g, end_of_row=False)
 
     def encode_prompt(self, prompt: str | None) -> torch.Tensor:
         """Prompt words -> ``prompt_len`` ids (``None`` is the unconditional prompt)."""
@@ -205,8 +215,7 @@ class MiniDiMOO(PretrainedModule):
         return self.config.width
 
     def check_input_ids(self, input_ids: torch.Tensor) -> None:
-        if input_ids.ndim != 2 or input_ids.shape[1] != self.layout.seq_len:
-            raise MigmError(f"input_ids must be (batch, {self.layout.seq_len}), got {tuple(input_ids.shape)}")
+        check_sequence_shape(input_ids, self.layout.seq_len)
         if input_ids.min() < 0 or input_ids.max() >= self.layout.vocab_size:
             raise MigmError(f"token ids must lie in 0..{self.layout.vocab_size - 1}")
 

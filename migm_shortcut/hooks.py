@@ -33,19 +33,6 @@ from .shortcut import ShortcutHead, budget_full_steps, new_tokens
 HOOK_NAME = "migm_shortcut"
 
 
-def _adapter_for(transformer):
-    from .adapters.amused import UVit2DFeatures
-
-    try:
-        from diffusers import UVit2DModel
-    except ImportError:  # pragma: no cover
-        UVit2DModel = ()
-    if not isinstance(transformer, UVit2DModel):
-        raise MigmError(f"enable_shortcut supports diffusers UVit2DModel (aMUSEd) transformers, not "
-                        f"{type(transformer).__name__}; for Lumina-DiMOO use migm_shortcut.adapters.dimoo with the package's sampler")
-    return UVit2DFeatures(transformer)
-
-
 def cosine_masked_counts(num_tokens: int, num_steps: int) -> list[int]:
     """Masked tokens in the input of every call after the first, as ``AmusedScheduler`` (cosine) leaves them."""
     counts, masked = [], num_tokens
@@ -80,7 +67,9 @@ class ShortcutHook(ModelHook):
         self.prev_features = None
 
     def initialize_hook(self, module):
-        self.adapter = _adapter_for(module)
+        from .adapters.amused import UVit2DFeatures
+
+        self.adapter = UVit2DFeatures(module)  # refuses anything but a UVit2DModel
         self.head.check_base(self.adapter)
         self.head.to(device=module.device)
         self.expected_masked = cosine_masked_counts(self.adapter.grid_size ** 2, self.num_steps)
@@ -111,9 +100,9 @@ class ShortcutHook(ModelHook):
         self._start_or_continue(masked)
         states = kwargs.get("encoder_hidden_states", args[0] if args else None)
 
-        if self.step in self.full or self.prev_features is None:
+        if self.step in self.full:  # always true at step 0
             logits, image = self.adapter.image_features(self.fn_ref.original_forward, input_ids, *args, **kwargs)
-            self.prev_features = self._with_prompt_rows(states, image)
+            self.prev_features = self.adapter.head_rows(states, image)
             self.full_calls += 1
         else:
             newly = self.prev_masked & ~masked
@@ -131,12 +120,6 @@ class ShortcutHook(ModelHook):
             self.shortcut_calls += 1
         self.prev_masked = masked
         return logits
-
-    def _with_prompt_rows(self, states: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-        """The head's rows: the text states (when as wide as the features) before the image features."""
-        if states is not None and states.shape[-1] == image.shape[-1]:
-            return torch.cat([states.to(image.dtype), image], dim=1)
-        return image
 
 
 def enable_shortcut(transformer, head: ShortcutHead, budget: int, num_steps: int, check_schedule: bool = True) -> ShortcutHook:

@@ -10,6 +10,7 @@ from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig, UVit2DFe
 from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, TinyLLaDAConfig, tiny_dimoo
 from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.eval.cost import bench_cost
+from migm_shortcut.eval.pipeline_speed import prompt_kwargs
 from migm_shortcut.hooks import cosine_masked_counts, disable_shortcut, enable_shortcut
 from migm_shortcut.interface import MaskedImageModel, check_model, load_backbone
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
@@ -125,13 +126,7 @@ def pipeline():
     pipe = AmusedPipeline(vqvae=vq, tokenizer=None, text_encoder=None, transformer=model.transformer,
                           scheduler=AmusedScheduler(mask_token_id=model.uvit.mask_token_id))
     pipe.set_progress_bar_config(disable=True)
-    lay = model.layout
-    with torch.no_grad():
-        cond = model.conditioning(torch.stack([lay.encode_prompt(p) for p in ("a bag", "a coat")]))
-        uncond = model.conditioning(torch.stack([lay.encode_prompt(None)] * 2))
-    kwargs = dict(prompt_embeds=cond["pooled_text_emb"], encoder_hidden_states=cond["encoder_hidden_states"],
-                  negative_prompt_embeds=uncond["pooled_text_emb"],
-                  negative_encoder_hidden_states=uncond["encoder_hidden_states"], output_type="latent", guidance_scale=3.0)
+    kwargs = dict(prompt_kwargs(model, ["a bag", "a coat"]), output_type="latent", guidance_scale=3.0)
     return model, pipe, kwargs
 
 

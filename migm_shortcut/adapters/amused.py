@@ -30,16 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import MASK, PAD, SequenceLayout
+from ..backbone import MASK, PAD, SequenceLayout, check_sequence_shape
 from ..errors import MigmError
 from ..io import tensor_digest
 from ..modeling import PretrainedModule
 from ..prompts import WORDS
 
-try:  # diffusers is a core dependency; the import is guarded only for a clearer message
-    from diffusers import UVit2DModel
-except ImportError as exc:  # pragma: no cover
-    raise MigmError("the aMUSEd adapter needs diffusers (pip install diffusers)") from exc
+from diffusers import UVit2DModel
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -62,7 +59,9 @@ class UVit2DFeatures:
 
     def __init__(self, transformer: UVit2DModel):
         if not isinstance(transformer, UVit2DModel):
-            raise MigmError(f"the aMUSEd adapter needs a diffusers UVit2DModel, got {type(transformer).__name__}")
+            raise MigmError(f"the aMUSEd adapter and enable_shortcut support diffusers UVit2DModel (aMUSEd) transformers, "
+                            f"not {type(transformer).__name__}; for Lumina-DiMOO use migm_shortcut.adapters.dimoo "
+                            "with the package's sampler")
         self.transformer = transformer
         cfg = transformer.config
         self.width = cfg.in_channels
@@ -88,6 +87,12 @@ class UVit2DFeatures:
         if not box:
             raise MigmError("the UVit2DModel forward did not pass through mlm_layer.layer_norm; unsupported model variant")
         return logits, box[-1].flatten(1, 2)
+
+    def head_rows(self, states: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+        """The shortcut head's rows: the text states (when as wide as the features) before the image features."""
+        if states is not None and states.shape[-1] == image.shape[-1]:
+            return torch.cat([states.to(image.dtype), image], dim=1)
+        return image
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """The model's own output convolution as a linear map: (..., C) -> (..., codebook_size)."""
@@ -193,13 +198,9 @@ class AmusedBackbone(PretrainedModule):
     def fingerprint(self) -> str:
         return self.uvit.fingerprint
 
-    def check_input_ids(self, input_ids: torch.Tensor) -> None:
-        if input_ids.ndim != 2 or input_ids.shape[1] != self.layout.seq_len:
-            raise MigmError(f"input_ids must be (batch, {self.layout.seq_len}), got {tuple(input_ids.shape)}")
-
     def split(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt ids (B, P), UVit image ids (B, g, g)) from package sequences."""
-        self.check_input_ids(input_ids)
+        check_sequence_shape(input_ids, self.layout.seq_len)
         layout, g = self.layout, self.config.grid_size
         image = input_ids[:, layout.image_positions.to(input_ids.device)]
         is_code = image >= layout.code_offset
@@ -218,7 +219,7 @@ class AmusedBackbone(PretrainedModule):
         prompt_ids, uvit_ids = self.split(input_ids)
         cond = self.conditioning(prompt_ids)
         _, image = self.uvit.image_features(self.transformer, uvit_ids, **cond)
-        return torch.cat([cond["encoder_hidden_states"].to(image.dtype), image], dim=1)
+        return self.uvit.head_rows(cond["encoder_hidden_states"], image)  # width == text width by construction
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.uvit.logits_from_features(features)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbone import check_sequence_shape, grid_positions
 from ..errors import MigmError
 from ..io import tensor_digest
 
@@ -55,9 +56,7 @@ class LLaDAImageLayout:
         self.grid_size = g = grid_size
         self.num_image_tokens = g * g
         start = prompt_len + len(self.header_ids)
-        rows, cols = torch.arange(g).repeat_interleave(g), torch.arange(g).repeat(g)
-        self.image_positions = start + rows * (g + 1) + cols
-        self.eor_positions = start + torch.arange(g) * (g + 1) + g
+        self.image_positions, self.eor_positions = grid_positions(start, g, end_of_row=True)
         self.seq_len = start + g * (g + 1) + len(self.footer_ids)
         self.config = self  # the sampler reads layout.config.grid_size
 
@@ -133,8 +132,7 @@ class LLaDAImageBackbone(nn.Module):
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L, C): the output of ``ln_f``; the rest of the forward is skipped."""
-        if input_ids.ndim != 2 or input_ids.shape[1] != self.layout.seq_len:
-            raise MigmError(f"input_ids must be (batch, {self.layout.seq_len}), got {tuple(input_ids.shape)}")
+        check_sequence_shape(input_ids, self.layout.seq_len)
         box: list[torch.Tensor] = []
 
         def grab(module, inputs, output):
