@@ -54,9 +54,10 @@ def write_pareto(result: dict, path: str | Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in timed))
     real = [r for r in result["rows"] if r["method"] == "real"]
     for ax, (key, title) in zip(axes[0], panels):
-        for r in real:
+        for r, style in zip(real, ("--", ":")):
             if r[key] is not None:
-                ax.axhline(r[key], color="gray", linestyle="--", linewidth=1, label="real images (same count)")
+                label = "real images (same count)" if r["setting"] == "real train images" else r["setting"]
+                ax.axhline(r[key], color="gray", linestyle=style, linewidth=1, label=label)
         for method in methods:
             rows = sorted((r for r in timed if r["method"] == method and r[key] is not None),
                           key=lambda r: r["latency_s"])

@@ -76,6 +76,7 @@ class SweepConfig:
     quick_reference_size: int | None = 1000
     inception: bool = True
     real_baseline: bool = True  # also score as many real training images, the floor FID can reach at this count
+    reconstruction_baseline: bool = False  # and their VQ reconstructions: the floor for any sampler of this tokenizer
 
 
 _TOP_LEVEL = {f.name for f in fields(SweepConfig)} | {"description"}
@@ -143,14 +144,24 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
     return torch.cat(images), speed
 
 
-def real_images_row(evaluator: SampleEvaluator, per_class: int, reference: str) -> dict:
-    """Real training images (never in the test-split reference), scored exactly like samples."""
+def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, tokenizer=None) -> list[dict]:
+    """Real training images (never in the test-split reference), scored exactly like samples.
+
+    With a ``tokenizer``, also their encode-decode reconstructions: no sampler that emits this
+    tokenizer's codes can beat that row, so it separates tokenizer error from sampler error.
+    """
     source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
     real = balanced_subset(load_dataset(source, "train"), 10 * per_class)
-    labelled = bool((real.labels >= 0).all())
-    scores = evaluator.score(to_model_range(real.images), real.labels if labelled else None)
-    return {"method": "real", "setting": "real train images", "steps": None, "params": {}, "latency_s": None,
-            "full_steps": None, "gflops": None, "speedup": None, **scores.as_dict()}
+    labels = real.labels if bool((real.labels >= 0).all()) else None
+    images = to_model_range(real.images)
+    cases = [("real", "real train images", images)]
+    if tokenizer is not None:
+        with torch.no_grad():
+            rebuilt = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 250])) for i in range(0, len(images), 250)])
+        cases.append(("real", "VQ reconstructions of them", rebuilt.clamp(-1, 1)))
+    return [{"method": method, "setting": setting, "steps": None, "params": {}, "latency_s": None, "full_steps": None,
+             "gflops": None, "speedup": None, **evaluator.score(batch, labels).as_dict()}
+            for method, setting, batch in cases]
 
 
 def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, weights: str | None = None,
@@ -175,8 +186,10 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
         "baseline": cfg.baseline.name, "rows": [],
     }
-    if cfg.real_baseline:
-        result["rows"].append(real_images_row(evaluator, per_class, cfg.reference))
+    if cfg.real_baseline or cfg.reconstruction_baseline:
+        rows = real_images_rows(evaluator, per_class, cfg.reference,
+                                model.tokenizer if cfg.reconstruction_baseline else None)
+        result["rows"] += rows if cfg.real_baseline else rows[1:]
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
     baseline_latency = None
     for setting in settings:

@@ -37,6 +37,13 @@ def _positive(name: str):
     return parse
 
 
+def _step_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected step indices separated by commas, like 0,7,10,13; got {text!r}")
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS, help="number of sampling steps N")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
@@ -45,9 +52,10 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     p.add_argument("--policy", default="vanilla",
                    help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
-    p.add_argument("--budget", type=int, default=4, help="shortcut: full backbone steps B out of N")
+    p.add_argument("--budget", type=int, help="shortcut: full backbone steps B out of N (default 4)")
     p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: WEIGHTS/head, else the shipped head)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
+    p.add_argument("--full-steps", type=_step_list, help="shortcut: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
     p.add_argument("--eps", type=float, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
     p.add_argument("--early-eps", type=float, help="sencache: stricter eps for the first 20%% of steps")
     p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
@@ -75,7 +83,7 @@ POLICY_CHOICES = tuple(POLICIES)  # registration order: vanilla first
 # The flags each policy reads (flag attribute -> policy parameter); unset flags keep the policy's default.
 POLICY_FLAGS = {
     "vanilla": {},
-    "shortcut": {"budget": "budget", "final_full": "final_full"},
+    "shortcut": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps"},
     "adaptive": {"eps": "eps", "max_reuse": "max_reuse"},
     "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
     "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
@@ -378,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("online-trajectories", int), ("online-steps-per-round", int)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
+    p.add_argument("--init-head", help="fine-tune this saved head (its architecture replaces --ratio/--heads/...)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_head)

@@ -13,6 +13,7 @@ are formed from the base model's own head exactly as on a full step.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,18 +64,41 @@ def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
 
 
 class ShortcutPolicy(StepPolicy):
-    """Fixed budget of full steps; ``final_full`` also forces a full last step (a placement variant)."""
+    """B full steps at the published places, the head in between.
+
+    Placement variants for studying where full steps pay: ``final_full`` also forces a full
+    last step; ``full_steps`` names the full steps outright (step 0 must be one; B is their count).
+    """
 
     name = "shortcut"
 
-    def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int = 4, final_full: bool = False):
+    def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
+                 final_full: bool = False, full_steps: Sequence[int] | None = None):
         self.head = load_head(head)
-        self.budget = int(budget)
+        self.placement = None
+        if full_steps is not None:
+            if final_full:
+                raise MigmError("give full_steps or final_full, not both")
+            if isinstance(full_steps, (str, bytes)) or not all(isinstance(s, int) and s >= 0 for s in full_steps):
+                raise MigmError(f"full_steps must be a list of step indices >= 0, got {full_steps!r}")
+            self.placement = sorted(set(full_steps))
+            if not self.placement or self.placement[0] != 0:
+                raise MigmError(f"full_steps must include step 0 (the head needs real features to start from), "
+                                f"got {list(full_steps)}")
+            if budget is not None and budget != len(self.placement):
+                raise MigmError(f"budget {budget} does not match the {len(self.placement)} full_steps given; drop one")
+        self.budget = len(self.placement) if self.placement else int(4 if budget is None else budget)
         self.final_full = bool(final_full)
         self.full_steps: set[int] = set()
         self._checked_base: int | None = None
 
     def reset(self, batch_size: int, num_steps: int) -> None:
+        if self.placement is not None:
+            if self.placement[-1] >= num_steps:
+                raise MigmError(f"full_steps {self.placement} name step {self.placement[-1]}, but the sampler has "
+                                f"{num_steps} steps (0..{num_steps - 1})")
+            self.full_steps = set(self.placement)
+            return
         steps = budget_full_steps(num_steps, self.budget)
         if self.final_full and steps[-1] != num_steps - 1:
             steps = budget_full_steps(num_steps, self.budget - 1) + [num_steps - 1] if self.budget > 1 else [0]
@@ -94,7 +118,8 @@ class ShortcutPolicy(StepPolicy):
         return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": self.name, "budget": self.budget, "final_full": self.final_full}
+        placement = {"full_steps": self.placement} if self.placement is not None else {"final_full": self.final_full}
+        return {"policy": self.name, "budget": self.budget, **placement}
 
 
 class AdaptiveShortcutPolicy(ShortcutPolicy):

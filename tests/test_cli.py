@@ -121,6 +121,19 @@ def test_sample_with_the_shortcut_policy_records_it(tmp_path, capsys, weights_wi
     assert meta["policy"] == "shortcut" and meta["policy_params"]["budget"] == 2 and meta["mean_full_steps"] == 2
 
 
+def test_sample_with_explicit_full_steps(tmp_path, capsys, weights_with_head):
+    code, out, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--steps", "4", "--policy", "shortcut",
+                         "--full-steps", "0,3", "--out-dir", str(tmp_path / "o"), "--weights", str(weights_with_head))
+    assert code == 0, err
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["policy_params"]["full_steps"] == [0, 3] and meta["mean_full_steps"] == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse rejects it before any work
+        main(["sample", "--prompt", "a photo of a bag", "--policy", "shortcut", "--full-steps", "0,x",
+              "--out-dir", str(tmp_path / "p"), "--weights", str(weights_with_head)])
+    assert exit_info.value.code == 2 and "like 0,7,10,13" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("budget", ["5", "0"])
 def test_sample_rejects_a_budget_outside_1_to_n(tmp_path, capsys, weights_with_head, budget):
     code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--steps", "4", "--policy", "shortcut",

@@ -98,6 +98,18 @@ def test_tiny_sweep_writes_all_three_files(tmp_path, capsys, tiny_weights, fake_
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
 
 
+def test_sweep_scores_vq_reconstructions_between_real_images_and_samples(tmp_path, capsys, tiny_weights,
+                                                                        fake_fashion_mnist):
+    config = write_config(tmp_path / "sweep.json", reconstruction_baseline=True, settings=[{"policy": "vanilla", "steps": 2}])
+    code = main(["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--weights", str(tiny_weights)])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [r["setting"] for r in rows[:2]] == ["real train images", "VQ reconstructions of them"]
+    # an untrained tokenizer loses information: its reconstructions score worse than the images themselves
+    assert rows[1]["domain_fid"] > rows[0]["domain_fid"]
+    assert rows[1]["latency_s"] is None and rows[1]["num_images"] == rows[0]["num_images"]
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"settings": [{"policy": "warp", "steps": 4}]}, "unknown policy 'warp'"),
     ({"settings": [{"policy": "vanilla"}]}, "lacks the field 'steps'"),

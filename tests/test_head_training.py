@@ -110,6 +110,30 @@ def test_training_resume_continues_exactly(tiny_backbone, trajectories, tmp_path
     assert loss_line(log_a) == loss_line(log_b)
 
 
+def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp_path):
+    train_head(tiny_train_config(tmp_path / "a", trajectories, num_blocks=2), backbone=tiny_backbone)
+    start = tmp_path / "a" / "head_run" / "head"
+    # zero steps of learning: the fine-tuned head must be the starting head, architecture included
+    train_head(tiny_train_config(tmp_path / "b", trajectories, init_head=str(start), lr=1e-12, ema_decay=0.0),
+               backbone=tiny_backbone)
+    before = ShortcutHead.from_pretrained(start)
+    after = ShortcutHead.from_pretrained(tmp_path / "b" / "head_run" / "head")
+    assert after.config.num_blocks == 2
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-3), name
+
+
+def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories, tmp_path):
+    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+
+    torch.manual_seed(5)
+    other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
+    ShortcutHead.for_base(other).save_pretrained(tmp_path / "other_head")
+    with pytest.raises(MigmError, match="trained for base model|expects features of width"):
+        train_head(tiny_train_config(tmp_path, trajectories, init_head=str(tmp_path / "other_head")),
+                   backbone=tiny_backbone)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backbone, trajectories, tmp_path):
     train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
     for shard in trajectories.glob("shard-*.safetensors"):

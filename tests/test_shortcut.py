@@ -132,6 +132,30 @@ def test_final_full_variant_places_a_full_last_step(tiny_backbone):
     assert [bool(f[0]) for f in out.step_full] == [k in (0, 4, 7) for k in range(8)]
 
 
+def test_full_steps_places_the_backbone_passes_exactly(tiny_backbone):
+    policy = ShortcutPolicy(random_head(tiny_backbone), full_steps=[0, 5, 6])
+    out = DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:2], [0, 1])
+    assert [bool(f[0]) for f in out.step_full] == [k in (0, 5, 6) for k in range(8)]
+    assert out.full_steps.tolist() == [3, 3] and policy.describe()["budget"] == 3
+    # every step full is vanilla sampling, token for token
+    every = ShortcutPolicy(random_head(tiny_backbone), full_steps=list(range(8)))
+    vanilla = DiMOOSampler(tiny_backbone, num_steps=8).generate(PROMPTS[:2], [0, 1])
+    assert torch.equal(DiMOOSampler(tiny_backbone, num_steps=8, policy=every).generate(PROMPTS[:2], [0, 1]).codes,
+                       vanilla.codes)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"full_steps": [3, 5]}, "must include step 0"),
+    ({"full_steps": [0, 8]}, "name step 8, but the sampler has 8 steps"),
+    ({"full_steps": [0, 4], "budget": 3}, "budget 3 does not match the 2 full_steps"),
+    ({"full_steps": [0, 4], "final_full": True}, "not both"),
+    ({"full_steps": [0, -1]}, "step indices >= 0"),
+])
+def test_bad_full_steps_are_one_line(tiny_backbone, kwargs, match):
+    with pytest.raises(MigmError, match=match):
+        make_policy("shortcut", head=random_head(tiny_backbone), **kwargs).reset(1, 8)
+
+
 def test_head_for_another_base_model_is_refused_by_the_sampler(tiny_backbone):
     torch.manual_seed(7)
     other = MiniDiMOO(tiny_backbone.config).eval()

@@ -50,6 +50,7 @@ class HeadTrainConfig:
     kl_weight: float = 0.0
     kl_temperature: float = 1.0
     rollout: int = 1                 # consecutive steps the head is rolled forward in training
+    init_head: str | None = None     # start from this saved head (fine-tuning); its architecture wins
     ratio: int = 2
     heads: int = 2
     mlp_ratio: float = 2.0
@@ -247,7 +248,12 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         raise MigmError(f"rollout {cfg.rollout} needs trajectories longer than {cfg.rollout} steps (have {num_steps})")
 
     torch.manual_seed(cfg.seed)
-    head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)
+    if cfg.init_head:
+        head = ShortcutHead.from_pretrained(cfg.init_head)
+        head.check_base(backbone)
+        head = head.float().to(device)
+    else:
+        head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)
     trained = DistributedDataParallel(head) if world > 1 else head
     decay = [p for n, p in head.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in head.named_parameters() if p.ndim < 2]
