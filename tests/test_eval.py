@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,21 @@ def test_cleanfid_missing_is_one_clear_line(tmp_path, capsys, monkeypatch, fake_
     code = main(["fid", "--images", str(tmp_path / "imgs"), "--backend", "clean-fid"])
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'migm-shortcut[cleanfid]'" in err and err.count("\n") == 1
+
+
+def test_every_shipped_sweep_config_parses(monkeypatch, tmp_path):
+    from importlib.resources import files
+
+    from migm_shortcut.eval.sweep import load_sweep_config
+
+    monkeypatch.chdir(tmp_path)  # relative head paths resolve against an empty folder
+    configs = sorted(Path(str(files("migm_shortcut") / "configs")).glob("*.json"))
+    assert {"default_sweep.json", "fid_check.json", "head_ablation.json"} <= {p.name for p in configs}
+    for path in configs:
+        if path.name == "head_ablation.json":
+            # its fine-tuned head is trained by the command in its description; until then, one clear line
+            with pytest.raises(MigmError, match="folder not found: runs/head_r3/head"):
+                load_sweep_config(path)
+            assert "--out runs/head_r3" in json.loads(path.read_text())["description"]
+        else:
+            assert load_sweep_config(path).settings, path.name
