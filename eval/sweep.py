@@ -144,24 +144,25 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
     return torch.cat(images), speed
 
 
-def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, tokenizer=None) -> list[dict]:
+def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, real: bool = True,
+                     tokenizer=None) -> list[dict]:
     """Real training images (never in the test-split reference), scored exactly like samples.
 
     With a ``tokenizer``, also their encode-decode reconstructions: no sampler that emits this
     tokenizer's codes can beat that row, so it separates tokenizer error from sampler error.
     """
     source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
-    real = balanced_subset(load_dataset(source, "train"), 10 * per_class)
-    labels = real.labels if bool((real.labels >= 0).all()) else None
-    images = to_model_range(real.images)
-    cases = [("real", "real train images", images)]
+    data = balanced_subset(load_dataset(source, "train"), 10 * per_class)
+    labels = data.labels if bool((data.labels >= 0).all()) else None
+    images = to_model_range(data.images)
+    cases = [("real train images", images)] if real else []
     if tokenizer is not None:
         with torch.no_grad():
             rebuilt = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 250])) for i in range(0, len(images), 250)])
-        cases.append(("real", "VQ reconstructions of them", rebuilt.clamp(-1, 1)))
-    return [{"method": method, "setting": setting, "steps": None, "params": {}, "latency_s": None, "full_steps": None,
+        cases.append(("VQ reconstructions of them", rebuilt.clamp(-1, 1)))
+    return [{"method": "real", "setting": setting, "steps": None, "params": {}, "latency_s": None, "full_steps": None,
              "gflops": None, "speedup": None, **evaluator.score(batch, labels).as_dict()}
-            for method, setting, batch in cases]
+            for setting, batch in cases]
 
 
 def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, weights: str | None = None,
@@ -187,9 +188,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         "baseline": cfg.baseline.name, "rows": [],
     }
     if cfg.real_baseline or cfg.reconstruction_baseline:
-        rows = real_images_rows(evaluator, per_class, cfg.reference,
-                                model.tokenizer if cfg.reconstruction_baseline else None)
-        result["rows"] += rows if cfg.real_baseline else rows[1:]
+        result["rows"] += real_images_rows(evaluator, per_class, cfg.reference, cfg.real_baseline,
+                                           model.tokenizer if cfg.reconstruction_baseline else None)
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
     baseline_latency = None
     for setting in settings:

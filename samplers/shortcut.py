@@ -12,8 +12,8 @@ are formed from the base model's own head exactly as on a full step.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch

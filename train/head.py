@@ -249,9 +249,8 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
 
     torch.manual_seed(cfg.seed)
     if cfg.init_head:
-        head = ShortcutHead.from_pretrained(cfg.init_head)
+        head = ShortcutHead.from_pretrained(cfg.init_head, device=device)
         head.check_base(backbone)
-        head = head.float().to(device)
     else:
         head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)
     trained = DistributedDataParallel(head) if world > 1 else head
