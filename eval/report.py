@@ -17,12 +17,18 @@ def markdown_table(result: dict) -> str:
         "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | domain FID* | prompt acc | images |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    timed = [r for r in result["rows"] if r["method"] != "real"]
+    baseline_run = timed[0].get("run") if timed else None
+    reused = False
     for r in result["rows"]:
+        mark = ""
+        if r["method"] != "real" and r.get("run") != baseline_run:
+            mark, reused = " †", True
         latency = 1000 * r["latency_s"] if r["latency_s"] is not None else None
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] is not None else "—"
         accuracy = 100 * r["prompt_accuracy"] if r["prompt_accuracy"] is not None else None
         lines.append(
-            f"| {r['method']} | {r['setting']} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
+            f"| {r['method']} | {r['setting']}{mark} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
             f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | {_fmt(accuracy, 1)}% | "
             f"{r['num_images']} |"
         )
@@ -32,6 +38,8 @@ def markdown_table(result: dict) -> str:
         f"({result['reference_images']} images). *Domain FID uses the project classifier's features: useful for "
         "ranking settings on Fashion-MNIST, not comparable with published FIDs. Latency: median sampling-loop time "
         f"per image on {result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}."
+        + (" †Reused from an earlier run (--resume/--reuse-from): latency and speedup as measured there, against "
+           "that run's baseline." if reused else "")
     )
     return "\n".join(lines) + "\n"
 

@@ -5,10 +5,20 @@ Every setting runs on the same prompts (100 per class by default, the canonical
 speedups are ratios to that baseline's latency. Writes ``results.json`` (one row per
 setting), ``results.md`` (a table) and ``pareto.png`` (quality vs latency, one line per method).
 Rows are written as they finish, so a killed sweep keeps what it measured.
+
+``resume=True`` (``--resume``) reuses the rows already in ``OUT/results.json``, and
+``reuse_from`` (``--reuse-from FILE``) those of other sweeps' results files. A row is reused
+only if the run matches (images, seeds, reference, backbone fingerprint, device, threads,
+sampling) and so does the row: policy, steps, parameters and a content hash of the head and
+calibration files it used. So swapping in a new head reruns only the rows that use it.
+When anything has to be measured, the vanilla baseline is timed again with it, because a
+speedup is only meaningful against a baseline timed in the same run; reused rows keep the
+latency and speedup of the run that measured them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,10 +29,11 @@ from tqdm.auto import tqdm
 
 from migm_shortcut.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import read_json, write_json
+from migm_shortcut.io import file_digest, read_json, write_json
 from migm_shortcut.pipeline import EmbeddedModel
 from migm_shortcut.prompts import class_prompts
-from migm_shortcut.samplers import POLICIES, make_policy, make_policy_for_weights
+from migm_shortcut.samplers import (POLICIES, SHIPPED_CALIBRATION, SHIPPED_HEAD, calibration_for_weights,
+                                    head_for_weights, make_policy, make_policy_for_weights)
 
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
@@ -144,6 +155,47 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
     return torch.cat(images), speed
 
 
+# What must agree between two sweeps for one's rows to stand in for the other's.
+RUN_SIGNATURE = ("num_images_per_setting", "reference", "reference_images", "backbone", "device", "torch_threads",
+                 "guidance_scale", "temperature", "seed", "batch_size", "inception")
+
+
+def setting_inputs(setting: Setting, weights: str | None = None) -> dict[str, str]:
+    """Content hashes of the files a setting samples with (its head, its calibration table)."""
+    inputs = {}
+    if setting.policy in ("shortcut", "adaptive"):
+        head = setting.params.get("head") or head_for_weights(weights) or SHIPPED_HEAD
+        inputs["head"] = file_digest(head)
+    if setting.policy in ("sencache", "adaptive"):
+        table = setting.params.get("calibration") or calibration_for_weights(weights) or SHIPPED_CALIBRATION
+        inputs["calibration"] = file_digest(table)
+    return inputs
+
+
+def _row_key(row: dict) -> str:
+    fields_ = ("method", "setting", "steps", "params", "guidance_scale", "temperature", "inputs")
+    return json.dumps({k: row.get(k) for k in fields_}, sort_keys=True, default=str)
+
+
+def reusable_rows(result: dict, sources: list[Path]) -> dict[str, dict]:
+    """Rows of earlier results files that were measured exactly like this run would, by row key."""
+    rows = {}
+    for path in sources:
+        old = read_json(path)
+        if not isinstance(old, dict) or not isinstance(old.get("rows"), list):
+            raise MigmError(f"{path} is not a sweep results file (no 'rows'); pass the results.json a sweep wrote")
+        differs = [k for k in RUN_SIGNATURE if old.get(k) != result[k]]
+        if differs:
+            k = differs[0]
+            was = repr(old[k]) if k in old else "(not recorded: written before sweeps could resume)"
+            raise MigmError(f"{path} was measured with {k}={was}, this sweep uses {result[k]!r}; "
+                            f"its rows cannot be reused: drop --resume/--reuse-from or use another --out")
+        for row in old["rows"]:
+            if row.get("method") == "real" or "inputs" in row:  # rows from before input hashing are not trusted
+                rows.setdefault(_row_key(row), row)
+    return rows
+
+
 def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, real: bool = True,
                      tokenizer=None) -> list[dict]:
     """Real training images (never in the test-split reference), scored exactly like samples.
@@ -166,12 +218,14 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
 
 
 def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, weights: str | None = None,
-              device: str = "cpu", progress: bool = True, per_class: int | None = None) -> dict:
+              device: str = "cpu", progress: bool = True, per_class: int | None = None, resume: bool = False,
+              reuse_from: list[str | Path] = ()) -> dict:
     cfg = load_sweep_config(config_path)
     if per_class is not None:
         cfg.per_class = cfg.quick_per_class = per_class
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%S")  # tells the rows timed in this run from reused ones
     model = EmbeddedModel.from_pretrained(weights, device=device)
     per_class = cfg.quick_per_class if quick else cfg.per_class
     reference_size = cfg.quick_reference_size if quick else cfg.reference_size
@@ -185,25 +239,56 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         "reference": evaluator.reference_name, "reference_images": evaluator.reference_count,
         "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
-        "baseline": cfg.baseline.name, "rows": [],
+        "batch_size": cfg.batch_size, "inception": cfg.inception, "baseline": cfg.baseline.name, "rows": [],
     }
-    if cfg.real_baseline or cfg.reconstruction_baseline:
+    sources = [Path(p) for p in reuse_from]
+    if resume and (out_dir / "results.json").is_file():
+        sources.insert(0, out_dir / "results.json")
+    for path in sources:
+        if not path.is_file():
+            raise MigmError(f"--reuse-from {path}: no such file; pass the results.json an earlier sweep wrote")
+    reusable = reusable_rows(result, sources)
+
+    wanted = [("real train images", cfg.real_baseline), ("VQ reconstructions of them", cfg.reconstruction_baseline)]
+    real_keys = {name: _row_key({"method": "real", "setting": name, "steps": None, "params": {}}) for name, _ in wanted}
+    if all(real_keys[name] in reusable for name, on in wanted if on):
+        result["rows"] += [reusable[real_keys[name]] for name, on in wanted if on]
+    elif cfg.real_baseline or cfg.reconstruction_baseline:
         result["rows"] += real_images_rows(evaluator, per_class, cfg.reference, cfg.real_baseline,
                                            model.tokenizer if cfg.reconstruction_baseline else None)
+
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
-    baseline_latency = None
+    planned = []
     for setting in settings:
+        guidance, temperature = setting.sampling(cfg)
+        row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
+               "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, weights)}
+        planned.append((setting, row, reusable.get(_row_key(row))))
+    if any(old is None for _, _, old in planned[1:]):
+        planned[0] = planned[0][:2] + (None,)  # new rows need a baseline timed in this run
+    reused = sum(old is not None for _, _, old in planned)
+    if reused and progress:
+        tqdm.write(f"sweep: reusing {reused} of {len(planned)} setting rows measured earlier")
+    real_rows, measured = list(result["rows"]), {}
+
+    def rows_so_far() -> list[dict]:
+        return real_rows + [measured.get(i) or old for i, (_, _, old) in enumerate(planned)
+                            if i in measured or old is not None]
+
+    baseline_latency = None
+    for i, (setting, row, old) in enumerate(planned):
+        if old is not None:
+            continue
         images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, weights)
         if baseline_latency is None:
             baseline_latency = speed["latency_s"]
         scores = evaluator.score(images, classes)
-        guidance, temperature = setting.sampling(cfg)
-        row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
-               "guidance_scale": guidance, "temperature": temperature,
-               **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict()}
-        result["rows"].append(row)
+        measured[i] = {**row, **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict(),
+                       "run": run_id}
+        result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started
         write_json(out_dir / "results.json", result)
+    result["rows"] = rows_so_far()
     from .report import write_markdown, write_pareto
 
     write_markdown(result, out_dir / "results.md")

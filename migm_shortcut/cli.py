@@ -268,7 +268,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     config = args.config or default_config_path()
     result = run_sweep(config, args.out, quick=args.quick, weights=args.weights, device=args.device,
-                       per_class=args.per_class)
+                       per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from)
     print(markdown_table(result))
     print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
 
@@ -408,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for results.json, results.md, pareto.png")
     p.add_argument("--quick", action="store_true", help="10 images per class and a 1000-image reference: minutes on 2 cores")
     p.add_argument("--per-class", type=_positive("--per-class"), help="override the config's images per class")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the rows already in OUT/results.json that were measured the same way (same head files too)")
+    p.add_argument("--reuse-from", action="append", default=[], metavar="RESULTS_JSON",
+                   help="also reuse matching rows of another sweep's results.json (repeatable)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sweep)

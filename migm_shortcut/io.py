@@ -107,3 +107,21 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """A short content hash of a file, or of every file in a folder (names included).
+
+    Identifies the head or calibration a sweep row was measured with, so a resumed sweep
+    reuses a row only if the files behind it are byte for byte the same.
+    """
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise MigmError(f"{path} does not exist or holds no files")
+    h = hashlib.sha256()
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]

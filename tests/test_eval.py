@@ -166,8 +166,75 @@ def test_every_shipped_sweep_config_parses(monkeypatch, tmp_path):
     for path in configs:
         if path.name == "head_ablation.json":
             # its fine-tuned head is trained by the command in its description; until then, one clear line
-            with pytest.raises(MigmError, match="folder not found: runs/head_r3/head"):
+            with pytest.raises(MigmError, match="folder not found: runs/head/head"):
                 load_sweep_config(path)
-            assert "--out runs/head_r3" in json.loads(path.read_text())["description"]
+            assert "--out runs/head " in json.loads(path.read_text())["description"]
         else:
             assert load_sweep_config(path).settings, path.name
+
+
+def _tiny_head(weights, path, seed):
+    from migm_shortcut.backbone import MiniDiMOO
+    from migm_shortcut.shortcut import ShortcutHead
+
+    torch.manual_seed(seed)
+    ShortcutHead.for_base(MiniDiMOO.from_pretrained(weights / "backbone")).save_pretrained(path)
+
+
+def test_sweep_resume_reruns_only_what_changed(tmp_path, capsys, monkeypatch, tiny_weights, fake_fashion_mnist):
+    import migm_shortcut.eval.sweep as sweep
+
+    head = tmp_path / "head"
+    _tiny_head(tiny_weights, head, seed=0)
+    config = write_config(tmp_path / "sweep.json", inception=False, settings=[
+        {"policy": "vanilla", "steps": 2}, {"policy": "shortcut", "steps": 3, "budget": 2, "head": str(head)}])
+    ran, real_run = [], sweep.run_setting
+
+    def counted(model, setting, *args, **kwargs):
+        ran.append(setting.name)
+        if setting.policy == "shortcut" and "kill" in ran:
+            raise KeyboardInterrupt  # the sweep is killed while sampling this row
+        return real_run(model, setting, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_setting", counted)
+    out = tmp_path / "out"
+    args = ["sweep", "--config", str(config), "--out", str(out), "--weights", str(tiny_weights)]
+    assert main(args) == 0, capsys.readouterr().err
+    first = json.loads((out / "results.json").read_text())
+    assert len(ran) == 3 and first["rows"][-1]["inputs"]["head"]
+
+    ran.clear()
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+    assert ran == []  # nothing changed: every row is reused, the same numbers to the last digit
+    assert json.loads((out / "results.json").read_text())["rows"] == first["rows"]
+
+    _tiny_head(tiny_weights, head, seed=1)  # a retrained head at the same path
+    ran[:] = ["kill"]
+    assert main(args + ["--resume"]) == 130
+    # killed after re-timing the baseline: what it had measured, and every reused row, is on disk
+    assert ran == ["kill", "vanilla N=3", "shortcut N=3 (budget=2, head=%s)" % head]
+    assert [r["setting"] for r in json.loads((out / "results.json").read_text())["rows"]] == \
+        ["real train images", "vanilla N=3", "vanilla N=2"]
+
+    ran.clear()
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+    assert ran == ["vanilla N=3", "shortcut N=3 (budget=2, head=%s)" % head]  # the baseline is timed with the new row
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == [r["setting"] for r in first["rows"]]
+    assert rows[2] == first["rows"][2]  # vanilla N=2 was reused untouched
+    assert rows[3]["inputs"]["head"] != first["rows"][3]["inputs"]["head"]
+    table = (out / "results.md").read_text()  # the table tells reused rows from those timed against this baseline
+    assert "| vanilla N=2 † |" in table and "| vanilla N=3 |" in table and "†Reused from an earlier run" in table
+
+    # another sweep's rows can stand in too, but only if measured the same way
+    other = tmp_path / "other"
+    ran.clear()
+    assert main(args[:4] + [str(other), *args[5:], "--reuse-from", str(out / "results.json")]) == 0
+    assert ran == []
+    ran.clear()
+    write_config(config, inception=False, batch_size=4, settings=[{"policy": "vanilla", "steps": 2}])
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # (after the reference's progress bar)
+    assert "was measured with batch_size=5, this sweep uses 4" in err and ran == []
+    assert main(args[:-2] + ["--reuse-from", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
