@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         cfg.per_class = cfg.quick_per_class = per_class
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    run_id = time.strftime("%Y-%m-%dT%H:%M:%S")  # tells the rows timed in this run from reused ones
+    # tells the rows timed in this run from reused ones (two runs can start within one second)
+    run_id = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{uuid.uuid4().hex[:8]}"
     model = EmbeddedModel.from_pretrained(weights, device=device)
     per_class = cfg.quick_per_class if quick else cfg.per_class
     reference_size = cfg.quick_reference_size if quick else cfg.reference_size
