@@ -33,8 +33,8 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, write_json
 from migm_shortcut.pipeline import EmbeddedModel
 from migm_shortcut.prompts import class_prompts
-from migm_shortcut.samplers import (POLICIES, SHIPPED_CALIBRATION, SHIPPED_HEAD, calibration_for_weights,
-                                    head_for_weights, make_policy, make_policy_for_weights)
+from migm_shortcut.samplers import (POLICIES, SHIPPED_CALIBRATION, SHIPPED_HEAD, make_policy, make_policy_for_weights,
+                                    policy_files)
 
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
@@ -163,14 +163,9 @@ RUN_SIGNATURE = ("num_images_per_setting", "reference", "reference_images", "bac
 
 def setting_inputs(setting: Setting, weights: str | None = None) -> dict[str, str]:
     """Content hashes of the files a setting samples with (its head, its calibration table)."""
-    inputs = {}
-    if setting.policy in ("shortcut", "adaptive"):
-        head = setting.params.get("head") or head_for_weights(weights) or SHIPPED_HEAD
-        inputs["head"] = file_digest(head)
-    if setting.policy in ("sencache", "adaptive"):
-        table = setting.params.get("calibration") or calibration_for_weights(weights) or SHIPPED_CALIBRATION
-        inputs["calibration"] = file_digest(table)
-    return inputs
+    shipped = {"head": SHIPPED_HEAD, "calibration": SHIPPED_CALIBRATION}
+    return {key: file_digest(path if path is not None else shipped[key])
+            for key, path in policy_files(setting.policy, weights, **setting.params).items()}
 
 
 def _row_key(row: dict) -> str:

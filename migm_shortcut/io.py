@@ -116,12 +116,13 @@ def file_digest(path: str | Path) -> str:
     reuses a row only if the files behind it are byte for byte the same.
     """
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    folder = path.is_dir()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if folder else [path]
     if not files:
         raise MigmError(f"{path} does not exist or holds no files")
     h = hashlib.sha256()
     for f in files:
-        if path.is_dir():
+        if folder:
             h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -14,20 +14,29 @@ register_policy("mlcache", MLCachePolicy)
 register_policy("fixed", FixedIntervalPolicy)
 
 
+def policy_files(name: str, weights=None, **params) -> dict:
+    """The head and calibration a policy samples with, for the policies that use them: the ones
+    given in ``params``, else ``WEIGHTS/head`` and ``WEIGHTS/calibration.json``; ``None`` means
+    the one shipped with the package."""
+    files = {}
+    for key, users, for_weights in (("head", ("shortcut", "adaptive"), head_for_weights),
+                                    ("calibration", ("sencache", "adaptive"), calibration_for_weights)):
+        if name in users:
+            files[key] = params[key] if params.get(key) is not None else for_weights(weights)
+    return files
+
+
 def make_policy_for_weights(name: str, weights=None, **params) -> StepPolicy:
     """``make_policy``, with the head and the calibration that belong to a weights folder filled in
-    for the policies that use them (``WEIGHTS/head``, ``WEIGHTS/calibration.json``, else the shipped
-    ones) unless given."""
-    if name in ("shortcut", "adaptive") and params.get("head") is None:
-        params["head"] = head_for_weights(weights)
-    if name in ("sencache", "adaptive") and params.get("calibration") is None:
-        params["calibration"] = calibration_for_weights(weights)
-    return make_policy(name, **params)
+    (``policy_files``) unless given."""
+    return make_policy(name, **{**params, **policy_files(name, weights, **params)})
+
 
 __all__ = [
     "DiMOOSampler", "SampleOutput", "guided_logits", "POLICIES", "StepOutput", "StepPolicy", "StepState",
     "VanillaPolicy", "ShortcutPolicy", "AdaptiveShortcutPolicy", "SenCachePolicy", "MLCachePolicy",
     "FixedIntervalPolicy", "SensitivityTable", "calibrate", "load_calibration", "calibration_for_weights",
-    "SHIPPED_CALIBRATION", "SHIPPED_HEAD", "load_head", "head_for_weights", "make_policy", "make_policy_for_weights", "register_policy",
+    "SHIPPED_CALIBRATION", "SHIPPED_HEAD", "load_head", "head_for_weights", "make_policy", "make_policy_for_weights",
+    "policy_files", "register_policy",
     "committed_counts", "masked_counts",
 ]
