@@ -249,6 +249,22 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     finish_distributed()
 
 
+def cmd_validate_head(args: argparse.Namespace) -> None:
+    from .samplers import head_for_weights, load_head
+    from .train.head import evaluate_head, format_validation
+
+    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    head = load_head(args.head or head_for_weights(args.weights))
+    result = evaluate_head(head, model.backbone, args.data, args.split, args.num, args.device)
+    m = result["mean"]
+    print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}\n{format_validation(result['rows'])}\n"
+          f"mean | {m['cos_head']:.4f} | {m['cos_copy']:.4f} | {m['mse_head']:.4f} | {m['mse_copy']:.4f} | "
+          f"{m['agree_head']:.3f} | {m['agree_copy']:.3f}")
+    if args.out:
+        write_json(args.out, {"head": str(args.head or head_for_weights(args.weights) or "shipped"), **result})
+        print(f"wrote {args.out}")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from .samplers import calibrate
 
@@ -390,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_head)
+
+    p = sub.add_parser("validate-head", help="a head vs the copy-previous-features baseline, per step, on collected trajectories")
+    p.add_argument("--data", required=True, help="trajectory folder from `collect`")
+    p.add_argument("--head", default=None, help="saved head folder (default: WEIGHTS/head, else the shipped head)")
+    p.add_argument("--split", choices=("held-out", "train"), default="held-out",
+                   help="held-out: the trajectories train-head kept out; train: the first --num it trained on")
+    p.add_argument("--num", type=_positive("--num"), default=64, help="trajectories to score (train-head's --val-trajectories)")
+    p.add_argument("--out", default=None, help="also write the per-step numbers to this JSON file")
+    p.add_argument("--weights", default=None, help="base model weights folder (default: shipped)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_validate_head)
 
     p = sub.add_parser("calibrate", help="per-step sensitivity table for the sencache and adaptive policies")
     p.add_argument("--out", required=True, help="JSON file to write")

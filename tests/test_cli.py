@@ -105,6 +105,24 @@ def weights_with_head(tmp_path, tiny_weights):
     return root
 
 
+def test_validate_head_prints_the_per_step_table_and_writes_json(tmp_path, capsys, weights_with_head):
+    w = str(weights_with_head)
+    assert run(capsys, "collect", "--num", "4", "--steps", "3", "--shard-size", "2", "--out", str(tmp_path / "traj"),
+               "--weights", w)[0] == 0
+    code, out, err = run(capsys, "validate-head", "--data", str(tmp_path / "traj"), "--split", "train", "--num", "3",
+                         "--out", str(tmp_path / "v.json"), "--weights", w)
+    assert code == 0, err
+    assert "train trajectories" in out and out.splitlines()[-2].startswith("mean |")
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert saved["trajectories"] == 3 and [r["step"] for r in saved["rows"]] == [0, 1]
+    assert saved["head"] == str(weights_with_head / "head")
+    # the WEIGHTS/head of an untrained head is the copy predictor
+    assert saved["mean"]["mse_head"] == saved["mean"]["mse_copy"]
+
+    code, out, err = run(capsys, "validate-head", "--data", str(tmp_path / "nowhere"), "--weights", w)
+    assert code == 2 and "trajectory folder not found" in err and len(err.strip().splitlines()) == 1
+
+
 def test_demo_compares_vanilla_and_shortcut_when_a_head_exists(tmp_path, capsys, weights_with_head):
     code, out, err = run(capsys, "demo", "--out-dir", str(tmp_path / "d"), "--per-class", "1", "--steps", "4",
                          "--budget", "2", "--weights", str(weights_with_head))

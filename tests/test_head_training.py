@@ -146,6 +146,35 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backbone, trajec
     assert load_torch(tmp_path / "head_run" / "checkpoints" / "head.pt")["step"] == 3
 
 
+def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_backbone, trajectories, tmp_path):
+    from migm_shortcut.train.head import evaluate_head
+
+    # An untrained head has a zero output layer: it is the copy predictor, to the digit.
+    copy = evaluate_head(ShortcutHead.for_base(tiny_backbone), tiny_backbone, trajectories, num=2, log=quiet)
+    assert copy["trajectories"] == 1  # 10 trajectories: train-head holds out min(2, 10 // 10)
+    for row in copy["rows"]:
+        assert row["mse_head"] == row["mse_copy"] and row["agree_head"] == row["agree_copy"]
+
+    result = train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
+    trained = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
+    held_out = evaluate_head(trained, tiny_backbone, trajectories, "held-out", num=2, log=quiet)
+    # the saved head is the fp16 copy of the EMA head training validated
+    for mine, logged in zip(held_out["rows"], result["validation"]):
+        assert mine["step"] == logged["step"]
+        assert mine["mse_copy"] == pytest.approx(logged["mse_copy"], rel=1e-6)
+        assert mine["mse_head"] == pytest.approx(logged["mse_head"], rel=1e-2)
+    seen = evaluate_head(trained, tiny_backbone, trajectories, "train", num=4, log=quiet)
+    assert seen["trajectories"] == 4 and seen["rows"] != held_out["rows"]
+
+    with pytest.raises(MigmError, match="split must be"):
+        evaluate_head(trained, tiny_backbone, trajectories, "test", log=quiet)
+    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+
+    other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
+    with pytest.raises(MigmError, match="trained for base model"):
+        evaluate_head(trained, other, trajectories, log=quiet)
+
+
 def test_trajectories_of_another_model_are_refused(trajectories, tmp_path):
     torch.manual_seed(5)
     from migm_shortcut.backbone import BackboneConfig, MiniDiMOO

@@ -176,6 +176,47 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
     return rows
 
 
+def open_trajectories(folder: str | Path, backbone, log=print) -> TrajectoryStore:
+    """A collected trajectory folder, checked against the base model it is used with."""
+    store = TrajectoryStore.from_folder(folder, log=log)
+    if store.fingerprint != backbone.fingerprint:
+        raise MigmError(f"trajectories in {folder} were collected with another base model than --weights "
+                        f"({store.fingerprint[:40]}... vs {backbone.fingerprint[:40]}...)")
+    width = store.example(0, 0)["features"].shape[-1]
+    if width != backbone.width:
+        raise MigmError(f"trajectory features have width {width}, the base model {backbone.width}")
+    return store
+
+
+def held_out_indices(count: int, val_trajectories: int) -> list[int]:
+    """The trajectories ``train-head`` keeps out of training: the last min(V, count // 10), at least one."""
+    n_val = min(val_trajectories, max(1, count // 10))
+    if count - n_val < 1:
+        raise MigmError(f"the collection holds {count} trajectories; need at least 2 (training + validation)")
+    return list(range(count - n_val, count))
+
+
+def evaluate_head(head, backbone, data: str | Path, split: str = "held-out", num: int = 64, device="cpu",
+                  log=print) -> dict:
+    """Score a saved head against the copy-previous-features baseline on collected trajectories.
+
+    ``split="held-out"``: the trajectories ``train-head --val-trajectories NUM`` held out (a
+    head's validation numbers, recomputed); ``"train"``: the first NUM trajectories, which it
+    trained on. The two agreeing means the head is not short of data.
+    """
+    head.check_base(backbone)
+    store = open_trajectories(data, backbone, log)
+    if split == "held-out":
+        indices = held_out_indices(len(store), num)
+    elif split == "train":
+        indices = list(range(min(num, len(store))))
+    else:
+        raise MigmError(f"split must be 'held-out' or 'train', got {split!r}")
+    rows = validate(head.to(device), backbone.to(device), store, indices, store.num_steps, torch.device(device))
+    means = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key != "step"}
+    return {"data": str(data), "split": split, "trajectories": len(indices), "rows": rows, "mean": means}
+
+
 def format_validation(rows: list[dict]) -> str:
     lines = ["step | cos head | cos copy | mse head | mse copy | argmax agree head | copy"]
     for r in rows:
@@ -229,19 +270,10 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         val_indices = list(range(cfg.val_trajectories))
         train_count = cfg.online_trajectories
     else:
-        store = TrajectoryStore.from_folder(cfg.data, log=log)
-        if store.fingerprint != backbone.fingerprint:
-            raise MigmError(f"trajectories in {cfg.data} were collected with another base model than --weights "
-                            f"({store.fingerprint[:40]}... vs {backbone.fingerprint[:40]}...)")
-        width = store.example(0, 0)["features"].shape[-1]
-        if width != backbone.width:
-            raise MigmError(f"trajectory features have width {width}, the base model {backbone.width}")
+        store = open_trajectories(cfg.data, backbone, log)
         num_steps = store.num_steps
-        n_val = min(cfg.val_trajectories, max(1, len(store) // 10))
-        if len(store) - n_val < 1:
-            raise MigmError(f"{cfg.data} holds {len(store)} trajectories; need at least 2 (training + validation)")
-        val_store, val_indices = store, list(range(len(store) - n_val, len(store)))
-        train_count = len(store) - n_val
+        val_indices = held_out_indices(len(store), cfg.val_trajectories)
+        val_store, train_count = store, len(store) - len(val_indices)
         if store.skipped:
             log(f"skipped {len(store.skipped)} corrupt shard(s): {', '.join(store.skipped)}")
     if num_steps - cfg.rollout < 1:
