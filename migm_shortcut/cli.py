@@ -236,15 +236,15 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     import dataclasses
 
     from .train.common import finish_distributed
-    from .train.head import HeadTrainConfig, train_head
+    from .train.head import HeadTrainConfig, train_head, validation_means
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
     cfg = HeadTrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     result = train_head(cfg)
     if result:
-        rows = result["validation"]
-        print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {sum(r['cos_head'] for r in rows) / len(rows):.4f} "
-              f"(copy baseline {sum(r['cos_copy'] for r in rows) / len(rows):.4f}); beats copy at every step: "
+        m = validation_means(result["validation"])
+        print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {m['cos_head']:.4f} "
+              f"(copy baseline {m['cos_copy']:.4f}); beats copy at every step: "
               f"{result['beats_copy_at_every_step']}")
     finish_distributed()
 
@@ -254,14 +254,12 @@ def cmd_validate_head(args: argparse.Namespace) -> None:
     from .train.head import evaluate_head, format_validation
 
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
-    head = load_head(args.head or head_for_weights(args.weights))
-    result = evaluate_head(head, model.backbone, args.data, args.split, args.num, args.device)
-    m = result["mean"]
-    print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}\n{format_validation(result['rows'])}\n"
-          f"mean | {m['cos_head']:.4f} | {m['cos_copy']:.4f} | {m['mse_head']:.4f} | {m['mse_copy']:.4f} | "
-          f"{m['agree_head']:.3f} | {m['agree_copy']:.3f}")
+    head_path = args.head or head_for_weights(args.weights)  # None: the shipped head
+    result = evaluate_head(load_head(head_path), model.backbone, args.data, args.split, args.num, args.device)
+    print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}\n"
+          f"{format_validation(result['rows'], with_mean=True)}")
     if args.out:
-        write_json(args.out, {"head": str(args.head or head_for_weights(args.weights) or "shipped"), **result})
+        write_json(args.out, {"head": str(head_path or "shipped"), **result})
         print(f"wrote {args.out}")
 
 

@@ -213,15 +213,25 @@ def evaluate_head(head, backbone, data: str | Path, split: str = "held-out", num
     else:
         raise MigmError(f"split must be 'held-out' or 'train', got {split!r}")
     rows = validate(head.to(device), backbone.to(device), store, indices, store.num_steps, torch.device(device))
-    means = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key != "step"}
-    return {"data": str(data), "split": split, "trajectories": len(indices), "rows": rows, "mean": means}
+    return {"data": str(data), "split": split, "trajectories": len(indices), "rows": rows,
+            "mean": validation_means(rows)}
 
 
-def format_validation(rows: list[dict]) -> str:
+def validation_means(rows: list[dict]) -> dict[str, float]:
+    """Each metric of a per-step validation averaged over the step indices."""
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key != "step"}
+
+
+def format_validation(rows: list[dict], with_mean: bool = False) -> str:
+    """The per-step table (optionally closed by its mean row), as train.log and validate-head print it."""
+    def line(label, r: dict) -> str:
+        return (f"{label:>4} | {r['cos_head']:.4f} | {r['cos_copy']:.4f} | {r['mse_head']:.4f} | "
+                f"{r['mse_copy']:.4f} | {r['agree_head']:.3f} | {r['agree_copy']:.3f}")
+
     lines = ["step | cos head | cos copy | mse head | mse copy | argmax agree head | copy"]
-    for r in rows:
-        lines.append(f"{r['step']:>4} | {r['cos_head']:.4f} | {r['cos_copy']:.4f} | {r['mse_head']:.4f} | "
-                     f"{r['mse_copy']:.4f} | {r['agree_head']:.3f} | {r['agree_copy']:.3f}")
+    lines += [line(r["step"], r) for r in rows]
+    if with_mean:
+        lines.append(line("mean", validation_means(rows)))
     return "\n".join(lines)
 
 
@@ -312,9 +322,9 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
             return
         rows = validate(ema.shadow, backbone, val_store, val_indices, num_steps, device)
         history.append({"step": done, "rows": rows})
-        mean = lambda key: sum(r[key] for r in rows) / len(rows)
-        log(f"validation at step {done}: mean cos head {mean('cos_head'):.4f} vs copy {mean('cos_copy'):.4f}; "
-            f"mse head {mean('mse_head'):.4f} vs copy {mean('mse_copy'):.4f}\n{format_validation(rows)}")
+        m = validation_means(rows)
+        log(f"validation at step {done}: mean cos head {m['cos_head']:.4f} vs copy {m['cos_copy']:.4f}; "
+            f"mse head {m['mse_head']:.4f} vs copy {m['mse_copy']:.4f}\n{format_validation(rows)}")
         write_json(out / "validation.json", {"history": history})
 
     seconds = train_loop(name="head", model=head, optimizer=opt, total_steps=cfg.steps, warmup=cfg.warmup,
