@@ -244,7 +244,8 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     if result:
         m = validation_means(result["validation"])
         print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {m['cos_head']:.4f} "
-              f"(copy baseline {m['cos_copy']:.4f}); beats copy at every step: "
+              f"(copy baseline {m['cos_copy']:.4f}), guided KL {m['kl_head']:.4f} (copy {m['kl_copy']:.4f}); "
+              f"beats copy at every step: "
               f"{result['beats_copy_at_every_step']}")
     finish_distributed()
 
@@ -400,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("online-trajectories", int), ("online-steps-per-round", int)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
+    p.add_argument("--kl-target", choices=("branches", "guided"),
+                   help="KL per CFG branch (default) or of the guided logits the sampler draws from")
     p.add_argument("--init-head", help="fine-tune this saved head (its architecture replaces --ratio/--heads/...)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="auto")

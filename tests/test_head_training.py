@@ -110,6 +110,40 @@ def test_training_resume_continues_exactly(tiny_backbone, trajectories, tmp_path
     assert loss_line(log_a) == loss_line(log_b)
 
 
+def test_guided_kl_is_taken_of_the_logits_the_sampler_draws_from(tiny_backbone):
+    from migm_shortcut.samplers.dimoo import guided_logits
+    from migm_shortcut.train.head import masked_logits
+
+    torch.manual_seed(0)
+    layout = tiny_backbone.layout
+    features = torch.randn(6, layout.seq_len, tiny_backbone.width)  # 3 samples x (cond, uncond)
+    still = torch.rand(3, layout.num_image_tokens) < 0.5
+    rows = masked_logits(tiny_backbone, features, still.repeat(2, 1), 2, 3.0)
+    # what the sampler computes over the whole image, read at each sample's still-masked positions
+    full = tiny_backbone.logits_from_features(features[:, layout.image_positions])
+    expected = guided_logits(full, 2, 3.0)[still]
+    assert rows.shape == (int(still.sum()), full.shape[-1])
+    assert torch.allclose(rows, expected, atol=1e-5)
+    assert masked_logits(tiny_backbone, features, still.repeat(2, 1), 2, None).shape[0] == 2 * rows.shape[0]
+
+
+def test_kl_target_changes_the_loss_and_a_wrong_one_is_refused(tiny_backbone, trajectories, tmp_path):
+    from migm_shortcut.train.head import ExampleBatch, TrajectoryStore, rollout_loss
+
+    store = TrajectoryStore.from_folder(trajectories, log=quiet)
+    assert store.guidance_scale == CollectConfig(**TINY).guidance_scale
+    torch.manual_seed(0)
+    head = ShortcutHead.for_base(tiny_backbone)
+    torch.nn.init.normal_(head.out.weight, std=0.1)  # not the copy predictor, so the KL terms are not 0
+    batch = ExampleBatch.collate([store.example(i, 1, 1) for i in range(4)], torch.full((4,), 1), "cpu")
+    loss = lambda **kw: rollout_loss(head, tiny_backbone, batch, tiny_train_config(tmp_path, trajectories, **kw),
+                                     store.guidance_scale).item()
+    mse_only, branches, guided = loss(), loss(kl_weight=1.0), loss(kl_weight=1.0, kl_target="guided")
+    assert mse_only < branches and mse_only < guided and branches != pytest.approx(guided)
+    with pytest.raises(MigmError, match="--kl-target must be one of branches, guided"):
+        train_head(tiny_train_config(tmp_path, trajectories, kl_target="cfg"), backbone=tiny_backbone)
+
+
 def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp_path):
     train_head(tiny_train_config(tmp_path / "a", trajectories, num_blocks=2), backbone=tiny_backbone)
     start = tmp_path / "a" / "head_run" / "head"
@@ -154,6 +188,7 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
     assert copy["trajectories"] == 1  # 10 trajectories: train-head holds out min(2, 10 // 10)
     for row in copy["rows"]:
         assert row["mse_head"] == row["mse_copy"] and row["agree_head"] == row["agree_copy"]
+        assert row["kl_head"] == row["kl_copy"] > 0
 
     result = train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
     trained = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")

@@ -7,7 +7,12 @@ steps too, so the loss sees the compounding error of consecutive shortcut steps.
 
 Loss = MSE(pred, true) (over every position, or only at image positions still masked) +
 ``kl_weight`` * T^2 * KL(softmax(head(true)/T) || softmax(head(pred)/T)) through the base
-model's frozen output head at still-masked image positions.
+model's frozen output head at still-masked image positions. ``kl_target="branches"`` takes the
+KL of each CFG branch's logits; ``"guided"`` takes it of the guided logits
+``(1 + s) * cond - s * uncond`` the sampler actually draws from (s: the teacher's scale). Guidance
+multiplies the branches' errors by up to 2s + 1, so a head can be much closer to each branch
+than copying is and still barely closer on the guided distribution; validation reports the
+guided KL of the head and of copying for that reason.
 
 The batch of step s is a pure function of (seed, s, rank), the optimizer, EMA and step are
 checkpointed atomically, so ``--resume`` continues exactly. Under torchrun every process
@@ -28,10 +33,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import write_json
+from migm_shortcut.samplers import guided_logits
 from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens, shortcut_step
 
 from .common import EMA, RunLog, batch_generator, init_distributed, train_loop
 from .trajectories import CollectConfig, TrajectoryStore, generate_trajectories
+
+
+KL_TARGETS = ("branches", "guided")
 
 
 @dataclass
@@ -49,6 +58,7 @@ class HeadTrainConfig:
     masked_only: bool = False        # MSE only at image positions still masked
     kl_weight: float = 0.0
     kl_temperature: float = 1.0
+    kl_target: str = "branches"      # "branches": KL per CFG branch; "guided": KL of the guided logits
     rollout: int = 1                 # consecutive steps the head is rolled forward in training
     init_head: str | None = None     # start from this saved head (fine-tuning); its architecture wins
     ratio: int = 2
@@ -77,6 +87,8 @@ class HeadTrainConfig:
                 raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.kl_weight < 0 or self.kl_temperature <= 0:
             raise MigmError("need lr > 0, 0 <= ema-decay < 1, kl-weight >= 0 and kl-temperature > 0")
+        if self.kl_target not in KL_TARGETS:
+            raise MigmError(f"--kl-target must be one of {', '.join(KL_TARGETS)}, got {self.kl_target!r}")
 
     def head_options(self) -> dict:
         return {"ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio, "num_blocks": self.num_blocks}
@@ -114,8 +126,27 @@ def step_inputs(backbone, batch: ExampleBatch, j: int) -> tuple[NewTokens, torch
     return tokens.to(batch.codes.device), ratio, still.repeat(branches, 1)
 
 
-def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig) -> torch.Tensor:
+def masked_logits(backbone, features: torch.Tensor, still: torch.Tensor, branches: int,
+                  guidance: float | None) -> torch.Tensor:
+    """Base-head logits at still-masked image positions, (rows, V).
+
+    ``guidance=None``: every branch's rows (cond first); else the guided logits the sampler
+    draws from. ``still`` is one mask repeated per branch, so the branches' rows pair up.
+    """
+    image_pos = backbone.layout.image_positions.to(features.device)
+    logits = backbone.logits_from_features(features[:, image_pos][still]).float()
+    return logits if guidance is None else guided_logits(logits, branches, guidance)
+
+
+def distribution_kl(logits_true: torch.Tensor, logits_guess: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(true / T) || softmax(guess / T)), summed over rows."""
+    return F.kl_div(F.log_softmax(logits_guess / temperature, -1), F.log_softmax(logits_true / temperature, -1),
+                    log_target=True, reduction="sum")
+
+
+def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig, guidance: float) -> torch.Tensor:
     image_pos = backbone.layout.image_positions.to(batch.codes.device)
+    branches = batch.features.shape[2]
     h = batch.branch_features(0)
     total = h.new_zeros(())
     for j in range(cfg.rollout):
@@ -129,11 +160,9 @@ def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig) -> t
             mse = F.mse_loss(pred, target)
         total = total + mse
         if cfg.kl_weight > 0 and still.any():
-            t = cfg.kl_temperature
-            pred_logits = backbone.logits_from_features(pred[:, image_pos][still]) / t
-            true_logits = backbone.logits_from_features(target[:, image_pos][still]) / t
-            kl = F.kl_div(F.log_softmax(pred_logits, -1), F.log_softmax(true_logits, -1), log_target=True,
-                          reduction="batchmean")
+            t, s = cfg.kl_temperature, guidance if cfg.kl_target == "guided" else None
+            true_logits = masked_logits(backbone, target, still, branches, s)
+            kl = distribution_kl(true_logits, masked_logits(backbone, pred, still, branches, s), t) / len(true_logits)
             total = total + cfg.kl_weight * t * t * kl
         h = pred
     return total / cfg.rollout
@@ -142,26 +171,31 @@ def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig) -> t
 @torch.no_grad()
 def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_steps: int, device,
              chunk: int = 16) -> list[dict]:
-    """Per step index k: cosine / MSE / argmax agreement of the head and of copying h_k, vs the true h_{k+1}.
+    """Per step index k: cosine / MSE / argmax agreement / guided KL of the head and of copying h_k,
+    vs the true h_{k+1}.
 
-    Measured on image positions (agreement: conditional branch, positions still masked).
+    Measured on image positions (agreement: conditional branch; KL: the guided logits the
+    sampler draws from, per position; both at positions still masked).
     """
     head.eval()
     image_pos = backbone.layout.image_positions.to(device)
     rows = []
     for k in range(num_steps - 1):
         sums = {"cos_head": 0.0, "cos_copy": 0.0, "mse_head": 0.0, "mse_copy": 0.0, "agree_head": 0.0,
-                "agree_copy": 0.0, "positions": 0, "masked": 0}
+                "agree_copy": 0.0, "kl_head": 0.0, "kl_copy": 0.0, "positions": 0, "masked": 0}
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
             batch = ExampleBatch.collate([store.example(i, k, 1) for i in part], torch.full((len(part),), k), device)
             tokens, ratio, still = step_inputs(backbone, batch, 0)
             h, target = batch.branch_features(0), batch.branch_features(1)
             pred = shortcut_step(head, backbone, h, tokens, ratio)
-            b = len(part)
+            b, branches = len(part), batch.features.shape[2]
             true_img = target[:, image_pos]
             true_top = backbone.logits_from_features(true_img[:b]).argmax(-1)
+            true_guided = masked_logits(backbone, target, still, branches, store.guidance_scale)
             for name, guess in (("head", pred), ("copy", h)):
+                guided = masked_logits(backbone, guess, still, branches, store.guidance_scale)
+                sums[f"kl_{name}"] += distribution_kl(true_guided, guided).item()
                 img = guess[:, image_pos]
                 sums[f"cos_{name}"] += F.cosine_similarity(img, true_img, dim=-1).sum().item()
                 sums[f"mse_{name}"] += (img - true_img).pow(2).mean(-1).sum().item()
@@ -172,7 +206,8 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
         n, m = sums["positions"], max(sums["masked"], 1)
         rows.append({"step": k, "cos_head": sums["cos_head"] / n, "cos_copy": sums["cos_copy"] / n,
                      "mse_head": sums["mse_head"] / n, "mse_copy": sums["mse_copy"] / n,
-                     "agree_head": sums["agree_head"] / m, "agree_copy": sums["agree_copy"] / m})
+                     "agree_head": sums["agree_head"] / m, "agree_copy": sums["agree_copy"] / m,
+                     "kl_head": sums["kl_head"] / m, "kl_copy": sums["kl_copy"] / m})
     return rows
 
 
@@ -226,9 +261,10 @@ def format_validation(rows: list[dict], with_mean: bool = False) -> str:
     """The per-step table (optionally closed by its mean row), as train.log and validate-head print it."""
     def line(label, r: dict) -> str:
         return (f"{label:>4} | {r['cos_head']:.4f} | {r['cos_copy']:.4f} | {r['mse_head']:.4f} | "
-                f"{r['mse_copy']:.4f} | {r['agree_head']:.3f} | {r['agree_copy']:.3f}")
+                f"{r['mse_copy']:.4f} | {r['agree_head']:.3f} | {r['agree_copy']:.3f} | "
+                f"{r['kl_head']:.4f} | {r['kl_copy']:.4f}")
 
-    lines = ["step | cos head | cos copy | mse head | mse copy | argmax agree head | copy"]
+    lines = ["step | cos head | cos copy | mse head | mse copy | argmax agree head | copy | guided KL head | copy"]
     lines += [line(r["step"], r) for r in rows]
     if with_mean:
         lines.append(line("mean", validation_means(rows)))
@@ -249,7 +285,7 @@ class OnlineTrajectories:
         if r != self.round:
             first = (r * self.world + self.rank) * self.per_round
             tensors = generate_trajectories(self.backbone, self.collect, list(range(first, first + self.per_round)))
-            self.round, self.store = r, TrajectoryStore([tensors])
+            self.round, self.store = r, TrajectoryStore([tensors], guidance_scale=self.collect.guidance_scale)
         return self.store
 
     def validation(self, count: int) -> TrajectoryStore:
@@ -257,7 +293,8 @@ class OnlineTrajectories:
         held_out = CollectConfig(num=count, steps=self.collect.steps, guidance_scale=self.collect.guidance_scale,
                                  temperature=self.collect.temperature, batch_size=self.collect.batch_size,
                                  seed=self.collect.seed + 1)
-        return TrajectoryStore([generate_trajectories(self.backbone, held_out, list(range(count)))])
+        return TrajectoryStore([generate_trajectories(self.backbone, held_out, list(range(count)))],
+                               guidance_scale=held_out.guidance_scale)
 
 
 def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
@@ -286,6 +323,7 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         val_store, train_count = store, len(store) - len(val_indices)
         if store.skipped:
             log(f"skipped {len(store.skipped)} corrupt shard(s): {', '.join(store.skipped)}")
+    guidance = cfg.guidance_scale if cfg.online else store.guidance_scale
     if num_steps - cfg.rollout < 1:
         raise MigmError(f"rollout {cfg.rollout} needs trajectories longer than {cfg.rollout} steps (have {num_steps})")
 
@@ -313,7 +351,7 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         picks = torch.randint(0, train_count, (cfg.batch_size,), generator=gen)
         starts = torch.randint(0, num_steps - cfg.rollout, (cfg.batch_size,), generator=gen)
         examples = [source.example(int(i), int(k), cfg.rollout) for i, k in zip(picks, starts)]
-        return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg)
+        return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg, guidance)
 
     history: list[dict] = []
 
@@ -324,7 +362,8 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         history.append({"step": done, "rows": rows})
         m = validation_means(rows)
         log(f"validation at step {done}: mean cos head {m['cos_head']:.4f} vs copy {m['cos_copy']:.4f}; "
-            f"mse head {m['mse_head']:.4f} vs copy {m['mse_copy']:.4f}\n{format_validation(rows)}")
+            f"mse head {m['mse_head']:.4f} vs copy {m['mse_copy']:.4f}; guided KL head {m['kl_head']:.4f} "
+            f"vs copy {m['kl_copy']:.4f}\n{format_validation(rows)}")
         write_json(out / "validation.json", {"history": history})
 
     seconds = train_loop(name="head", model=head, optimizer=opt, total_steps=cfg.steps, warmup=cfg.warmup,

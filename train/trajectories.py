@@ -176,10 +176,12 @@ class TrajectoryStore:
     memory is fine.
     """
 
-    def __init__(self, tensors: list[dict] | None = None, fingerprint: str | None = None, num_steps: int | None = None):
+    def __init__(self, tensors: list[dict] | None = None, fingerprint: str | None = None, num_steps: int | None = None,
+                 guidance_scale: float = 4.0):
         self._sources: list = []   # per trajectory: (source, row)
         self.fingerprint = fingerprint
         self.num_steps = num_steps
+        self.guidance_scale = guidance_scale  # the teacher's CFG scale: how the sampler combined the branches
         self.skipped: list[str] = []
         for t in tensors or []:
             self._add_memory(t)
@@ -196,7 +198,8 @@ class TrajectoryStore:
         manifest = read_json(folder / MANIFEST)
         if manifest.get("format") != FORMAT:
             raise MigmError(f"{folder / MANIFEST} is not a {FORMAT} collection")
-        store = cls(fingerprint=manifest["base_fingerprint"], num_steps=int(manifest["steps"]))
+        store = cls(fingerprint=manifest["base_fingerprint"], num_steps=int(manifest["steps"]),
+                    guidance_scale=float(manifest.get("guidance_scale", 4.0)))
         for path in sorted(folder.glob("shard-*.safetensors")):
             try:
                 handle = safe_open(str(path), framework="pt")
