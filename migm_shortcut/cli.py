@@ -44,14 +44,15 @@ def _step_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected step indices separated by commas, like 0,7,10,13; got {text!r}")
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> None:
     p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS, help="number of sampling steps N")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    p.add_argument("--policy", default="vanilla",
-                   help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
+    if with_policy:  # the demo compares several policies (--methods); a single --policy would be ignored there
+        p.add_argument("--policy", default="vanilla",
+                       help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
     p.add_argument("--budget", type=int, help="shortcut: full backbone steps B out of N (default 4)")
     p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: WEIGHTS/head, else the shipped head)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(POLICY_CHOICES),
                    help="comma-separated policies to compare, vanilla first (each with its default settings or the flags)")
     p.add_argument("--per-class", type=_positive("--per-class"), default=8)
-    _add_sampling_args(p)
+    _add_sampling_args(p, with_policy=False)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train-base", help="retrain the embedded tokenizer, classifier and backbone from scratch")

@@ -74,6 +74,14 @@ def test_demo_writes_a_labelled_grid(tmp_path, capsys, tiny_weights):
     assert (tmp_path / "demo_grid.png").is_file() and "demo grid" in out
 
 
+def test_demo_refuses_a_single_policy_it_would_ignore(tmp_path, capsys):
+    # the demo compares --methods; a --policy flag would otherwise be dropped without a word
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--policy", "shortcut", "--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --policy shortcut" in capsys.readouterr().err
+    assert not (tmp_path / "demo_grid.png").exists()
+
+
 def test_train_base_on_tiny_data_then_resume(tmp_path, capsys):
     import numpy as np
 
