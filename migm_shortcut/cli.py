@@ -257,8 +257,10 @@ def cmd_validate_head(args: argparse.Namespace) -> None:
 
     model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
     head_path = args.head or head_for_weights(args.weights)  # None: the shipped head
-    result = evaluate_head(load_head(head_path), model.backbone, args.data, args.split, args.num, args.device)
-    print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}\n"
+    result = evaluate_head(load_head(head_path), model.backbone, args.data, args.split, args.num, args.device,
+                           rollout=args.rollout)
+    rolled = f", head rolled {args.rollout} steps (step k: scored against step k+{args.rollout})" if args.rollout > 1 else ""
+    print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}{rolled}\n"
           f"{format_validation(result['rows'], with_mean=True)}")
     if args.out:
         write_json(args.out, {"head": str(head_path or "shipped"), **result})
@@ -415,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("held-out", "train"), default="held-out",
                    help="held-out: the trajectories train-head kept out; train: the first --num it trained on")
     p.add_argument("--num", type=_positive("--num"), default=64, help="trajectories to score (train-head's --val-trajectories)")
+    p.add_argument("--rollout", type=_positive("--rollout"), default=1,
+                   help="roll the head this many shortcut steps on its own predictions before scoring (copy: as many)")
     p.add_argument("--out", default=None, help="also write the per-step numbers to this JSON file")
     p.add_argument("--weights", default=None, help="base model weights folder (default: shipped)")
     p.add_argument("--device", default="cpu")

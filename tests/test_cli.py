@@ -127,6 +127,11 @@ def test_validate_head_prints_the_per_step_table_and_writes_json(tmp_path, capsy
     # the WEIGHTS/head of an untrained head is the copy predictor
     assert saved["mean"]["mse_head"] == saved["mean"]["mse_copy"]
 
+    code, out, err = run(capsys, "validate-head", "--data", str(tmp_path / "traj"), "--rollout", "2", "--weights", w)
+    assert code == 0 and "head rolled 2 steps" in out and out.splitlines()[2].startswith("   0 |")
+    code, out, err = run(capsys, "validate-head", "--data", str(tmp_path / "traj"), "--rollout", "3", "--weights", w)
+    assert code == 2 and "rollout must be between 1 and 2" in err and len(err.strip().splitlines()) == 1
+
     code, out, err = run(capsys, "validate-head", "--data", str(tmp_path / "nowhere"), "--weights", w)
     assert code == 2 and "trajectory folder not found" in err and len(err.strip().splitlines()) == 1
 

@@ -201,6 +201,17 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
     seen = evaluate_head(trained, tiny_backbone, trajectories, "train", num=4, log=quiet)
     assert seen["trajectories"] == 4 and seen["rows"] != held_out["rows"]
 
+    # rolled J steps: rows for k = 0 .. N-1-J, each scored against step k+J; copy is h_k held J steps
+    rolled = evaluate_head(trained, tiny_backbone, trajectories, num=2, log=quiet, rollout=2)
+    assert [r["step"] for r in rolled["rows"]] == [0, 1]
+    assert rolled["rows"][0]["mse_copy"] != held_out["rows"][0]["mse_copy"]
+    rolled_copy = evaluate_head(ShortcutHead.for_base(tiny_backbone), tiny_backbone, trajectories, num=2, log=quiet,
+                                rollout=2)
+    for row, copy_row in zip(rolled_copy["rows"], rolled["rows"]):
+        assert row["mse_head"] == row["mse_copy"] == copy_row["mse_copy"]
+    with pytest.raises(MigmError, match="rollout must be between 1 and 3"):
+        evaluate_head(trained, tiny_backbone, trajectories, log=quiet, rollout=4)
+
     with pytest.raises(MigmError, match="split must be"):
         evaluate_head(trained, tiny_backbone, trajectories, "test", log=quiet)
     from migm_shortcut.backbone import BackboneConfig, MiniDiMOO

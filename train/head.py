@@ -170,25 +170,33 @@ def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig, guid
 
 @torch.no_grad()
 def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_steps: int, device,
-             chunk: int = 16) -> list[dict]:
+             chunk: int = 16, rollout: int = 1) -> list[dict]:
     """Per step index k: cosine / MSE / argmax agreement / guided KL of the head and of copying h_k,
     vs the true h_{k+1}.
 
     Measured on image positions (agreement: conditional branch; KL: the guided logits the
-    sampler draws from, per position; both at positions still masked).
+    sampler draws from, per position; both at positions still masked). With ``rollout`` J > 1
+    the head is rolled J consecutive shortcut steps from the true h_k on its own predictions
+    (the teacher's tokens) and both guesses are scored against h_{k+J}: the features the sampler
+    draws from on the J-th shortcut step in a row.
     """
+    if not 1 <= rollout < num_steps:
+        raise MigmError(f"rollout must be between 1 and {num_steps - 1} for {num_steps}-step trajectories, got {rollout}")
     head.eval()
     image_pos = backbone.layout.image_positions.to(device)
     rows = []
-    for k in range(num_steps - 1):
+    for k in range(num_steps - rollout):
         sums = {"cos_head": 0.0, "cos_copy": 0.0, "mse_head": 0.0, "mse_copy": 0.0, "agree_head": 0.0,
                 "agree_copy": 0.0, "kl_head": 0.0, "kl_copy": 0.0, "positions": 0, "masked": 0}
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
-            batch = ExampleBatch.collate([store.example(i, k, 1) for i in part], torch.full((len(part),), k), device)
-            tokens, ratio, still = step_inputs(backbone, batch, 0)
-            h, target = batch.branch_features(0), batch.branch_features(1)
-            pred = shortcut_step(head, backbone, h, tokens, ratio)
+            batch = ExampleBatch.collate([store.example(i, k, rollout) for i in part], torch.full((len(part),), k),
+                                         device)
+            h, target = batch.branch_features(0), batch.branch_features(rollout)
+            pred = h
+            for j in range(rollout):
+                tokens, ratio, still = step_inputs(backbone, batch, j)
+                pred = shortcut_step(head, backbone, pred, tokens, ratio)
             b, branches = len(part), batch.features.shape[2]
             true_img = target[:, image_pos]
             true_top = backbone.logits_from_features(true_img[:b]).argmax(-1)
@@ -232,12 +240,13 @@ def held_out_indices(count: int, val_trajectories: int) -> list[int]:
 
 
 def evaluate_head(head, backbone, data: str | Path, split: str = "held-out", num: int = 64, device="cpu",
-                  log=print) -> dict:
+                  log=print, rollout: int = 1) -> dict:
     """Score a saved head against the copy-previous-features baseline on collected trajectories.
 
     ``split="held-out"``: the trajectories ``train-head --val-trajectories NUM`` held out (a
     head's validation numbers, recomputed); ``"train"``: the first NUM trajectories, which it
-    trained on. The two agreeing means the head is not short of data.
+    trained on. The two agreeing means the head is not short of data. ``rollout`` J > 1 scores
+    the head rolled J steps against copying h_k for J steps (see ``validate``).
     """
     head.check_base(backbone)
     store = open_trajectories(data, backbone, log)
@@ -247,8 +256,9 @@ def evaluate_head(head, backbone, data: str | Path, split: str = "held-out", num
         indices = list(range(min(num, len(store))))
     else:
         raise MigmError(f"split must be 'held-out' or 'train', got {split!r}")
-    rows = validate(head.to(device), backbone.to(device), store, indices, store.num_steps, torch.device(device))
-    return {"data": str(data), "split": split, "trajectories": len(indices), "rows": rows,
+    rows = validate(head.to(device), backbone.to(device), store, indices, store.num_steps, torch.device(device),
+                    rollout=rollout)
+    return {"data": str(data), "split": split, "trajectories": len(indices), "rollout": rollout, "rows": rows,
             "mean": validation_means(rows)}
 
 
