@@ -197,20 +197,23 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
             for j in range(rollout):
                 tokens, ratio, still = step_inputs(backbone, batch, j)
                 pred = shortcut_step(head, backbone, pred, tokens, ratio)
-            b, branches = len(part), batch.features.shape[2]
+            branches = batch.features.shape[2]
             true_img = target[:, image_pos]
-            true_top = backbone.logits_from_features(true_img[:b]).argmax(-1)
-            true_guided = masked_logits(backbone, target, still, branches, store.guidance_scale)
+            # one pass of the base head per guess: its cond rows give the agreement, all rows the guided KL
+            true_logits = masked_logits(backbone, target, still, branches, None)
+            cond_rows = len(true_logits) // branches
+            true_top = true_logits[:cond_rows].argmax(-1)
+            true_guided = guided_logits(true_logits, branches, store.guidance_scale)
             for name, guess in (("head", pred), ("copy", h)):
-                guided = masked_logits(backbone, guess, still, branches, store.guidance_scale)
+                logits = masked_logits(backbone, guess, still, branches, None)
+                guided = guided_logits(logits, branches, store.guidance_scale)
                 sums[f"kl_{name}"] += distribution_kl(true_guided, guided).item()
+                sums[f"agree_{name}"] += (logits[:cond_rows].argmax(-1) == true_top).sum().item()
                 img = guess[:, image_pos]
                 sums[f"cos_{name}"] += F.cosine_similarity(img, true_img, dim=-1).sum().item()
                 sums[f"mse_{name}"] += (img - true_img).pow(2).mean(-1).sum().item()
-                top = backbone.logits_from_features(img[:b]).argmax(-1)
-                sums[f"agree_{name}"] += ((top == true_top) & still[:b]).sum().item()
             sums["positions"] += true_img.shape[0] * true_img.shape[1]
-            sums["masked"] += still[:b].sum().item()
+            sums["masked"] += cond_rows
         n, m = sums["positions"], max(sums["masked"], 1)
         rows.append({"step": k, "cos_head": sums["cos_head"] / n, "cos_copy": sums["cos_copy"] / n,
                      "mse_head": sums["mse_head"] / n, "mse_copy": sums["mse_copy"] / n,
@@ -333,7 +336,6 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         val_store, train_count = store, len(store) - len(val_indices)
         if store.skipped:
             log(f"skipped {len(store.skipped)} corrupt shard(s): {', '.join(store.skipped)}")
-    guidance = cfg.guidance_scale if cfg.online else store.guidance_scale
     if num_steps - cfg.rollout < 1:
         raise MigmError(f"rollout {cfg.rollout} needs trajectories longer than {cfg.rollout} steps (have {num_steps})")
 
@@ -361,7 +363,8 @@ def train_head(cfg: HeadTrainConfig, backbone=None) -> dict:
         picks = torch.randint(0, train_count, (cfg.batch_size,), generator=gen)
         starts = torch.randint(0, num_steps - cfg.rollout, (cfg.batch_size,), generator=gen)
         examples = [source.example(int(i), int(k), cfg.rollout) for i, k in zip(picks, starts)]
-        return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg, guidance)
+        return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg,
+                            source.guidance_scale)
 
     history: list[dict] = []
 

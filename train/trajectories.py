@@ -177,7 +177,7 @@ class TrajectoryStore:
     """
 
     def __init__(self, tensors: list[dict] | None = None, fingerprint: str | None = None, num_steps: int | None = None,
-                 guidance_scale: float = 4.0):
+                 guidance_scale: float = CollectConfig.guidance_scale):
         self._sources: list = []   # per trajectory: (source, row)
         self.fingerprint = fingerprint
         self.num_steps = num_steps
@@ -199,7 +199,7 @@ class TrajectoryStore:
         if manifest.get("format") != FORMAT:
             raise MigmError(f"{folder / MANIFEST} is not a {FORMAT} collection")
         store = cls(fingerprint=manifest["base_fingerprint"], num_steps=int(manifest["steps"]),
-                    guidance_scale=float(manifest.get("guidance_scale", 4.0)))
+                    guidance_scale=float(manifest["guidance_scale"]))
         for path in sorted(folder.glob("shard-*.safetensors")):
             try:
                 handle = safe_open(str(path), framework="pt")
