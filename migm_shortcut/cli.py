@@ -222,7 +222,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
     rank, world, device = init_distributed(args.device)
     model = EmbeddedModel.from_pretrained(args.weights, device=str(device))
     cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
-                        shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed)
+                        shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed,
+                        student_budget=args.student_budget, student_head=args.student_head)
     log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
     start = time.perf_counter()
     summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log)
@@ -378,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone: the mini Lumina-DiMOO, or a diffusers UVit2DModel (aMUSEd)")
     p.set_defaults(func=cmd_train_base)
 
-    p = sub.add_parser("collect", help="record vanilla-sampler trajectories (features, tokens) for head training")
+    p = sub.add_parser("collect", help="record teacher trajectories (features, tokens) for head training: vanilla, or on-policy "
+                            "with --student-budget")
     p.add_argument("--num", type=_positive("--num"), required=True, help="number of trajectories")
     p.add_argument("--out", required=True, help="folder for the shards (resumable: rerun to finish)")
     p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
@@ -387,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--student-budget", type=_positive("--student-budget"), default=None,
+                   help="on-policy trajectories: the shortcut sampler at this budget picks the tokens "
+                        "(features are still the backbone's at every step)")
+    p.add_argument("--student-head", default=None, help="the head of that sampler (default: the shipped one)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_collect)

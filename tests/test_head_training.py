@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from einops import rearrange
 from safetensors.torch import load_file, save_file
 
+from migm_shortcut.backbone import MiniDiMOO
 from migm_shortcut.errors import MigmError
+from migm_shortcut.samplers import DiMOOSampler
+from migm_shortcut.samplers.shortcut import ShortcutPolicy
 from migm_shortcut.io import load_torch
 from migm_shortcut.shortcut import ShortcutHead
 from migm_shortcut.train.head import HeadTrainConfig, train_head
-from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, collect
+from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, collect, trajectory_prompt
 
 TINY = dict(num=10, steps=4, shard_size=4, batch_size=4, seed=1)
 
@@ -72,6 +76,78 @@ def test_corrupt_shard_is_skipped_with_a_warning(tiny_backbone, tmp_path):
     with pytest.warns(UserWarning, match="shard-00001.safetensors"):
         store = TrajectoryStore.from_folder(tmp_path / "t", log=quiet)
     assert len(store) == 6 and store.skipped == ["shard-00001.safetensors"]
+
+
+def saved_random_head(backbone, folder: Path, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    head = ShortcutHead.for_base(backbone)
+    with torch.no_grad():  # away from the zero-initialised "copy" state, so the student really differs
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    head.save_pretrained(folder)
+    return str(folder)
+
+
+def test_on_policy_collection_follows_the_shortcut_sampler_with_true_features(tiny_backbone, tmp_path):
+    head = saved_random_head(tiny_backbone, tmp_path / "student")
+    cfg = CollectConfig(**{**TINY, "num": 4}, student_budget=2, student_head=head)
+    collect(tiny_backbone, cfg, tmp_path / "op", progress=False, log=quiet)
+    shard = load_file(tmp_path / "op" / "shard-00000.safetensors")
+    prompts, _, seeds = zip(*(trajectory_prompt(cfg.seed, i) for i in range(4)))
+    # The tokens are the shortcut sampler's, seed for seed ...
+    student = DiMOOSampler(tiny_backbone, cfg.steps, policy=ShortcutPolicy(head, budget=2)).generate(list(prompts), list(seeds))
+    assert torch.equal(shard["codes"], student.codes.flatten(1))
+    assert torch.equal(shard["commit_step"], student.commit_step)
+    teacher = DiMOOSampler(tiny_backbone, cfg.steps).generate(list(prompts), list(seeds))
+    assert not torch.equal(shard["codes"], teacher.codes.flatten(1))
+    # ... and the features at every step are the backbone's own for the tokens committed before it.
+    layout = tiny_backbone.layout
+    base = DiMOOSampler(tiny_backbone, cfg.steps).initial_sequences(list(prompts))
+    codes = shard["codes"].repeat(2, 1)
+    for k in range(cfg.steps):
+        committed = (shard["commit_step"] < k).repeat(2, 1)
+        true = tiny_backbone.features(layout.with_codes(base, codes, committed))
+        recorded = rearrange(shard["features"][:, k], "b r l c -> (r b) l c").float()
+        assert torch.allclose(recorded, true, atol=2e-2), k
+
+
+def test_on_policy_collection_at_full_budget_is_the_teacher_collection(tiny_backbone, tmp_path):
+    head = saved_random_head(tiny_backbone, tmp_path / "student")
+    collect(tiny_backbone, CollectConfig(**TINY), tmp_path / "teacher", progress=False, log=quiet)
+    collect(tiny_backbone, CollectConfig(**TINY, student_budget=TINY["steps"], student_head=head), tmp_path / "op",
+            progress=False, log=quiet)
+    teacher, on_policy = shard_contents(tmp_path / "teacher"), shard_contents(tmp_path / "op")
+    for name in teacher:
+        for key in teacher[name]:
+            assert torch.equal(teacher[name][key], on_policy[name][key]), (name, key)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(student_budget=5), "--student-budget must be between 1 and --steps \\(4\\), got 5"),
+    (dict(student_budget=0), "--student-budget must be between 1"),
+    (dict(student_head="somewhere"), "--student-head needs --student-budget"),
+])
+def test_bad_student_settings_are_one_line(tiny_backbone, tmp_path, overrides, match):
+    with pytest.raises(MigmError, match=match):
+        collect(tiny_backbone, CollectConfig(**TINY, **overrides), tmp_path / "op", progress=False, log=quiet)
+    assert not (tmp_path / "op").exists()
+
+
+def test_on_policy_collection_refuses_a_foreign_or_changed_student(tiny_backbone, tmp_path):
+    torch.manual_seed(7)
+    other = MiniDiMOO(tiny_backbone.config).eval()
+    foreign = saved_random_head(other, tmp_path / "foreign")
+    with pytest.raises(MigmError, match="trained for base model"):
+        collect(tiny_backbone, CollectConfig(**TINY, student_budget=2, student_head=foreign), tmp_path / "op",
+                progress=False, log=quiet)
+    assert not (tmp_path / "op").exists()
+    head = saved_random_head(tiny_backbone, tmp_path / "student")
+    collect(tiny_backbone, CollectConfig(**TINY, student_budget=2, student_head=head), tmp_path / "op", progress=False,
+            log=quiet)
+    saved_random_head(tiny_backbone, tmp_path / "student", seed=1)  # the same folder, other weights
+    with pytest.raises(MigmError, match="different student_head_digest"):
+        collect(tiny_backbone, CollectConfig(**TINY, student_budget=2, student_head=head), tmp_path / "op",
+                progress=False, log=quiet)
 
 
 def tiny_train_config(tmp_path, data, **overrides) -> HeadTrainConfig:

@@ -9,6 +9,12 @@ A trajectory is one run of the vanilla sampler. Per trajectory a shard stores
 * ``mask_ratio``  (N,) — share of image tokens masked before each step;
 * ``prompt_ids``  (P,) — the conditional prompt, and ``seed``, ``label``.
 
+**On-policy trajectories** (``student_budget``): the shortcut sampler at that budget chooses the
+tokens, while every step's features are still the backbone's own for the tokens so far. A head
+trained only on the teacher's tokens never sees the less likely tokens its own shortcut steps
+commit, nor what they do to the features; these trajectories show it exactly that (DAgger-style
+data for fine-tuning a head on the states it meets when it samples).
+
 Shard ``j`` holds trajectories ``j*S .. j*S+S-1`` and is a pure function of ``j`` and the
 collection settings, so collection is resumable (finished shards are skipped; a shard is
 written atomically, so a killed run leaves either a whole shard or none) and parallel
@@ -29,9 +35,10 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import read_json, save_tensors, write_json
+from migm_shortcut.io import read_json, save_tensors, tensor_digest, write_json
 from migm_shortcut.prompts import random_prompt
 from migm_shortcut.samplers import DiMOOSampler, StepOutput, StepPolicy, StepState
+from migm_shortcut.samplers.shortcut import ShortcutPolicy, shortcut_features
 
 FORMAT = "migm-shortcut-trajectories/1"
 MANIFEST = "collection.json"
@@ -47,11 +54,23 @@ class CollectConfig:
     shard_size: int = 16
     batch_size: int = 16
     seed: int = 0
+    student_budget: int | None = None  # on-policy: the shortcut sampler at this budget picks the tokens
+    student_head: str | None = None    # its head folder (None: the shipped head)
 
     def check(self) -> None:
         for name in ("num", "steps", "shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.student_budget is None and self.student_head is not None:
+            raise MigmError("--student-head needs --student-budget (the budget its shortcut sampler runs at)")
+        if self.student_budget is not None and not 1 <= self.student_budget <= self.steps:
+            raise MigmError(f"--student-budget must be between 1 and --steps ({self.steps}), got {self.student_budget}")
+
+    def student(self) -> ShortcutPolicy | None:
+        """The shortcut sampler whose tokens on-policy trajectories follow, or None (the vanilla teacher)."""
+        if self.student_budget is None:
+            return None
+        return ShortcutPolicy(self.student_head, budget=self.student_budget)
 
     @property
     def num_shards(self) -> int:
@@ -70,27 +89,38 @@ def trajectory_prompt(seed: int, index: int) -> tuple[str, int, int]:
 
 
 class RecordingPolicy(StepPolicy):
-    """Vanilla steps that keep every step's features (fp16, on the CPU)."""
+    """Backbone steps that keep every step's features (fp16, on the CPU).
+
+    With a ``student`` (a shortcut policy) the sampler is driven by the student instead: its head
+    supplies the features on its shortcut steps, so it picks the tokens, while the recorded
+    features are still the backbone's for the tokens so far.
+    """
 
     name = "vanilla"
 
-    def __init__(self):
+    def __init__(self, student: ShortcutPolicy | None = None):
+        self.student = student
         self.features: list[torch.Tensor] = []
         self.mask_ratio: list[torch.Tensor] = []
 
     def reset(self, batch_size: int, num_steps: int) -> None:
         self.features, self.mask_ratio = [], []
+        if self.student is not None:
+            self.student.reset(batch_size, num_steps)
 
     def step(self, state: StepState) -> StepOutput:
         features = state.backbone.features(state.input_ids)
         self.features.append(features.to(torch.float16).cpu())
         self.mask_ratio.append(state.mask_ratio.float().cpu())
-        return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+        if self.student is None or state.prev_features is None or state.step in self.student.full_steps:
+            return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+        self.student.check_base(state.backbone)
+        return StepOutput(shortcut_features(self.student.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
 
 
 def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int]) -> dict[str, torch.Tensor]:
-    """Run the vanilla teacher on trajectories ``indices``; tensors stacked along dim 0."""
-    recorder = RecordingPolicy()
+    """Run the teacher (or the on-policy student) on trajectories ``indices``; tensors stacked along dim 0."""
+    recorder = RecordingPolicy(cfg.student())
     sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder)
     layout = backbone.layout
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
@@ -137,9 +167,15 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
             progress: bool = True, log=print) -> dict:
     """Write (or finish writing) the collection in ``out``; returns a summary of this rank's work."""
     cfg.check()
+    student = cfg.student()
+    if student is not None:
+        student.check_base(backbone)  # a head for another base model fails here, before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "base_fingerprint": backbone.fingerprint, **asdict(cfg)}
+    if student is not None:
+        # Resuming with another student head would mix two policies' tokens in one collection.
+        manifest["student_head_digest"] = tensor_digest(*student.head.state_dict().values())
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
         existing = read_json(manifest_path)
