@@ -216,14 +216,20 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
+    from .samplers import head_for_weights
     from .train.common import RunLog, finish_distributed, init_distributed
     from .train.trajectories import CollectConfig, collect
 
     rank, world, device = init_distributed(args.device)
     model = EmbeddedModel.from_pretrained(args.weights, device=str(device))
+    # As in `sample`: a weights folder's own head drives on-policy collection unless one is named.
+    student_head = args.student_head
+    if student_head is None and args.student_budget is not None:
+        student_head = head_for_weights(args.weights)
+        student_head = None if student_head is None else str(student_head)
     cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
                         shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed,
-                        student_budget=args.student_budget, student_head=args.student_head)
+                        student_budget=args.student_budget, student_head=student_head)
     log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
     start = time.perf_counter()
     summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log)
@@ -392,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-budget", type=_positive("--student-budget"), default=None,
                    help="on-policy trajectories: the shortcut sampler at this budget picks the tokens "
                         "(features are still the backbone's at every step)")
-    p.add_argument("--student-head", default=None, help="the head of that sampler (default: the shipped one)")
+    p.add_argument("--student-head", default=None,
+                   help="the head of that sampler (default: WEIGHTS/head if there is one, else the shipped head)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_collect)

@@ -113,6 +113,21 @@ def weights_with_head(tmp_path, tiny_weights):
     return root
 
 
+def test_on_policy_collect_uses_the_weights_head_and_refuses_bad_students(tmp_path, capsys, weights_with_head):
+    w = str(weights_with_head)
+    code, out, err = run(capsys, "collect", "--num", "2", "--steps", "3", "--shard-size", "2", "--out",
+                         str(tmp_path / "op"), "--student-budget", "2", "--weights", w)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "op" / "collection.json").read_text())
+    assert manifest["student_budget"] == 2 and manifest["student_head"] == str(weights_with_head / "head")
+    for argv, match in ((["--student-head", str(weights_with_head / "head")], "--student-head needs --student-budget"),
+                        (["--student-budget", "4"], "--student-budget must be between 1 and --steps (3), got 4")):
+        code, out, err = run(capsys, "collect", "--num", "2", "--steps", "3", "--out", str(tmp_path / "bad"),
+                             "--weights", w, *argv)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
 def test_validate_head_prints_the_per_step_table_and_writes_json(tmp_path, capsys, weights_with_head):
     w = str(weights_with_head)
     assert run(capsys, "collect", "--num", "4", "--steps", "3", "--shard-size", "2", "--out", str(tmp_path / "traj"),

@@ -31,10 +31,11 @@ class RunLog:
 
     def __init__(self, path: Path, echo: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.echo = echo
 
     def __call__(self, message: str) -> None:
+        # The folder appears with the first line, so a run refused before it starts leaves nothing behind.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         with open(self.path, "a") as f:
             f.write(line + "\n")
