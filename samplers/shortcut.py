@@ -110,9 +110,13 @@ class ShortcutPolicy(StepPolicy):
             self.head.to(next(backbone.parameters()).device)
             self._checked_base = id(backbone)
 
+    def is_full_step(self, state: StepState) -> bool:
+        """Whether this step runs the backbone: a full step of the placement, or no features to start from."""
+        return state.step in self.full_steps or state.prev_features is None
+
     def step(self, state: StepState) -> StepOutput:
         self.check_base(state.backbone)
-        if state.step in self.full_steps or state.prev_features is None:
+        if self.is_full_step(state):
             features = state.backbone.features(state.input_ids)
             return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
         return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool))

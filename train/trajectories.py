@@ -112,15 +112,20 @@ class RecordingPolicy(StepPolicy):
         features = state.backbone.features(state.input_ids)
         self.features.append(features.to(torch.float16).cpu())
         self.mask_ratio.append(state.mask_ratio.float().cpu())
-        if self.student is None or state.prev_features is None or state.step in self.student.full_steps:
+        if self.student is None or self.student.is_full_step(state):
             return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
         self.student.check_base(state.backbone)
         return StepOutput(shortcut_features(self.student.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
 
 
-def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int]) -> dict[str, torch.Tensor]:
-    """Run the teacher (or the on-policy student) on trajectories ``indices``; tensors stacked along dim 0."""
-    recorder = RecordingPolicy(cfg.student())
+def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int],
+                          student: ShortcutPolicy | None = None) -> dict[str, torch.Tensor]:
+    """Run the teacher (or the on-policy student) on trajectories ``indices``; tensors stacked along dim 0.
+
+    ``student``: ``cfg.student()`` built once by the caller (``collect`` reuses it for every shard);
+    without it, it is built here from ``cfg``.
+    """
+    recorder = RecordingPolicy(student or cfg.student())
     sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder)
     layout = backbone.layout
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
@@ -196,7 +201,7 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
                 done += 1
                 continue
             log(f"collect: {path.name} is corrupt or truncated; regenerating it")
-        tensors = generate_trajectories(backbone, cfg, indices)
+        tensors = generate_trajectories(backbone, cfg, indices, student)
         save_tensors(path, tensors, metadata={"format": FORMAT, "base_fingerprint": backbone.fingerprint,
                                               "first_index": str(indices[0]), "steps": str(cfg.steps)})
         written += 1
