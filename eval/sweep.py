@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from migm_shortcut.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import file_digest, read_json, write_json
+from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.pipeline import EmbeddedModel
 from migm_shortcut.prompts import class_prompts
 from migm_shortcut.samplers import (POLICIES, SHIPPED_CALIBRATION, SHIPPED_HEAD, make_policy, make_policy_for_weights,
@@ -192,6 +192,15 @@ def reusable_rows(result: dict, sources: list[Path]) -> dict[str, dict]:
     return rows
 
 
+RECONSTRUCTIONS = "VQ reconstructions of them"
+
+
+def reconstruction_inputs(tokenizer) -> dict[str, str]:
+    """What the reconstruction row depends on beyond the run signature: the tokenizer's weights
+    (the backbone's fingerprint does not cover them, so a retrained tokenizer must not reuse it)."""
+    return {"tokenizer": tensor_digest(*tokenizer.model.state_dict().values())}
+
+
 def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, real: bool = True,
                      tokenizer=None) -> list[dict]:
     """Real training images (never in the test-split reference), scored exactly like samples.
@@ -207,9 +216,10 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
     if tokenizer is not None:
         with torch.no_grad():
             rebuilt = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 250])) for i in range(0, len(images), 250)])
-        cases.append(("VQ reconstructions of them", rebuilt.clamp(-1, 1)))
+        cases.append((RECONSTRUCTIONS, rebuilt.clamp(-1, 1)))
     return [{"method": "real", "setting": setting, "steps": None, "params": {}, "latency_s": None, "full_steps": None,
-             "gflops": None, "speedup": None, **evaluator.score(batch, labels).as_dict()}
+             "gflops": None, "speedup": None, **evaluator.score(batch, labels).as_dict(),
+             **({"inputs": reconstruction_inputs(tokenizer)} if setting == RECONSTRUCTIONS else {})}
             for setting, batch in cases]
 
 
@@ -246,8 +256,10 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
             raise MigmError(f"--reuse-from {path}: no such file; pass the results.json an earlier sweep wrote")
     reusable = reusable_rows(result, sources)
 
-    wanted = [("real train images", cfg.real_baseline), ("VQ reconstructions of them", cfg.reconstruction_baseline)]
-    real_keys = {name: _row_key({"method": "real", "setting": name, "steps": None, "params": {}}) for name, _ in wanted}
+    wanted = [("real train images", cfg.real_baseline), (RECONSTRUCTIONS, cfg.reconstruction_baseline)]
+    real_keys = {name: _row_key({"method": "real", "setting": name, "steps": None, "params": {},
+                                 **({"inputs": reconstruction_inputs(model.tokenizer)} if name == RECONSTRUCTIONS else {})})
+                 for name, _ in wanted}
     if all(real_keys[name] in reusable for name, on in wanted if on):
         result["rows"] += [reusable[real_keys[name]] for name, on in wanted if on]
     elif cfg.real_baseline or cfg.reconstruction_baseline:

@@ -57,6 +57,8 @@ def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> 
     p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: WEIGHTS/head, else the shipped head)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
     p.add_argument("--full-steps", type=_step_list, help="shortcut: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
+    p.add_argument("--shortcut-guidance", type=float,
+                   help="shortcut/adaptive: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
     p.add_argument("--eps", type=float, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
     p.add_argument("--early-eps", type=float, help="sencache: stricter eps for the first 20%% of steps")
     p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
@@ -84,8 +86,9 @@ POLICY_CHOICES = tuple(POLICIES)  # registration order: vanilla first
 # The flags each policy reads (flag attribute -> policy parameter); unset flags keep the policy's default.
 POLICY_FLAGS = {
     "vanilla": {},
-    "shortcut": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps"},
-    "adaptive": {"eps": "eps", "max_reuse": "max_reuse"},
+    "shortcut": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps",
+                 "shortcut_guidance": "shortcut_guidance"},
+    "adaptive": {"eps": "eps", "max_reuse": "max_reuse", "shortcut_guidance": "shortcut_guidance"},
     "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
     "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
     "fixed": {"interval": "interval"},
@@ -151,7 +154,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def method_label(policy) -> str:
     """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.3 K=3``."""
     short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",
-             "warmup": "w", "early_eps": "eps0"}
+             "warmup": "w", "early_eps": "eps0", "shortcut_guidance": "s_short"}
     shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
     return " ".join([policy.name] + shown)
 

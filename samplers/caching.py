@@ -59,11 +59,15 @@ class FixedIntervalPolicy(StepPolicy):
         return {"policy": self.name, "interval": self.interval}
 
 
+def check_nonnegative(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise MigmError(f"{name} must be a number >= 0, got {value!r}")
+
+
 def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None) -> None:
     for name, value in (("eps", eps), ("early_eps", early_eps)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value < 0):
-            raise MigmError(f"{name} must be a number >= 0, got {value!r}")
+        if value is not None:
+            check_nonnegative(value, name)
     if max_reuse is not None:
         check_whole(max_reuse, "max_reuse (K)")
 

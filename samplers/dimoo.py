@@ -47,8 +47,12 @@ def gumbel_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) 
     return -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
 
 
-def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float) -> torch.Tensor:
-    """``(1 + s) * cond - s * uncond`` from the stacked branches (cond first)."""
+def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float | torch.Tensor) -> torch.Tensor:
+    """``(1 + s) * cond - s * uncond`` from the stacked branches (cond first).
+
+    ``guidance_scale`` is one number, or a tensor that broadcasts against a branch (one scale
+    per sample: shape (B, 1, 1) for (B, positions, codes) logits).
+    """
     if num_branches == 1:
         return logits
     cond, uncond = logits.chunk(2)
@@ -89,6 +93,14 @@ class DiMOOSampler:
             branches.append(torch.stack([self.layout.encode_prompt(None)] * len(prompts)))
         return self.layout.template(torch.cat(branches))
 
+    def step_guidance(self, out) -> float | torch.Tensor:
+        """The CFG scale of this step: the sampler's, except for samples on a cheap step whose
+        policy asked for another (``StepOutput.cheap_guidance``); then one scale per sample."""
+        if out.cheap_guidance is None or bool(out.full.all()):
+            return self.guidance_scale
+        scale = torch.where(out.full.cpu(), torch.tensor(float(self.guidance_scale)), torch.tensor(float(out.cheap_guidance)))
+        return scale[:, None, None]
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], progress: bool = False) -> SampleOutput:
         if len(prompts) != len(seeds):
@@ -126,7 +138,7 @@ class DiMOOSampler:
             logits = self.backbone.logits_from_features(image_features).float().cpu()
             if not torch.isfinite(logits).all():
                 raise MigmError(f"non-finite logits at step {k} (policy {self.policy.name!r}); the model or head weights are broken")
-            logits = guided_logits(logits, self.num_branches, self.guidance_scale)
+            logits = guided_logits(logits, self.num_branches, self.step_guidance(out))
 
             # Noise is drawn for every position every step, whatever the policy, so runs
             # with different policies see identical random numbers.

@@ -52,6 +52,10 @@ class StepState:
 class StepOutput:
     features: torch.Tensor  # (branches * B, L, C)
     full: torch.Tensor      # (B,) bool: did this sample pay for a backbone pass
+    # CFG scale for the samples that did not (``full`` False); None: the sampler's own scale.
+    # Guidance multiplies the error of cheap features by up to 2s + 1, so a policy may guide
+    # its cheap steps more gently than its full ones.
+    cheap_guidance: float | None = None
 
 
 class StepPolicy:

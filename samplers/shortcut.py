@@ -22,7 +22,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
-from .caching import check_eps
+from .caching import check_eps, check_nonnegative
 from .policies import StepOutput, StepPolicy, StepState, features_where
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
@@ -68,12 +68,21 @@ class ShortcutPolicy(StepPolicy):
 
     Placement variants for studying where full steps pay: ``final_full`` also forces a full
     last step; ``full_steps`` names the full steps outright (step 0 must be one; B is their count).
+
+    ``shortcut_guidance`` is the CFG scale on shortcut steps (None: the sampler's, as on full
+    steps). Guidance ``(1 + s) cond - s uncond`` multiplies the head's error on each branch by
+    up to 2s + 1, so a gentler scale on the predicted steps can trade a little guidance for a
+    lot less amplified error.
     """
 
     name = "shortcut"
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
-                 final_full: bool = False, full_steps: Sequence[int] | None = None):
+                 final_full: bool = False, full_steps: Sequence[int] | None = None,
+                 shortcut_guidance: float | None = None):
+        if shortcut_guidance is not None:
+            check_nonnegative(shortcut_guidance, "shortcut_guidance")
+        self.shortcut_guidance = None if shortcut_guidance is None else float(shortcut_guidance)
         self.head = load_head(head)
         self.placement = None
         if full_steps is not None:
@@ -119,11 +128,16 @@ class ShortcutPolicy(StepPolicy):
         if self.is_full_step(state):
             features = state.backbone.features(state.input_ids)
             return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
-        return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
+        return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool),
+                          self.shortcut_guidance)
+
+    def guidance_setting(self) -> dict[str, Any]:
+        """``shortcut_guidance`` for ``describe``, only when set (older records stay as they were)."""
+        return {} if self.shortcut_guidance is None else {"shortcut_guidance": self.shortcut_guidance}
 
     def describe(self) -> dict[str, Any]:
         placement = {"full_steps": self.placement} if self.placement is not None else {"final_full": self.final_full}
-        return {"policy": self.name, "budget": self.budget, **placement}
+        return {"policy": self.name, "budget": self.budget, **placement, **self.guidance_setting()}
 
 
 class AdaptiveShortcutPolicy(ShortcutPolicy):
@@ -139,9 +153,9 @@ class AdaptiveShortcutPolicy(ShortcutPolicy):
     name = "adaptive"
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, eps: float = 0.4, max_reuse: int | None = None,
-                 calibration: SensitivityTable | str | Path | None = None):
+                 calibration: SensitivityTable | str | Path | None = None, shortcut_guidance: float | None = None):
         check_eps(eps, max_reuse)
-        super().__init__(head, budget=1)
+        super().__init__(head, budget=1, shortcut_guidance=shortcut_guidance)
         self.eps = float(eps)
         self.max_reuse = None if max_reuse is None else int(max_reuse)
         self.sensitivity = SensitivityScore(load_calibration(calibration))
@@ -156,7 +170,8 @@ class AdaptiveShortcutPolicy(ShortcutPolicy):
     def step(self, state: StepState) -> StepOutput:
         self.check_base(state.backbone)
         full = self.sensitivity.decide(state, self.eps, self.max_reuse, force=state.prev_features is None)
-        return StepOutput(features_where(state, full, lambda sub: shortcut_features(self.head, sub)), full)
+        return StepOutput(features_where(state, full, lambda sub: shortcut_features(self.head, sub)), full,
+                          self.shortcut_guidance)
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse}
+        return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse, **self.guidance_setting()}

@@ -165,6 +165,11 @@ def test_sample_with_the_shortcut_policy_records_it(tmp_path, capsys, weights_wi
     assert code == 0, err
     meta = json.loads((tmp_path / "o" / "run.json").read_text())
     assert meta["policy"] == "shortcut" and meta["policy_params"]["budget"] == 2 and meta["mean_full_steps"] == 2
+    assert "shortcut_guidance" not in meta["policy_params"]
+    code, out, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--steps", "4", "--policy", "shortcut",
+                         "--shortcut-guidance", "2", "--out-dir", str(tmp_path / "g"), "--weights", str(weights_with_head))
+    assert code == 0, err
+    assert json.loads((tmp_path / "g" / "run.json").read_text())["policy_params"]["shortcut_guidance"] == 2.0
 
 
 def test_sample_with_explicit_full_steps(tmp_path, capsys, weights_with_head):
@@ -221,6 +226,7 @@ def test_calibrate_then_sample_with_every_policy(tmp_path, capsys, weights_with_
     (["--policy", "mlcache", "--interval", "0"], "refresh interval"),
     (["--policy", "fixed", "--interval", "0"], "interval must be"),
     (["--policy", "sencache", "--steps", "5"], "calibration"),
+    (["--policy", "shortcut", "--shortcut-guidance", "-1"], "shortcut_guidance must be a number >= 0"),
 ])
 def test_bad_policy_settings_are_one_line_errors(tmp_path, capsys, tiny_weights, flags, message):
     code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", *flags, "--out-dir", str(tmp_path / "o"),

@@ -111,6 +111,34 @@ def test_sweep_scores_vq_reconstructions_between_real_images_and_samples(tmp_pat
     assert rows[1]["latency_s"] is None and rows[1]["num_images"] == rows[0]["num_images"]
 
 
+def test_resumed_sweep_rescores_reconstructions_only_for_another_tokenizer(tmp_path, capsys, monkeypatch, tiny_weights,
+                                                                          fake_fashion_mnist):
+    import shutil
+
+    import migm_shortcut.eval.sweep as sweep
+    from migm_shortcut.tokenizer import VQTokenizer
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    config = write_config(tmp_path / "sweep.json", reconstruction_baseline=True, inception=False,
+                          settings=[{"policy": "vanilla", "steps": 2}])
+    scored, real_rows = [], sweep.real_images_rows
+    monkeypatch.setattr(sweep, "real_images_rows", lambda *a, **k: scored.append(1) or real_rows(*a, **k))
+    args = ["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--weights", str(weights), "--resume"]
+    assert main(args) == 0, capsys.readouterr().err
+    first = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert main(args) == 0 and len(scored) == 1  # same tokenizer: both real-image rows reused
+    # a retrained tokenizer beside the same backbone (same fingerprint, so the run signature matches)
+    torch.manual_seed(5)
+    VQTokenizer.new(block_out_channels=(32, 32), latent_channels=32, vq_embed_dim=4,
+                    num_vq_embeddings=16).save_pretrained(weights / "vq")
+    assert main(args) == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert len(scored) == 2 and rows[0] == first[0]  # the real images score the same; their reconstructions anew
+    assert rows[1]["inputs"]["tokenizer"] != first[1]["inputs"]["tokenizer"]
+    assert rows[1]["domain_fid"] != first[1]["domain_fid"]
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"settings": [{"policy": "warp", "steps": 4}]}, "unknown policy 'warp'"),
     ({"settings": [{"policy": "vanilla"}]}, "lacks the field 'steps'"),

@@ -3,7 +3,7 @@ import torch
 
 from migm_shortcut.backbone import PAD, BackboneConfig, MiniDiMOO
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, make_policy
+from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, StepOutput, make_policy
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 PROMPTS = ["a photo of a sneaker", "a photo of an ankle boot", "a photo of a bag"]
@@ -175,3 +175,51 @@ def test_shipped_head_is_looked_up_beside_the_shipped_weights():
     from migm_shortcut.samplers import SHIPPED_HEAD
 
     assert SHIPPED_HEAD == SHIPPED_WEIGHTS / "head" and (SHIPPED_WEIGHTS / "backbone").is_dir()
+
+
+class ExactButCheap(ShortcutPolicy):
+    """The backbone's own features on every step, with some samples marked as on cheap steps:
+    isolates what ``shortcut_guidance`` does to sampling from what the head does."""
+
+    def __init__(self, head, cheap_samples, **kwargs):
+        super().__init__(head, **kwargs)
+        self.cheap_samples = cheap_samples
+
+    def step(self, state):
+        full = torch.ones(state.batch_size, dtype=torch.bool)
+        full[self.cheap_samples] = False
+        return StepOutput(state.backbone.features(state.input_ids), full, self.shortcut_guidance)
+
+
+def test_shortcut_guidance_is_the_cfg_scale_of_exactly_the_cheap_samples(tiny_backbone):
+    seeds, head = [3, 4, 5], random_head(tiny_backbone)
+    at = lambda s: DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=s).generate(PROMPTS, seeds).codes
+    usual, other = at(4.0), at(20.0)
+    assert all(not torch.equal(usual[i], other[i]) for i in range(3))  # the scale matters here, so the checks can fail
+    mixed = DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=4.0,
+                         policy=ExactButCheap(head, [1], shortcut_guidance=20.0)).generate(PROMPTS, seeds).codes
+    # sample 1 was on cheap steps throughout: sampled at s = 20; samples 0 and 2 paid for full steps: s = 4
+    assert torch.equal(mixed[1], other[1])
+    assert torch.equal(mixed[0], usual[0]) and torch.equal(mixed[2], usual[2])
+    unset = DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=4.0,
+                         policy=ExactButCheap(head, [0, 1, 2])).generate(PROMPTS, seeds).codes
+    assert torch.equal(unset, usual)  # not set: cheap steps are guided like full ones
+
+
+def test_shortcut_guidance_applies_on_shortcut_steps_only(tiny_backbone):
+    seeds = [3, 4, 5]
+    head = random_head(tiny_backbone)
+    run = lambda policy: DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS, seeds).codes
+    assert torch.equal(run(ShortcutPolicy(head, budget=8, shortcut_guidance=20.0)),
+                       DiMOOSampler(tiny_backbone, num_steps=8).generate(PROMPTS, seeds).codes)  # no shortcut step
+    assert torch.equal(run(ShortcutPolicy(head, budget=3, shortcut_guidance=4.0)), run(ShortcutPolicy(head, budget=3)))
+    other = ShortcutPolicy(head, budget=3, shortcut_guidance=20.0)
+    assert not torch.equal(run(other), run(ShortcutPolicy(head, budget=3)))
+    assert other.describe()["shortcut_guidance"] == 20.0 and "shortcut_guidance" not in ShortcutPolicy(head).describe()
+
+
+@pytest.mark.parametrize("policy", ["shortcut", "adaptive"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), "2", True])
+def test_bad_shortcut_guidance_is_one_line(tiny_backbone, policy, value):
+    with pytest.raises(MigmError, match="shortcut_guidance must be a number >= 0"):
+        make_policy(policy, head=random_head(tiny_backbone), shortcut_guidance=value)
