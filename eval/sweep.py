@@ -202,12 +202,14 @@ def reconstruction_inputs(tokenizer) -> dict[str, str]:
 
 
 def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, real: bool = True,
-                     tokenizer=None) -> list[dict]:
+                     tokenizer=None, inputs: dict[str, dict] | None = None) -> list[dict]:
     """Real training images (never in the test-split reference), scored exactly like samples.
 
     With a ``tokenizer``, also their encode-decode reconstructions: no sampler that emits this
     tokenizer's codes can beat that row, so it separates tokenizer error from sampler error.
+    ``inputs`` (row name -> what it depends on) is stored with the rows it names, for resuming.
     """
+    inputs = inputs or {}
     source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
     data = balanced_subset(load_dataset(source, "train"), 10 * per_class)
     labels = data.labels if bool((data.labels >= 0).all()) else None
@@ -219,7 +221,7 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
         cases.append((RECONSTRUCTIONS, rebuilt.clamp(-1, 1)))
     return [{"method": "real", "setting": setting, "steps": None, "params": {}, "latency_s": None, "full_steps": None,
              "gflops": None, "speedup": None, **evaluator.score(batch, labels).as_dict(),
-             **({"inputs": reconstruction_inputs(tokenizer)} if setting == RECONSTRUCTIONS else {})}
+             **({"inputs": inputs[setting]} if setting in inputs else {})}
             for setting, batch in cases]
 
 
@@ -257,14 +259,14 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     reusable = reusable_rows(result, sources)
 
     wanted = [("real train images", cfg.real_baseline), (RECONSTRUCTIONS, cfg.reconstruction_baseline)]
+    inputs = {RECONSTRUCTIONS: reconstruction_inputs(model.tokenizer)} if cfg.reconstruction_baseline else {}
     real_keys = {name: _row_key({"method": "real", "setting": name, "steps": None, "params": {},
-                                 **({"inputs": reconstruction_inputs(model.tokenizer)} if name == RECONSTRUCTIONS else {})})
-                 for name, _ in wanted}
+                                 "inputs": inputs.get(name)}) for name, _ in wanted}
     if all(real_keys[name] in reusable for name, on in wanted if on):
         result["rows"] += [reusable[real_keys[name]] for name, on in wanted if on]
     elif cfg.real_baseline or cfg.reconstruction_baseline:
         result["rows"] += real_images_rows(evaluator, per_class, cfg.reference, cfg.real_baseline,
-                                           model.tokenizer if cfg.reconstruction_baseline else None)
+                                           model.tokenizer if cfg.reconstruction_baseline else None, inputs)
 
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
     planned = []
