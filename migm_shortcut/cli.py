@@ -7,6 +7,7 @@ Every sub-command turns user mistakes into one line on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,6 @@ from . import __version__
 from .errors import MigmError
 from .io import write_json
 from .modeling import SHIPPED_WEIGHTS
-from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_STEPS, DEFAULT_TEMPERATURE, EmbeddedModel
-from .prompts import CLASS_NAMES, canonical_prompt, class_prompts
 from .samplers import POLICIES
 
 
@@ -37,6 +36,17 @@ def _positive(name: str):
     return parse
 
 
+def _finite(text: str) -> float:
+    """A float flag: NaN and infinity are refused (they would reach run.json and the sampler)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _step_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -44,39 +54,71 @@ def _step_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected step indices separated by commas, like 0,7,10,13; got {text!r}")
 
 
+def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
+    p.add_argument("--model", "--weights", dest="model", default=None,
+                   help="model folder: a migm-shortcut weights folder or a Lumina-DiMOO checkpoint "
+                        "(default: the embedded model)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model folder's own Python code to run (transformers remote code): code execution")
+    p.add_argument("--height", type=_positive("--height"), help="image height in pixels (Lumina-DiMOO; default 1024)")
+    p.add_argument("--width", type=_positive("--width"), help="image width in pixels (Lumina-DiMOO; default 1024)")
+    p.add_argument("--max-prompt-tokens", type=_positive("--max-prompt-tokens"),
+                   help="longest prompt in tokens (Lumina-DiMOO; default 256)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="model weights dtype (default: bfloat16 for Lumina-DiMOO on CUDA, else float32)")
+    p.add_argument("--device", default=device)
+
+
+def load_model_from_args(args: argparse.Namespace, device: str | None = None):
+    from .models import load_model
+
+    return load_model(args.model, device=device or args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                      height=args.height, width=args.width, prompt_len=args.max_prompt_tokens)
+
+
+def fill_sampling_defaults(args: argparse.Namespace, model) -> None:
+    """Steps, CFG scale and temperature left unset take the model's own defaults."""
+    for flag, key in (("steps", "num_steps"), ("guidance_scale", "guidance_scale"), ("temperature", "temperature")):
+        if getattr(args, flag, None) is None:
+            setattr(args, flag, model.defaults[key])
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> None:
-    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS, help="number of sampling steps N")
+    p.add_argument("--steps", type=_positive("--steps"), help="number of sampling steps N (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
-    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="CFG scale s: (1+s)c - s u")
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--guidance-scale", type=_finite, help="CFG scale s: (1+s)c - s u (default: the model's)")
+    p.add_argument("--temperature", type=_finite, help="sampling temperature (default: the model's)")
     if with_policy:  # the demo compares several policies (--methods); a single --policy would be ignored there
         p.add_argument("--policy", default="vanilla",
                        help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
     p.add_argument("--budget", type=int, help="shortcut: full backbone steps B out of N (default 4)")
-    p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: WEIGHTS/head, else the shipped head)")
+    p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: the model's head/)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
     p.add_argument("--full-steps", type=_step_list, help="shortcut: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
-    p.add_argument("--shortcut-guidance", type=float,
+    p.add_argument("--shortcut-guidance", type=_finite,
                    help="shortcut/adaptive: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
-    p.add_argument("--eps", type=float, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
-    p.add_argument("--early-eps", type=float, help="sencache: stricter eps for the first 20%% of steps")
+    p.add_argument("--eps", type=_finite, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
+    p.add_argument("--early-eps", type=_finite, help="sencache: stricter eps for the first 20%% of steps")
     p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
-    p.add_argument("--calibration", help="sencache/adaptive: sensitivity table from `calibrate` (default: the shipped one)")
-    p.add_argument("--warmup", type=float, help="mlcache: warm-up ratio of full steps (default 0.3)")
+    p.add_argument("--calibration", help="sencache/adaptive: sensitivity table from `calibrate` (default: the model's)")
+    p.add_argument("--warmup", type=_finite, help="mlcache: warm-up ratio of full steps (default 0.3)")
     p.add_argument("--interval", type=int, help="mlcache: refresh interval (default 5); fixed: compute every k-th step (default 2)")
-    p.add_argument("--recompute", type=float, help="mlcache: ratio of positions recomputed on partial steps (default 0.1)")
-    p.add_argument("--weights", default=None, help="folder with vq/, backbone/, classifier/ (default: shipped)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--recompute", type=_finite, help="mlcache: ratio of positions recomputed on partial steps (default 0.1)")
+    _add_model_args(p)
+
+
+def read_prompt_lines(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise MigmError(f"prompts file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts: list[str] = list(args.prompt or [])
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise MigmError(f"prompts file not found: {path}")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        prompts += read_prompt_lines(args.prompts_file)
     if not prompts:
         raise MigmError("no prompts: pass --prompt TEXT or --prompts-file FILE (one prompt per line)")
     return prompts
@@ -95,9 +137,10 @@ POLICY_FLAGS = {
 }
 
 
-def policy_from_args(args: argparse.Namespace):
-    """The step policy the sampling flags describe; bad settings fail here, before any work."""
-    from .samplers import make_policy_for_weights
+def policy_from_args(args: argparse.Namespace, model):
+    """The step policy the sampling flags describe, with the model's own head and calibration unless
+    named; bad settings (a head for another model, a budget outside 1..N) fail here, before any work."""
+    from .samplers import make_policy_for_model
 
     params = {param: getattr(args, flag) for flag, param in POLICY_FLAGS.get(args.policy, {}).items()
               if getattr(args, flag) is not None}
@@ -105,12 +148,14 @@ def policy_from_args(args: argparse.Namespace):
         params["head"] = args.head
     if args.policy in ("sencache", "adaptive"):
         params["calibration"] = args.calibration
-    policy = make_policy_for_weights(args.policy, args.weights, **params)
+    policy = make_policy_for_model(args.policy, model, **params)
     policy.reset(1, args.steps)  # budget outside 1..N, a calibration for another N: one line, now
+    if hasattr(policy, "check_base"):
+        policy.check_base(model.backbone)
     return policy
 
 
-def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequence[int], args: argparse.Namespace,
+def generate_batched(model, prompts: Sequence, seeds: Sequence[int], args: argparse.Namespace,
                      policy=None, desc: str = "generating"):
     """Images for every (prompt, seed), batch by batch; returns images, loop seconds, full steps per image."""
     images, full_steps, loop_seconds = [], [], 0.0
@@ -119,7 +164,7 @@ def generate_batched(model: EmbeddedModel, prompts: Sequence[str], seeds: Sequen
         out = sampler.generate(prompts[i : i + args.batch_size], seeds[i : i + args.batch_size])
         loop_seconds += out.loop_seconds
         full_steps.append(out.full_steps)
-        images.append(model.tokenizer.decode(out.codes))
+        images.append(model.decode(out.codes))
     return torch.cat(images), loop_seconds, torch.cat(full_steps)
 
 
@@ -127,10 +172,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .images import save_grid, save_pngs
 
     prompts = _read_prompts(args)
-    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    model = load_model_from_args(args)
+    fill_sampling_defaults(args, model)
     for p in prompts:  # reject bad prompts before any work or any file
         model.backbone.layout.encode_prompt(p)
-    policy = policy_from_args(args)
+    policy = policy_from_args(args, model)
     model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
     all_prompts = [p for p in prompts for _ in range(args.per_prompt)]
     seeds = [args.seed + i for i in range(len(all_prompts))]
@@ -146,7 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         "guidance_scale": args.guidance_scale, "temperature": args.temperature, "batch_size": args.batch_size,
         "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
         "mean_full_steps": round(full_steps.float().mean().item(), 3),
-        "weights": str(args.weights or "shipped"), "device": args.device, "version": __version__,
+        "model": str(args.model or "embedded"), "model_kind": model.kind, "device": args.device, "version": __version__,
     })
     print(f"wrote {len(all_prompts)} images to {out_dir} ({loop_seconds:.1f} s sampling loop)")
 
@@ -165,10 +211,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     from .images import save_grid
 
-    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
-    prompts, classes = class_prompts(args.per_class)
+    model = load_model_from_args(args)
+    fill_sampling_defaults(args, model)
+    if args.prompt or args.prompts_file:
+        distinct = _read_prompts(args)
+    elif hasattr(model, "demo_prompts"):
+        distinct = model.demo_prompts()
+    else:
+        raise MigmError("this model has no built-in demo prompts; pass --prompt TEXT or --prompts-file FILE")
+    prompts = [p for p in distinct for _ in range(args.per_prompt)]
     seeds = [args.seed + i for i in range(len(prompts))]
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from .samplers import policy_files
+
+    if args.methods is None:  # every policy this model has the files for (its head, its calibration)
+        names = [m for m in POLICY_CHOICES
+                 if all(path is not None for path in policy_files(m, model, head=args.head, calibration=args.calibration).values())]
+    else:
+        names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in POLICY_CHOICES]
     if unknown or not names or names[0] != "vanilla":
         raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICY_CHOICES)}; got {args.methods!r}")
@@ -177,12 +236,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         method_args = copy.copy(args)
         method_args.policy = name
         try:
-            policy = policy_from_args(method_args)
-            if hasattr(policy, "check_base"):
-                policy.check_base(model.backbone)
+            policy = policy_from_args(method_args, model)
         except MigmError as exc:
-            print(f"skipping {name}: {exc}")
-            continue
+            raise MigmError(f"cannot run {name}: {exc} (or leave it out of --methods)") from None
         methods.append((method_label(policy), policy))
     start = time.perf_counter()
     results = []
@@ -191,27 +247,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
         images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, args, policy, desc=name)
         results.append((name, images, loop_seconds, full_steps.float().mean().item()))
     rows, labels = [], []
-    for c in range(len(CLASS_NAMES)):
+    n = args.per_prompt
+    for c, prompt in enumerate(distinct):
         for name, images, _, _ in results:
-            rows.append(images[c * args.per_class : (c + 1) * args.per_class])
-            labels.append(f"{CLASS_NAMES[c]}\n{name}" if len(results) > 1 else canonical_prompt(c))
+            rows.append(images[c * n : (c + 1) * n])
+            labels.append(f"{prompt[:30]}\n{name}" if len(results) > 1 else prompt[:40])
     vanilla_seconds = results[0][2]
     title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)" for name, _, sec, _ in results)
     path = save_grid(rows, labels, Path(args.out_dir) / "demo_grid.png", title=f"N={args.steps}, seed {args.seed} | {title}")
     print(f"demo grid: {path}")
     for name, images, seconds, full in results:
-        accuracy = model.classifier.accuracy(images, classes)
+        accuracy = (f", prompt accuracy {model.prompt_accuracy(images, prompts):.1%}"
+                    if hasattr(model, "prompt_accuracy") else "")
         print(f"{name:>22}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
-              f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla, prompt accuracy {accuracy:.1%}")
-    print(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method; accuracy by the project classifier)")
+              f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla{accuracy}")
+    judged = " (accuracy by the project classifier)" if hasattr(model, "prompt_accuracy") else ""
+    print(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method){judged}")
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:
     from .train.base import BaseTrainConfig, train_base
 
     cfg = BaseTrainConfig(out=args.out, data=args.data, stages=tuple(args.stages.split(",")), device=args.device,
-                          seed=args.seed, resume=args.resume, architecture=args.architecture)
-    for name in ("classifier_steps", "vq_steps", "backbone_steps", "backbone_lr"):
+                          seed=args.seed, resume=args.resume, architecture=args.architecture,
+                          init_backbone=args.init_backbone, compile=args.compile)
+    for name in ("classifier_steps", "vq_steps", "backbone_steps", "backbone_lr", "backbone_batch_size",
+                 "backbone_width", "backbone_depth", "backbone_warmup", "checkpoint_every", "curve_images", "stop_at"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     metrics = train_base(cfg)
@@ -219,23 +280,24 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from .samplers import head_for_weights
     from .train.common import RunLog, finish_distributed, init_distributed
     from .train.trajectories import CollectConfig, collect
 
     rank, world, device = init_distributed(args.device)
-    model = EmbeddedModel.from_pretrained(args.weights, device=str(device))
-    # As in `sample`: a weights folder's own head drives on-policy collection unless one is named.
+    model = load_model_from_args(args, device=str(device))
+    fill_sampling_defaults(args, model)
+    # As in `sample`: the model's own head drives on-policy collection unless one is named.
     student_head = args.student_head
-    if student_head is None and args.student_budget is not None:
-        student_head = head_for_weights(args.weights)
-        student_head = None if student_head is None else str(student_head)
+    if student_head is None and args.student_budget is not None and model.head_path is not None:
+        student_head = str(model.head_path)
+    prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
     cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
                         shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed,
-                        student_budget=args.student_budget, student_head=student_head)
+                        student_budget=args.student_budget, student_head=student_head, prompts=prompts)
     log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
     start = time.perf_counter()
-    summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log)
+    summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log,
+                      model_prompts=getattr(model, "trajectory_prompt", None))
     seconds = time.perf_counter() - start
     log(f"collect: rank {rank} done in {seconds:.1f} s: {summary}")
     finish_distributed()
@@ -246,12 +308,17 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_train_head(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train.common import finish_distributed
+    from .train.common import finish_distributed, init_distributed
     from .train.head import HeadTrainConfig, train_head, validation_means
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
     cfg = HeadTrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    result = train_head(cfg)
+    if args.prompts_file:
+        cfg.prompts = read_prompt_lines(args.prompts_file)
+    cfg.check()  # bad settings fail before the model loads
+    _, _, device = init_distributed(cfg.device)
+    model = load_model_from_args(args, device=str(device))
+    result = train_head(cfg, backbone=model.backbone, model_prompts=getattr(model, "trajectory_prompt", None))
     if result:
         m = validation_means(result["validation"])
         print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {m['cos_head']:.4f} "
@@ -262,28 +329,38 @@ def cmd_train_head(args: argparse.Namespace) -> None:
 
 
 def cmd_validate_head(args: argparse.Namespace) -> None:
-    from .samplers import head_for_weights, load_head
+    from .samplers import load_head
     from .train.head import evaluate_head, format_validation
 
-    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
-    head_path = args.head or head_for_weights(args.weights)  # None: the shipped head
+    model = load_model_from_args(args)
+    head_path = args.head or model.head_path
     result = evaluate_head(load_head(head_path), model.backbone, args.data, args.split, args.num, args.device,
                            rollout=args.rollout)
     rolled = f", head rolled {args.rollout} steps (step k: scored against step k+{args.rollout})" if args.rollout > 1 else ""
     print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}{rolled}\n"
           f"{format_validation(result['rows'], with_mean=True)}")
     if args.out:
-        write_json(args.out, {"head": str(head_path or "shipped"), **result})
+        write_json(args.out, {"head": str(head_path), **result})
         print(f"wrote {args.out}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from .samplers import calibrate
 
-    model = EmbeddedModel.from_pretrained(args.weights, device=args.device)
+    model = load_model_from_args(args)
+    fill_sampling_defaults(args, model)
+    if args.prompts_file:
+        lines = read_prompt_lines(args.prompts_file)
+        if not lines:
+            raise MigmError(f"{args.prompts_file} holds no prompts")
+        prompts = [lines[i % len(lines)] for i in range(args.num)]
+    elif hasattr(model, "default_prompts"):
+        prompts = model.default_prompts(args.num)
+    else:
+        raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     model.sampler(args.steps, args.guidance_scale, args.temperature)  # validates steps/scale/temperature
     start = time.perf_counter()
-    table = calibrate(model.backbone, args.steps, args.guidance_scale, args.temperature, args.num, args.batch_size,
+    table = calibrate(model.backbone, prompts, args.steps, args.guidance_scale, args.temperature, args.batch_size,
                       args.seed)
     table.save(args.out)
     shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
@@ -295,8 +372,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from .eval.sweep import default_config_path, run_sweep
 
     config = args.config or default_config_path()
-    result = run_sweep(config, args.out, quick=args.quick, weights=args.weights, device=args.device,
-                       per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from)
+    prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
+    load_options = {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
+                    "width": args.width, "prompt_len": args.max_prompt_tokens}
+    result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=args.device,
+                       per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
+                       per_prompt=args.per_prompt, load_options=load_options)
     print(markdown_table(result))
     print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
 
@@ -316,10 +397,10 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
 
 def cmd_bench_hook(args: argparse.Namespace) -> None:
     from .eval.pipeline_speed import bench_hook
-    from .samplers import head_for_weights, load_head
+    from .samplers import load_head
 
-    model = EmbeddedModel.from_pretrained(args.weights)
-    head = load_head(args.head or head_for_weights(args.weights))
+    model = load_model_from_args(args)
+    head = load_head(args.head or model.head_path)
     result = bench_hook(model, head, args.budget, args.steps, args.batch_size, args.batches)
     if args.out:
         write_json(Path(args.out), result)
@@ -340,7 +421,9 @@ def cmd_fid(args: argparse.Namespace) -> None:
         print(f"clean-fid FID: {cleanfid_score(folder, reference, name):.3f} (against {name})")
         return
     images = to_model_range(load_dataset(folder).images)
-    model = EmbeddedModel.from_pretrained(args.weights)
+    model = load_model_from_args(args)
+    if not hasattr(model, "classifier"):
+        raise MigmError("fid --model needs a migm-shortcut weights folder (its classifier gives the domain FID)")
     evaluator = SampleEvaluator(model.classifier, args.reference, args.reference_size, inception=True)
     scores = evaluator.score(images, None)
     result = {"images": str(folder), "reference": evaluator.reference_name,
@@ -367,9 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="vanilla vs every acceleration policy on the same prompts and seeds (grid + speedups)")
     p.add_argument("--out-dir", default="outputs/demo")
-    p.add_argument("--methods", default=",".join(POLICY_CHOICES),
-                   help="comma-separated policies to compare, vanilla first (each with its default settings or the flags)")
-    p.add_argument("--per-class", type=_positive("--per-class"), default=8)
+    p.add_argument("--methods", default=None,
+                   help="comma-separated policies to compare, vanilla first (each with its default settings or the "
+                        "flags); default: every policy the model has a head and calibration for")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable; default: the model's demo prompts)")
+    p.add_argument("--prompts-file", help="text file, one prompt per line")
+    p.add_argument("--per-prompt", "--per-class", dest="per_prompt", type=_positive("--per-prompt"), default=8,
+                   help="images per prompt (one grid row each)")
     _add_sampling_args(p, with_policy=False)
     p.set_defaults(func=cmd_demo)
 
@@ -383,7 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-steps", type=_positive("--classifier-steps"))
     p.add_argument("--vq-steps", type=_positive("--vq-steps"))
     p.add_argument("--backbone-steps", type=_positive("--backbone-steps"))
-    p.add_argument("--backbone-lr", type=float)
+    p.add_argument("--backbone-lr", type=_finite)
+    p.add_argument("--backbone-batch-size", type=_positive("--backbone-batch-size"))
+    p.add_argument("--backbone-width", type=_positive("--backbone-width"))
+    p.add_argument("--backbone-depth", type=_positive("--backbone-depth"))
+    p.add_argument("--backbone-warmup", type=_positive("--backbone-warmup"), help="LR warm-up steps (default 150)")
+    p.add_argument("--init-backbone", help="warm start: a backbone (or weights) folder to start from; its shape is kept")
+    p.add_argument("--curve-images", type=_positive("--curve-images"),
+                   help="after every checkpoint, held-out masked-token CE on this many test images, to curve.jsonl")
+    p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone forward while training")
+    p.add_argument("--stop-at", type=_positive("--stop-at"),
+                   help="end this run at that step (checkpointed); --resume later continues the same schedule")
     p.add_argument("--architecture", default="mini-dimoo", choices=["mini-dimoo", "amused"],
                    help="backbone: the mini Lumina-DiMOO, or a diffusers UVit2DModel (aMUSEd)")
     p.set_defaults(func=cmd_train_base)
@@ -392,31 +490,31 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --student-budget")
     p.add_argument("--num", type=_positive("--num"), required=True, help="number of trajectories")
     p.add_argument("--out", required=True, help="folder for the shards (resumable: rerun to finish)")
-    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--steps", type=_positive("--steps"), help="teacher steps N (default: the model's)")
     p.add_argument("--shard-size", type=_positive("--shard-size"), default=16)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--guidance-scale", type=_finite)
+    p.add_argument("--temperature", type=_finite)
+    p.add_argument("--prompts-file", help="prompts to cycle through, one per line (default: the model's own, if any)")
     p.add_argument("--student-budget", type=_positive("--student-budget"), default=None,
                    help="on-policy trajectories: the shortcut sampler at this budget picks the tokens "
                         "(features are still the backbone's at every step)")
     p.add_argument("--student-head", default=None,
-                   help="the head of that sampler (default: WEIGHTS/head if there is one, else the shipped head)")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu")
+                   help="the head of that sampler (default: the model's head/)")
+    _add_model_args(p)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train-head", help="train a shortcut head on collected (or online) trajectories")
     p.add_argument("--data", help="trajectory folder from `collect`")
     p.add_argument("--online", action="store_true", help="generate trajectories on the fly instead (no disk)")
     p.add_argument("--out", required=True, help="output folder (head/, metrics.json, validation.json, train.log)")
-    p.add_argument("--weights", default=None, help="base model weights folder (default: shipped)")
-    for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("weight-decay", float), ("warmup", int),
-                       ("ema-decay", float), ("kl-weight", float), ("kl-temperature", float), ("rollout", int),
-                       ("ratio", int), ("heads", int), ("mlp-ratio", float), ("num-blocks", int),
+    p.add_argument("--prompts-file", help="online: prompts to cycle through, one per line (default: the model's own, if any)")
+    for name, kind in (("steps", int), ("batch-size", int), ("lr", _finite), ("weight-decay", _finite), ("warmup", int),
+                       ("ema-decay", _finite), ("kl-weight", _finite), ("kl-temperature", _finite), ("rollout", int),
+                       ("ratio", int), ("heads", int), ("mlp-ratio", _finite), ("num-blocks", int),
                        ("val-trajectories", int), ("val-every", int), ("checkpoint-every", int), ("seed", int),
-                       ("teacher-steps", int), ("guidance-scale", float), ("temperature", float),
+                       ("teacher-steps", int), ("guidance-scale", _finite), ("temperature", _finite),
                        ("online-trajectories", int), ("online-steps-per-round", int)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
@@ -424,32 +522,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KL per CFG branch (default) or of the guided logits the sampler draws from")
     p.add_argument("--init-head", help="fine-tune this saved head (its architecture replaces --ratio/--heads/...)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--device", default="auto")
+    _add_model_args(p, device="auto")
     p.set_defaults(func=cmd_train_head)
 
     p = sub.add_parser("validate-head", help="a head vs the copy-previous-features baseline, per step, on collected trajectories")
     p.add_argument("--data", required=True, help="trajectory folder from `collect`")
-    p.add_argument("--head", default=None, help="saved head folder (default: WEIGHTS/head, else the shipped head)")
+    p.add_argument("--head", default=None, help="saved head folder (default: the model's head/)")
     p.add_argument("--split", choices=("held-out", "train"), default="held-out",
                    help="held-out: the trajectories train-head kept out; train: the first --num it trained on")
     p.add_argument("--num", type=_positive("--num"), default=64, help="trajectories to score (train-head's --val-trajectories)")
     p.add_argument("--rollout", type=_positive("--rollout"), default=1,
                    help="roll the head this many shortcut steps on its own predictions before scoring (copy: as many)")
     p.add_argument("--out", default=None, help="also write the per-step numbers to this JSON file")
-    p.add_argument("--weights", default=None, help="base model weights folder (default: shipped)")
-    p.add_argument("--device", default="cpu")
+    _add_model_args(p)
     p.set_defaults(func=cmd_validate_head)
 
     p = sub.add_parser("calibrate", help="per-step sensitivity table for the sencache and adaptive policies")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--num", type=_positive("--num"), default=128, help="vanilla trajectories to average over")
-    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
-    p.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--steps", type=_positive("--steps"), help="N (default: the model's)")
+    p.add_argument("--guidance-scale", type=_finite)
+    p.add_argument("--temperature", type=_finite)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--prompts-file", help="prompts to cycle through, one per line (default: the model's own, if any)")
+    _add_model_args(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("sweep", help="quality vs latency for a list of sampler settings (table, JSON, Pareto plot)")
@@ -461,8 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse the rows already in OUT/results.json that were measured the same way (same head files too)")
     p.add_argument("--reuse-from", action="append", default=[], metavar="RESULTS_JSON",
                    help="also reuse matching rows of another sweep's results.json (repeatable)")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--prompts-file", help="sample these prompts (one per line) and report speed only; "
+                                          "needed for models without built-in prompts")
+    p.add_argument("--per-prompt", type=_positive("--per-prompt"), default=1, help="with --prompts-file: images per prompt")
+    _add_model_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench-cost", help="full-step vs shortcut-step time and FLOPs at real model sizes (random weights)")
@@ -470,21 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated sizes: embedded, amused-256, dimoo-8b")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
-    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--steps", type=_positive("--steps"), default=16)
     p.add_argument("--budgets", default="4,6,8")
     p.add_argument("--repeats", type=_positive("--repeats"), default=5)
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench_cost)
 
     p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")
-    p.add_argument("--weights", default=str(SHIPPED_WEIGHTS / "amused"), help="weights folder with an aMUSEd backbone")
-    p.add_argument("--head", default=None, help="head folder (default: WEIGHTS/head)")
+    p.add_argument("--head", default=None, help="head folder (default: the model's head/)")
     p.add_argument("--budget", type=int, default=4)
-    p.add_argument("--steps", type=_positive("--steps"), default=DEFAULT_NUM_STEPS)
+    p.add_argument("--steps", type=_positive("--steps"), default=16)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
     p.add_argument("--batches", type=_positive("--batches"), default=4)
     p.add_argument("--out", default=None)
-    p.set_defaults(func=cmd_bench_hook)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_bench_hook, model=str(SHIPPED_WEIGHTS / "amused"))
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
     p.add_argument("--images", required=True)
@@ -492,8 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-size", type=_positive("--reference-size"), default=None,
                    help="use a class-balanced subset of the reference")
     p.add_argument("--backend", choices=("torchmetrics", "clean-fid"), default="torchmetrics")
-    p.add_argument("--weights", default=None, help="weights folder (its classifier gives the domain FID)")
     p.add_argument("--out", help="also write the scores to this JSON file")
+    _add_model_args(p)
     p.set_defaults(func=cmd_fid)
     return parser
 

@@ -62,8 +62,9 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float N x 1 x H x W in [-1, 1] -> uint8 N x H x W."""
-    return images.squeeze(1).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    """float N x 1 x H x W in [-1, 1] -> uint8 N x H x W; N x 3 x H x W -> N x H x W x 3 (RGB)."""
+    pixels = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return pixels.squeeze(1) if pixels.shape[1] == 1 else pixels.permute(0, 2, 3, 1)
 
 
 def fashion_mnist_dir() -> Path:

@@ -16,12 +16,12 @@ from .io import write_bytes
 
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format="PNG")  # (H, W): grayscale, (H, W, 3): RGB
     return buf.getvalue()
 
 
 def save_pngs(images: torch.Tensor, out_dir: str | Path, start: int = 0) -> list[Path]:
-    """Float images in [-1, 1] (N x 1 x H x W) -> ``out_dir/000000.png`` ... (each written atomically)."""
+    """Float images in [-1, 1] (N x 1 or 3 x H x W) -> ``out_dir/000000.png`` ... (each written atomically)."""
     out_dir = Path(out_dir)
     pixels = to_uint8(images).numpy()
     paths = []

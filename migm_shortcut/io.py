@@ -48,6 +48,14 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic(Path(path), write)
 
 
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Add one JSON line to ``path``; the file is rewritten atomically, so it never holds half a line."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    line = json.dumps(record, allow_nan=False) + "\n"
+    _atomic(path, lambda tmp: Path(tmp).write_text(old + line))
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -71,7 +79,8 @@ def load_torch(path: str | Path) -> Any:
     if not path.is_file():
         raise MigmError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint from someone else's folder can never run code when loaded.
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated zip
         raise MigmError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); delete it and rerun without --resume") from None
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from migm_shortcut.backbone import KVCache
+from migm_shortcut.sequence import KVCache
 from migm_shortcut.errors import MigmError
 
 from .policies import StepOutput, StepPolicy, StepState, features_where

@@ -18,6 +18,7 @@ samples share its batch or which policy runs (up to float round-off across batch
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import check_model
 
 from .policies import StepPolicy, StepState, VanillaPolicy
 from .schedule import masked_counts
@@ -33,7 +35,7 @@ from .schedule import masked_counts
 
 @dataclass
 class SampleOutput:
-    codes: torch.Tensor          # (B, grid, grid) image code ids
+    codes: torch.Tensor          # (B, H, W) image code ids (the layout's grid_shape)
     full_steps: torch.Tensor     # (B,) backbone passes each sample paid for
     num_steps: int
     loop_seconds: float          # wall-clock of the sampling loop (no decoding)
@@ -68,12 +70,12 @@ class DiMOOSampler:
 
     def __init__(self, backbone, num_steps: int = 16, guidance_scale: float = 4.0,
                  temperature: float = 1.0, policy: StepPolicy | None = None):
-        if num_steps < 1:
-            raise MigmError(f"steps must be at least 1, got {num_steps}")
-        if guidance_scale < 0:
-            raise MigmError(f"guidance scale must be >= 0, got {guidance_scale}")
-        if temperature < 0:
-            raise MigmError(f"temperature must be >= 0, got {temperature}")
+        check_model(backbone)
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise MigmError(f"steps must be a whole number >= 1, got {num_steps!r}")
+        for name, value in (("guidance scale", guidance_scale), ("temperature", temperature)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise MigmError(f"{name} must be a finite number >= 0, got {value!r}")
         self.backbone = backbone
         self.layout = backbone.layout
         self.num_steps = num_steps
@@ -86,7 +88,7 @@ class DiMOOSampler:
     def num_branches(self) -> int:
         return 2 if self.guidance_scale > 0 else 1
 
-    def initial_sequences(self, prompts: Sequence[str]) -> torch.Tensor:
+    def initial_sequences(self, prompts: Sequence) -> torch.Tensor:
         cond = torch.stack([self.layout.encode_prompt(p) for p in prompts])
         branches = [cond]
         if self.num_branches == 2:
@@ -102,12 +104,13 @@ class DiMOOSampler:
         return scale[:, None, None]
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], progress: bool = False) -> SampleOutput:
+    def generate(self, prompts: Sequence, seeds: Sequence[int], progress: bool = False) -> SampleOutput:
+        """Codes for each (prompt, seed); prompts are text, or class ids for class-conditional models."""
         if len(prompts) != len(seeds):
             raise MigmError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         if not prompts:
             raise MigmError("no prompts given")
-        device = next(self.backbone.parameters()).device
+        device = self.backbone.device
         layout, n_img = self.layout, self.layout.num_image_tokens
         batch = len(prompts)
         seq = self.initial_sequences(prompts).to(device)
@@ -167,5 +170,4 @@ class DiMOOSampler:
             prev_features = out.features
         loop_seconds = time.perf_counter() - start
 
-        g = layout.config.grid_size
-        return SampleOutput(codes.view(batch, g, g), full_steps, self.num_steps, loop_seconds, step_full, commit_step)
+        return SampleOutput(codes.view(batch, *layout.grid_shape), full_steps, self.num_steps, loop_seconds, step_full, commit_step)

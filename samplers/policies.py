@@ -14,13 +14,14 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import MaskedImageModel
 
 
 @dataclass
 class StepState:
     step: int                     # 0-based step index
     num_steps: int                # N
-    backbone: Any                 # the base model (exposes features / logits_from_features / layout)
+    backbone: MaskedImageModel    # the base model, through the model interface only
     input_ids: torch.Tensor       # (branches * B, L) current sequences, conditional branch first
     num_branches: int             # 2 with classifier-free guidance, else 1
     prev_features: torch.Tensor | None    # (branches * B, L, C) features used at the previous step

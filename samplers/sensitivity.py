@@ -35,13 +35,11 @@ from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
-from migm_shortcut.modeling import SHIPPED_WEIGHTS
-from migm_shortcut.prompts import class_prompts
+from migm_shortcut.interface import check_model
 
 from .dimoo import DiMOOSampler
 from .policies import StepOutput, StepState, VanillaPolicy
 
-SHIPPED_CALIBRATION = SHIPPED_WEIGHTS / "calibration.json"
 CALIBRATION_TYPE = "sensitivity-table"
 
 
@@ -87,21 +85,14 @@ class SensitivityTable:
 
 
 def load_calibration(calibration: SensitivityTable | str | Path | None) -> SensitivityTable:
-    """A table, a calibration file, or ``None`` for the one shipped with the embedded model."""
+    """A table or a calibration file (``None``: one line saying where tables come from)."""
     if isinstance(calibration, SensitivityTable):
         return calibration
     if calibration is None:
-        if not SHIPPED_CALIBRATION.is_file():
-            raise MigmError("no sensitivity calibration is shipped in this install; run `migm-shortcut calibrate --out FILE`")
-        return SensitivityTable.load(SHIPPED_CALIBRATION)
+        raise MigmError("this policy needs a sensitivity calibration and none was given; pass one (--calibration FILE, "
+                        "or the calibration.json of the model's weights folder), or make one with "
+                        "`migm-shortcut calibrate --model PATH --out FILE`")
     return SensitivityTable.load(calibration)
-
-
-def calibration_for_weights(weights: str | Path | None) -> Path | None:
-    """``WEIGHTS/calibration.json`` when a weights folder has one (else the shipped table applies)."""
-    if weights is not None and (Path(weights) / "calibration.json").is_file():
-        return Path(weights) / "calibration.json"
-    return None
 
 
 def per_sample_norm(x: torch.Tensor, num_branches: int) -> torch.Tensor:
@@ -204,17 +195,18 @@ class _Recorder(VanillaPolicy):
 
 
 @torch.no_grad()
-def calibrate(backbone, num_steps: int, guidance_scale: float, temperature: float, num_samples: int = 64,
+def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperature: float,
               batch_size: int = 32, seed: int = 0, progress: bool = True) -> SensitivityTable:
-    """Sensitivity table from ``num_samples`` vanilla trajectories (prompts cycle over the classes)."""
+    """Sensitivity table from one vanilla trajectory per prompt (prompt i uses seed ``seed + i``)."""
+    check_model(backbone)
     if num_steps < 2:
         raise MigmError(f"calibration needs at least 2 steps, got {num_steps}")
+    prompts = list(prompts)
+    if not prompts:
+        raise MigmError("calibration needs at least one prompt")
+    num_samples = len(prompts)
     recorder = _Recorder(num_steps)
     sampler = DiMOOSampler(backbone, num_steps, guidance_scale, temperature, recorder)
-    per_class = -(-num_samples // 10)
-    prompts, _ = class_prompts(per_class)
-    order = sorted(range(len(prompts)), key=lambda i: (i % per_class, i))[:num_samples]  # interleave the classes
-    prompts = [prompts[i] for i in order]
     for i in tqdm(range(0, num_samples, batch_size), desc="calibrating", unit="batch", disable=not progress):
         sampler.generate(prompts[i : i + batch_size], [seed + j for j in range(i, min(i + batch_size, num_samples))])
     mean = (recorder.sums / recorder.counts.clamp(min=1)).tolist()

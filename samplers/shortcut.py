@@ -19,31 +19,20 @@ from typing import Any
 import torch
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 from .caching import check_eps, check_nonnegative
 from .policies import StepOutput, StepPolicy, StepState, features_where
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
-SHIPPED_HEAD = SHIPPED_WEIGHTS / "head"
-
-
 def load_head(head: ShortcutHead | str | Path | None) -> ShortcutHead:
-    """A head module, a saved head folder, or ``None`` for the head shipped with the package."""
+    """A head module or a saved head folder (``None``: one line saying where heads come from)."""
     if isinstance(head, ShortcutHead):
         return head
-    path = Path(head) if head is not None else SHIPPED_HEAD
-    if head is None and not path.is_dir():
-        raise MigmError("no shortcut head is shipped in this install; train one (migm-shortcut train-head) and pass --head DIR")
-    return ShortcutHead.from_pretrained(path)
-
-
-def head_for_weights(weights: str | Path | None) -> Path | None:
-    """The head that belongs to a base-model weights folder: ``WEIGHTS/head`` if present, else the shipped one."""
-    if weights is not None and (Path(weights) / "head").is_dir():
-        return Path(weights) / "head"
-    return None
+    if head is None:
+        raise MigmError("this policy needs a shortcut head and none was given; pass one (--head DIR, or the head/ of "
+                        "the model's weights folder), or train one with `migm-shortcut train-head --model PATH`")
+    return ShortcutHead.from_pretrained(Path(head))
 
 
 def state_new_tokens(state: StepState):
@@ -116,7 +105,7 @@ class ShortcutPolicy(StepPolicy):
     def check_base(self, backbone) -> None:
         if self._checked_base != id(backbone):
             self.head.check_base(backbone)
-            self.head.to(next(backbone.parameters()).device)
+            self.head.to(backbone.device)
             self._checked_base = id(backbone)
 
     def is_full_step(self, state: StepState) -> bool:

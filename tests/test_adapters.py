@@ -7,7 +7,7 @@ from torch import nn
 
 from migm_shortcut import MigmError, ShortcutHead
 from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig, UVit2DFeatures
-from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, TinyLLaDAConfig, tiny_dimoo
+from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, LLaDAImageLayout
 from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.eval.cost import bench_cost
 from migm_shortcut.eval.pipeline_speed import prompt_kwargs
@@ -16,10 +16,17 @@ from migm_shortcut.interface import MaskedImageModel, check_model, load_backbone
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
 from migm_shortcut.shortcut import new_tokens
 from migm_shortcut.tokenizer import VQTokenizer
+from migm_shortcut.prompts import WORDS
 from migm_shortcut.train.base import masked_token_batch, prompt_variants
+from tiny_dimoo import tiny_llada, tiny_tokenizer
 
-TINY_AMUSED = dict(width=32, hidden_size=32, block_out_channels=32, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=64, block_num_heads=2, micro_cond_encode_dim=8, grid_size=6)
+def tiny_dimoo(**overrides) -> LLaDAImageBackbone:
+    """A random model with Lumina-DiMOO's classes and vocabulary, 32 x 48 pixel images (2 x 3 tokens)."""
+    return LLaDAImageBackbone(tiny_llada(**overrides), LLaDAImageLayout.for_dimoo(tiny_tokenizer(), 32, 48, prompt_len=24))
+
+
+TINY_AMUSED = dict(words=list(WORDS), width=32, hidden_size=32, block_out_channels=32, num_hidden_layers=1,
+                   num_attention_heads=2, intermediate_size=64, block_num_heads=2, micro_cond_encode_dim=8, grid_size=6)
 
 
 def tiny_amused(seed: int = 0) -> AmusedBackbone:
@@ -198,21 +205,64 @@ def test_cosine_counts_follow_the_amused_scheduler():
     assert seen == cosine_masked_counts(36, 7)
 
 
-# -- Lumina-DiMOO (tiny stand-in with LLaDA's module names) ------------------------------------------
+# -- Lumina-DiMOO (a stand-in with the published classes' names, signatures and padding) -------------
 @pytest.mark.parametrize("tied", [False, True])
-def test_dimoo_features_are_ln_f_output_and_logits_match_the_model(tied):
-    backbone = tiny_dimoo(TinyLLaDAConfig(weight_tying=tied, scale_logits=tied))
+def test_dimoo_features_equal_the_published_batch_one_forward_of_each_row(tied):
+    backbone = tiny_dimoo(weight_tying=tied, scale_logits=tied)
+    lay = backbone.layout
+    prompts = [lay.encode_prompt("a bag"), lay.encode_prompt("a photo of a small red dog over green hills"),
+               lay.encode_prompt(None)]
+    seq = lay.template(torch.stack(prompts))
+    seq = lay.with_codes(seq, torch.randint(0, lay.codebook_size, (3, lay.num_image_tokens)),
+                         torch.rand(3, lay.num_image_tokens) < 0.5)
+    h = backbone.features(seq)
+    assert h.shape == (3, lay.seq_len, backbone.width)
+    for row in range(3):
+        # DiMOO's own loop: one unpadded sequence at a time, through the published top-level forward
+        pad = int((seq[row, : lay.prompt_len] == lay.pad_id).sum())
+        output, _ = backbone.model(seq[row : row + 1, pad:], infer=True)
+        own = output.logits[0, lay.image_positions - pad, lay.code_offset : lay.vocab_size]
+        mine = backbone.logits_from_features(h[row, lay.image_positions])
+        assert torch.allclose(mine, own, atol=1e-5)
+        assert bool((h[row, :pad] == 0).all())
+
+
+def test_the_published_forward_cannot_take_an_attention_mask_and_the_adapter_never_passes_one():
+    backbone = tiny_dimoo()
     lay = backbone.layout
     seq = lay.template(torch.stack([lay.encode_prompt("a bag"), lay.encode_prompt(None)]))
-    seq = lay.with_codes(seq, torch.randint(0, lay.codebook_size, (2, lay.num_image_tokens)),
-                         torch.rand(2, lay.num_image_tokens) < 0.5)
-    seen = []
-    handle = backbone.transformer["ln_f"].register_forward_hook(lambda m, i, o: seen.append(o))
-    logits = backbone.model(seq, attention_mask=(seq != lay.pad_id).long()).logits
-    handle.remove()
-    h = backbone.features(seq)
-    assert torch.allclose(h, seen[0])
-    assert torch.allclose(backbone.logits_from_features(h), logits[..., lay.code_offset : lay.vocab_size], atol=1e-5)
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'attention_mask'"):
+        backbone.model(seq, infer=True, attention_mask=torch.ones_like(seq))
+    # its attention ignores masks: padding inside a sequence changes the features, so the adapter strips it
+    padded, _ = backbone.model.model(seq[:1], attention_mask=(seq[:1] != lay.pad_id).long())
+    unpadded = backbone.logits_from_features(backbone.features(seq[:1])[:, lay.image_positions])
+    assert not torch.allclose(padded.logits[:, lay.image_positions, lay.code_offset:], unpadded, atol=1e-4)
+
+
+def test_dimoo_layout_follows_the_published_sequence():
+    tok = tiny_tokenizer()
+    lay = LLaDAImageLayout.for_dimoo(tok, height=32, width=48, prompt_len=24)
+    assert lay.grid_shape == (2, 3) and lay.num_image_tokens == 6
+    seq = lay.template(lay.encode_prompt("a red cube")[None])[0].tolist()
+    text = "<system>Generate an image according to the text prompt.</system><user>a red cube</user>"
+    ids = tok(text)["input_ids"]
+    pad = lay.prompt_len - len(ids)
+    m, nl = 126336, 126084
+    assert seq == [lay.pad_id] * pad + ids + [126354, 126349] + [m, m, m, nl] * 2 + [126350, 126355]
+    uncond = lay.template(lay.encode_prompt(None)[None])[0].tolist()
+    assert tok(text.replace("a red cube", "<uncondition>"))["input_ids"] == [i for i in uncond[: lay.prompt_len] if i != lay.pad_id]
+    assert 126351 in uncond
+
+
+def test_dimoo_layout_refuses_bad_sizes_and_long_prompts():
+    tok = tiny_tokenizer()
+    with pytest.raises(MigmError, match="multiple of 16"):
+        LLaDAImageLayout.for_dimoo(tok, height=100, width=64)
+    lay = LLaDAImageLayout.for_dimoo(tok, height=32, width=32, prompt_len=24)
+    with pytest.raises(MigmError, match="at most 24 fit"):
+        lay.encode_prompt("a red cube " * 10)
+    with pytest.raises(MigmError, match="text prompts"):
+        lay.encode_prompt(3)
 
 
 def test_dimoo_adapter_rejects_other_models():
@@ -238,14 +288,14 @@ def test_uvit_features_adapter_rejects_other_models():
 
 
 def test_shipped_amused_model_and_head_belong_together():
-    from migm_shortcut import EmbeddedModel
+    from migm_shortcut import load_model
     from migm_shortcut.modeling import SHIPPED_WEIGHTS
-    from migm_shortcut.samplers import head_for_weights, load_head
+    from migm_shortcut.samplers import load_head
 
-    model = EmbeddedModel.from_pretrained(SHIPPED_WEIGHTS / "amused")
+    model = load_model(SHIPPED_WEIGHTS / "amused")
     assert isinstance(model.backbone, AmusedBackbone)
-    head = load_head(head_for_weights(SHIPPED_WEIGHTS / "amused"))
+    head = load_head(model.head_path)
     head.check_base(model.backbone)
     assert head.num_parameters() * 10 <= model.backbone.num_parameters()
     with pytest.raises(MigmError, match="train a head for this model"):
-        load_head(None).check_base(model.backbone)  # the embedded model's head refuses the UVit
+        load_head(SHIPPED_WEIGHTS / "head").check_base(model.backbone)  # the embedded model's head refuses the UVit

@@ -1,9 +1,11 @@
 import json
 
 import pytest
+
+from migm_shortcut.pipeline import EmbeddedModel
 import torch
 
-from migm_shortcut.backbone import KVCache
+from migm_shortcut.sequence import KVCache
 from migm_shortcut.errors import MigmError
 from migm_shortcut.samplers import (AdaptiveShortcutPolicy, DiMOOSampler, FixedIntervalPolicy, MLCachePolicy,
                                     SenCachePolicy, SensitivityTable, StepState, VanillaPolicy, calibrate, make_policy)
@@ -18,7 +20,7 @@ N = 6
 
 @pytest.fixture(scope="module")
 def table(tiny_backbone) -> SensitivityTable:
-    return calibrate(tiny_backbone, N, 4.0, 1.0, num_samples=8, batch_size=4, progress=False)
+    return calibrate(tiny_backbone, EmbeddedModel.default_prompts(None, 8), N, 4.0, 1.0, batch_size=4, progress=False)
 
 
 def codes_with(backbone, policy, steps=N):
@@ -114,7 +116,7 @@ def test_calibration_round_trips_and_is_positive(tiny_backbone, table, tmp_path)
     assert len(table.sensitivity) == N and all(v > 0 for v in table.sensitivity)
     table.save(tmp_path / "cal.json")
     assert SensitivityTable.load(tmp_path / "cal.json") == table
-    again = calibrate(tiny_backbone, N, 4.0, 1.0, num_samples=8, batch_size=4, progress=False)
+    again = calibrate(tiny_backbone, EmbeddedModel.default_prompts(None, 8), N, 4.0, 1.0, batch_size=4, progress=False)
     assert again == table  # same seeds, same table
 
 

@@ -16,7 +16,15 @@ from migm_shortcut.samplers.shortcut import ShortcutPolicy
 from migm_shortcut.io import load_torch
 from migm_shortcut.shortcut import ShortcutHead
 from migm_shortcut.train.head import HeadTrainConfig, train_head
-from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, collect, trajectory_prompt
+from migm_shortcut.pipeline import EmbeddedModel
+from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, trajectory_seed
+from migm_shortcut.train.trajectories import collect as collect_with
+
+FM_PROMPTS = EmbeddedModel.trajectory_prompt  # the embedded model's own prompt source
+
+
+def collect(backbone, cfg, out, **kwargs):
+    return collect_with(backbone, cfg, out, model_prompts=FM_PROMPTS, **kwargs)
 
 TINY = dict(num=10, steps=4, shard_size=4, batch_size=4, seed=1)
 
@@ -93,7 +101,8 @@ def test_on_policy_collection_follows_the_shortcut_sampler_with_true_features(ti
     cfg = CollectConfig(**{**TINY, "num": 4}, student_budget=2, student_head=head)
     collect(tiny_backbone, cfg, tmp_path / "op", progress=False, log=quiet)
     shard = load_file(tmp_path / "op" / "shard-00000.safetensors")
-    prompts, _, seeds = zip(*(trajectory_prompt(cfg.seed, i) for i in range(4)))
+    prompts = [FM_PROMPTS(cfg.seed, i)[0] for i in range(4)]
+    seeds = [trajectory_seed(cfg.seed, i) for i in range(4)]
     # The tokens are the shortcut sampler's, seed for seed ...
     student = DiMOOSampler(tiny_backbone, cfg.steps, policy=ShortcutPolicy(head, budget=2)).generate(list(prompts), list(seeds))
     assert torch.equal(shard["codes"], student.codes.flatten(1))
@@ -163,7 +172,7 @@ def trajectories(tiny_backbone, tmp_path):
 
 
 def test_training_saves_the_ema_head_and_validation_per_step(tiny_backbone, trajectories, tmp_path):
-    result = train_head(tiny_train_config(tmp_path, trajectories, kl_weight=0.5, rollout=2), backbone=tiny_backbone)
+    result = train_head(tiny_train_config(tmp_path, trajectories, kl_weight=0.5, rollout=2), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     head = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
     head.check_base(tiny_backbone)
     assert [r["step"] for r in result["validation"]] == [0, 1, 2]
@@ -172,10 +181,10 @@ def test_training_saves_the_ema_head_and_validation_per_step(tiny_backbone, traj
 
 
 def test_training_resume_continues_exactly(tiny_backbone, trajectories, tmp_path):
-    train_head(tiny_train_config(tmp_path / "a", trajectories), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "a", trajectories), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     straight = load_torch(tmp_path / "a" / "head_run" / "checkpoints" / "head.pt")
-    train_head(tiny_train_config(tmp_path / "b", trajectories, steps=3), backbone=tiny_backbone)
-    train_head(tiny_train_config(tmp_path / "b", trajectories, resume=True), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "b", trajectories, steps=3), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    train_head(tiny_train_config(tmp_path / "b", trajectories, resume=True), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     resumed = load_torch(tmp_path / "b" / "head_run" / "checkpoints" / "head.pt")
     assert resumed["step"] == straight["step"] == 6
     for key in straight["ema"]:
@@ -217,15 +226,15 @@ def test_kl_target_changes_the_loss_and_a_wrong_one_is_refused(tiny_backbone, tr
     mse_only, branches, guided = loss(), loss(kl_weight=1.0), loss(kl_weight=1.0, kl_target="guided")
     assert mse_only < branches and mse_only < guided and branches != pytest.approx(guided)
     with pytest.raises(MigmError, match="--kl-target must be one of branches, guided"):
-        train_head(tiny_train_config(tmp_path, trajectories, kl_target="cfg"), backbone=tiny_backbone)
+        train_head(tiny_train_config(tmp_path, trajectories, kl_target="cfg"), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
 
 
 def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp_path):
-    train_head(tiny_train_config(tmp_path / "a", trajectories, num_blocks=2), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "a", trajectories, num_blocks=2), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     start = tmp_path / "a" / "head_run" / "head"
     # zero steps of learning: the fine-tuned head must be the starting head, architecture included
     train_head(tiny_train_config(tmp_path / "b", trajectories, init_head=str(start), lr=1e-12, ema_decay=0.0),
-               backbone=tiny_backbone)
+               backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     before = ShortcutHead.from_pretrained(start)
     after = ShortcutHead.from_pretrained(tmp_path / "b" / "head_run" / "head")
     assert after.config.num_blocks == 2
@@ -241,18 +250,18 @@ def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories
     ShortcutHead.for_base(other).save_pretrained(tmp_path / "other_head")
     with pytest.raises(MigmError, match="trained for base model|expects features of width"):
         train_head(tiny_train_config(tmp_path, trajectories, init_head=str(tmp_path / "other_head")),
-                   backbone=tiny_backbone)
+                   backbone=tiny_backbone, model_prompts=FM_PROMPTS)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backbone, trajectories, tmp_path):
-    train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     for shard in trajectories.glob("shard-*.safetensors"):
         tensors = load_file(shard)
         tensors["features"][:] = float("nan")
         save_file(tensors, shard, metadata={"format": "migm-shortcut-trajectories/1",
                                             "base_fingerprint": tiny_backbone.fingerprint, "steps": "4"})
     with pytest.raises(MigmError, match="loss became nan .* last good checkpoint"):
-        train_head(tiny_train_config(tmp_path, trajectories, resume=True), backbone=tiny_backbone)
+        train_head(tiny_train_config(tmp_path, trajectories, resume=True), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     assert load_torch(tmp_path / "head_run" / "checkpoints" / "head.pt")["step"] == 3
 
 
@@ -266,7 +275,7 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
         assert row["mse_head"] == row["mse_copy"] and row["agree_head"] == row["agree_copy"]
         assert row["kl_head"] == row["kl_copy"] > 0
 
-    result = train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone)
+    result = train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     trained = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
     held_out = evaluate_head(trained, tiny_backbone, trajectories, "held-out", num=2, log=quiet)
     # the saved head is the fp16 copy of the EMA head training validated
@@ -308,9 +317,9 @@ def test_trajectories_of_another_model_are_refused(trajectories, tmp_path):
 
 def test_online_training_needs_no_disk_and_resumes_exactly(tiny_backbone, tmp_path):
     opts = dict(online=True, teacher_steps=4, online_trajectories=3, online_steps_per_round=2)
-    train_head(tiny_train_config(tmp_path / "a", None, **opts), backbone=tiny_backbone)
-    train_head(tiny_train_config(tmp_path / "b", None, steps=3, **opts), backbone=tiny_backbone)
-    train_head(tiny_train_config(tmp_path / "b", None, resume=True, **opts), backbone=tiny_backbone)
+    train_head(tiny_train_config(tmp_path / "a", None, **opts), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    train_head(tiny_train_config(tmp_path / "b", None, steps=3, **opts), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    train_head(tiny_train_config(tmp_path / "b", None, resume=True, **opts), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     a = load_torch(tmp_path / "a" / "head_run" / "checkpoints" / "head.pt")["ema"]
     b = load_torch(tmp_path / "b" / "head_run" / "checkpoints" / "head.pt")["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)

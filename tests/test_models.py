@@ -32,7 +32,7 @@ def test_features_and_head_are_the_forward(tiny_backbone):
 
 def test_bad_input_ids(tiny_backbone):
     with pytest.raises(MigmError, match=r"input_ids must be \(batch, "):
-        tiny_backbone.check_input_ids(torch.zeros(2, 5, dtype=torch.long))
+        tiny_backbone.features(torch.zeros(2, 5, dtype=torch.long))
 
 
 def test_tokenizer_round_trip_shapes(tiny_weights):

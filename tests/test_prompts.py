@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from migm_shortcut.backbone import PAD, UNCOND, BackboneConfig, SequenceLayout
+from migm_shortcut.backbone import BackboneConfig, EmbeddedLayout as SequenceLayout
+from migm_shortcut.sequence import PAD, UNCOND
 from migm_shortcut.errors import MigmError
 from migm_shortcut.prompts import CLASS_NAMES, prompt_class
 

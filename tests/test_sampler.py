@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from migm_shortcut.backbone import MASK
+from migm_shortcut.sequence import MASK
 from migm_shortcut.errors import MigmError
 from migm_shortcut.samplers import DiMOOSampler, StepOutput, VanillaPolicy, guided_logits, masked_counts
 
@@ -103,7 +103,7 @@ def test_policy_with_wrong_feature_shape_is_reported(tiny_backbone):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"num_steps": 0}, "at least 1"), ({"num_steps": 17}, "cannot exceed"),
+    ({"num_steps": 0}, "whole number >= 1"), ({"num_steps": 17}, "cannot exceed"),
     ({"guidance_scale": -1}, "guidance"), ({"temperature": -0.5}, "temperature"),
 ])
 def test_bad_sampler_settings(tiny_backbone, kwargs, match):

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from migm_shortcut.backbone import PAD, BackboneConfig, MiniDiMOO
+from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.sequence import PAD
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, StepOutput, make_policy
+from migm_shortcut.samplers import SenCachePolicy, DiMOOSampler, ShortcutPolicy, StepOutput, make_policy
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 PROMPTS = ["a photo of a sneaker", "a photo of an ankle boot", "a photo of a bag"]
@@ -170,11 +171,16 @@ def test_budget_larger_than_steps_is_refused(tiny_backbone):
         DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
 
 
-def test_shipped_head_is_looked_up_beside_the_shipped_weights():
-    from migm_shortcut.pipeline import SHIPPED_WEIGHTS
-    from migm_shortcut.samplers import SHIPPED_HEAD
+def test_the_shipped_head_belongs_to_the_shipped_model_and_policies_need_one():
+    from migm_shortcut import load_model
+    from migm_shortcut.modeling import SHIPPED_WEIGHTS
 
-    assert SHIPPED_HEAD == SHIPPED_WEIGHTS / "head" and (SHIPPED_WEIGHTS / "backbone").is_dir()
+    model = load_model()
+    assert model.head_path == SHIPPED_WEIGHTS / "head" and model.calibration_path == SHIPPED_WEIGHTS / "calibration.json"
+    with pytest.raises(MigmError, match="needs a shortcut head and none was given"):
+        ShortcutPolicy(budget=4)
+    with pytest.raises(MigmError, match="needs a sensitivity calibration"):
+        SenCachePolicy(eps=0.3)
 
 
 class ExactButCheap(ShortcutPolicy):

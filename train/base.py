@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig
-from migm_shortcut.backbone import UNCOND, BackboneConfig, MiniDiMOO
+from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.sequence import UNCOND
 from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
 from migm_shortcut.data import ImageDataset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
-from migm_shortcut.io import load_tensors, read_json, save_tensors, write_json
-from migm_shortcut.prompts import CLASS_PHRASES, TEMPLATES
+from migm_shortcut.io import append_jsonl, load_tensors, read_json, save_tensors, write_json
+from migm_shortcut.prompts import CLASS_PHRASES, TEMPLATES, WORDS
 from migm_shortcut.tokenizer import VQTokenizer
 
 from .common import EMA, RunLog, batch_generator, pick_device, train_loop
@@ -54,7 +55,15 @@ class BaseTrainConfig:
     backbone_lr: float = 1.5e-3
     backbone_width: int = 192
     backbone_depth: int = 6
+    backbone_warmup: int = 150
     architecture: str = "mini-dimoo"   # or "amused": a diffusers UVit2DModel (AmusedConfig defaults)
+    # Warm start: a backbone folder (or a weights folder holding backbone/) whose weights the
+    # new run starts from; its config replaces width and depth. Ignored when resuming.
+    init_backbone: str | None = None
+    # Held-out masked-token CE after every checkpoint, appended to curve.jsonl (0: only at the end).
+    curve_images: int = 0
+    compile: bool = False   # torch.compile the backbone's forward for training
+    stop_at: int | None = None  # end this run at that step (checkpointed; resume later with the same schedule)
     checkpoint_every: int = 250
     validation_images: int = 2000
 
@@ -201,7 +210,7 @@ def new_backbone(cfg: BaseTrainConfig, tok: VQTokenizer):
         return MiniDiMOO(BackboneConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size(), width=cfg.backbone_width,
                                         depth=cfg.backbone_depth, heads=max(1, cfg.backbone_width // 64)))
     if cfg.architecture == "amused":
-        return AmusedBackbone(AmusedConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size()))
+        return AmusedBackbone(AmusedConfig(words=list(WORDS), codebook_size=tok.codebook_size, grid_size=tok.grid_size()))
     raise MigmError(f"unknown architecture {cfg.architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
 
 
@@ -211,6 +220,23 @@ def vq_folder(out: Path, log) -> Path:
         return out / "vq"
     log(f"backbone: no tokenizer in {out}; using the shipped one ({SHIPPED_WEIGHTS / 'vq'})")
     return SHIPPED_WEIGHTS / "vq"
+
+
+def warm_start_backbone(cfg: BaseTrainConfig, tok: VQTokenizer, log):
+    """The backbone a run starts from: new, or ``cfg.init_backbone``'s weights (its own shape)."""
+    if cfg.init_backbone is None:
+        return new_backbone(cfg, tok)
+    if cfg.architecture != "mini-dimoo":
+        raise MigmError("--init-backbone warm-starts the mini-dimoo architecture only")
+    folder = Path(cfg.init_backbone)
+    if (folder / "backbone").is_dir():
+        folder = folder / "backbone"
+    model = MiniDiMOO.from_pretrained(folder)
+    if model.config.codebook_size != tok.codebook_size or model.config.grid_size != tok.grid_size():
+        raise MigmError(f"{folder} was trained on another tokenizer ({model.config.codebook_size} codes, grid "
+                        f"{model.config.grid_size}); warm-start from a backbone of this run's tokenizer")
+    log(f"backbone: warm start from {folder}")
+    return model.float()
 
 
 def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, device, log) -> dict:
@@ -225,7 +251,7 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         train_codes, test_codes = encode(train).flatten(1), encode(test).flatten(1)
         save_tensors(codes_path, {"train": train_codes, "test": test_codes})
     torch.manual_seed(cfg.seed)
-    model = new_backbone(cfg, tok).to(device)
+    model = warm_start_backbone(cfg, tok, log).to(device)
     layout = model.layout
     log(f"backbone: {model.num_parameters():,} parameters, sequence length {layout.seq_len}")
     decay, no_decay = [], []
@@ -237,6 +263,10 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
     variants = prompt_variants(layout).to(device)
     train_codes, train_labels = train_codes.to(device), train.labels.to(device)
     img_pos = layout.image_positions.to(device)
+    # Compiling the image-logit forward (not the module) keeps state_dict keys and checkpoints unchanged.
+    image_logits = lambda ids: model.logits_from_features(model.features(ids)[:, img_pos])
+    if cfg.compile:
+        image_logits = torch.compile(image_logits)
 
     def loss_at(step: int) -> torch.Tensor:
         gen = batch_generator(cfg.seed, step, device)
@@ -244,12 +274,24 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         codes = train_codes[idx]
         input_ids, mask = masked_token_batch(layout, codes, train_labels[idx], variants, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = model.logits_from_features(model.features(input_ids)[:, img_pos])
+            logits = image_logits(input_ids)
         return F.cross_entropy(logits[mask].float(), codes[mask], label_smoothing=0.1)
 
-    seconds = train_loop(name="backbone", model=model, optimizer=opt, total_steps=cfg.backbone_steps, warmup=150,
-                         loss_at=loss_at, checkpoint=out / "checkpoints" / "backbone.pt", log=log,
-                         resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, ema=ema)
+    curve_path = out / "curve.jsonl"
+
+    def record_curve(step: int, elapsed: float) -> None:
+        n = cfg.curve_images
+        val = masked_token_validation(ema.shadow, test_codes[:n].to(device), test.labels[:n].to(device), variants, cfg.seed)
+        append_jsonl(curve_path, {"step": step, "train_seconds": round(elapsed, 1), **val})
+        log(f"backbone: step {step} held-out {val}")
+
+    seconds = train_loop(name="backbone", model=model, optimizer=opt, total_steps=cfg.backbone_steps,
+                         warmup=cfg.backbone_warmup, loss_at=loss_at, checkpoint=out / "checkpoints" / "backbone.pt",
+                         log=log, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, ema=ema,
+                         on_checkpoint=record_curve if cfg.curve_images > 0 else None, stop_at=cfg.stop_at)
+    if cfg.stop_at is not None and cfg.stop_at < cfg.backbone_steps:
+        log(f"backbone: stopped at step {cfg.stop_at} of {cfg.backbone_steps} (--stop-at); resume to continue")
+        return {"stopped_at": cfg.stop_at, "train_seconds": round(seconds, 1)}
     final = ema.shadow.eval()
     n_val = cfg.validation_images
     val = masked_token_validation(final, test_codes[:n_val].to(device), test.labels[:n_val].to(device), variants, cfg.seed)

@@ -92,11 +92,16 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
                warmup: int, loss_at: Callable[[int], torch.Tensor], checkpoint: Path, log: RunLog,
                resume: bool, checkpoint_every: int, ema: EMA | None = None, grad_clip: float = 1.0,
                on_interval: Callable[[int], None] | None = None, interval: int = 250,
-               is_main: bool = True) -> float:
+               on_checkpoint: Callable[[int, float], None] | None = None, is_main: bool = True,
+               stop_at: int | None = None) -> float:
     """The loop every trainer here shares; returns the wall-clock seconds it took (resumes included).
 
     The batch of step ``s`` must be a pure function of ``s`` (see ``batch_generator``), so a
-    resumed run continues exactly. Under DDP pass the unwrapped module as ``model`` (its
+    resumed run continues exactly. ``stop_at`` ends this run early at that step (with a checkpoint;
+    the schedule still spans ``total_steps``, so a later ``--resume`` carries on unchanged).
+    ``on_checkpoint(step, elapsed)`` runs after each checkpoint
+    is written (held-out validation curves); it must not draw from the training's random
+    state. Under DDP pass the unwrapped module as ``model`` (its
     gradients are already averaged by the wrapped one inside ``loss_at``); only the main
     process writes checkpoints and logs.
     """
@@ -111,7 +116,8 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
         start_step, elapsed = state["step"], state["elapsed"]
         log(f"{name}: resumed at step {start_step}")
     t0 = time.perf_counter()
-    bar = tqdm(range(start_step, total_steps), desc=name, initial=start_step, total=total_steps, disable=not is_main)
+    end = total_steps if stop_at is None else min(total_steps, stop_at)
+    bar = tqdm(range(start_step, end), desc=name, initial=start_step, total=total_steps, disable=not is_main)
     for step in bar:
         mult = warmup_cosine(step, total_steps, warmup)
         for group, lr in zip(optimizer.param_groups, base_lrs):
@@ -130,13 +136,15 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
         done = step + 1
         if on_interval is not None and done % interval == 0:
             on_interval(done)
-        if is_main and (done % checkpoint_every == 0 or done == total_steps):
+        if is_main and (done % checkpoint_every == 0 or done == end):
             state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=done,
                          elapsed=elapsed + time.perf_counter() - t0)
             if ema is not None:
                 state["ema"] = ema.shadow.state_dict()
             save_checkpoint(checkpoint, **state)
             log(f"{name}: step {done}/{total_steps} loss {loss.item():.4f}")
+            if on_checkpoint is not None:
+                on_checkpoint(done, state["elapsed"])
     return elapsed + time.perf_counter() - t0
 
 

@@ -23,8 +23,8 @@ written atomically, so a killed run leaves either a whole shard or none) and par
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +35,8 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import check_model
 from migm_shortcut.io import read_json, save_tensors, tensor_digest, write_json
-from migm_shortcut.prompts import random_prompt
 from migm_shortcut.samplers import DiMOOSampler, StepOutput, StepPolicy, StepState
 from migm_shortcut.samplers.shortcut import ShortcutPolicy, shortcut_features
 
@@ -55,7 +55,10 @@ class CollectConfig:
     batch_size: int = 16
     seed: int = 0
     student_budget: int | None = None  # on-policy: the shortcut sampler at this budget picks the tokens
-    student_head: str | None = None    # its head folder (None: the shipped head)
+    student_head: str | None = None    # its head folder
+    # Prompts trajectory i cycles through (i mod len); None: the model's own prompt source
+    # (the embedded model's class prompts), given to ``collect`` as ``prompt_source``.
+    prompts: list[str] | None = None
 
     def check(self) -> None:
         for name in ("num", "steps", "shard_size", "batch_size"):
@@ -72,20 +75,34 @@ class CollectConfig:
             return None
         return ShortcutPolicy(self.student_head, budget=self.student_budget)
 
+    def manifest(self) -> dict:
+        """The settings a resumed collection must share (the prompt list by its digest)."""
+        settings = asdict(self)
+        prompts = settings.pop("prompts")
+        if prompts is not None:
+            settings["prompts_digest"] = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
+        return settings
+
     @property
     def num_shards(self) -> int:
         return math.ceil(self.num / self.shard_size)
 
 
-def trajectory_prompt(seed: int, index: int) -> tuple[str, int, int]:
-    """Prompt, class and sampler seed of trajectory ``index``: classes cycle, phrasings vary.
+def trajectory_seed(seed: int, index: int) -> int:
+    """Sampler seed of trajectory ``index``: from 10**9 up, so teacher trajectories never share a
+    seed with the evaluation sweeps (which use small seeds)."""
+    return 10**9 + seed * 10**7 + index
 
-    Sampler seeds start at 10**9 so teacher trajectories never share a seed with the
-    evaluation sweeps (which use small seeds).
-    """
-    label = index % 10
-    prompt = random_prompt(label, random.Random(seed * 1_000_003 + index))
-    return prompt, label, 10**9 + seed * 10**7 + index
+
+def prompt_source(cfg: CollectConfig, model_source=None):
+    """``source(seed, index) -> (prompt, label)``: the config's prompt list (label = its index),
+    else the model's own source (``model_source``), else one line asking for prompts."""
+    if cfg.prompts:
+        prompts = list(cfg.prompts)
+        return lambda seed, index: (prompts[index % len(prompts)], index % len(prompts))
+    if model_source is None:
+        raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
+    return model_source
 
 
 class RecordingPolicy(StepPolicy):
@@ -118,12 +135,12 @@ class RecordingPolicy(StepPolicy):
         return StepOutput(shortcut_features(self.student.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
 
 
-def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int],
+def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int], source,
                           student: ShortcutPolicy | None = None) -> dict[str, torch.Tensor]:
     """Run the teacher (or the on-policy student) on trajectories ``indices``; tensors stacked along dim 0.
 
-    ``student``: ``cfg.student()`` built once by the caller (``collect`` reuses it for every shard);
-    without it, it is built here from ``cfg``.
+    ``source``: ``prompt_source(cfg, ...)``. ``student``: ``cfg.student()`` built once by the
+    caller (``collect`` reuses it for every shard); without it, it is built here from ``cfg``.
     """
     recorder = RecordingPolicy(student or cfg.student())
     sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder)
@@ -131,7 +148,8 @@ def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int],
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
     for start in range(0, len(indices), cfg.batch_size):
         chunk = indices[start : start + cfg.batch_size]
-        prompts, labels, seeds = zip(*(trajectory_prompt(cfg.seed, i) for i in chunk))
+        prompts, labels = zip(*(source(cfg.seed, i) for i in chunk))
+        seeds = [trajectory_seed(cfg.seed, i) for i in chunk]
         out = sampler.generate(list(prompts), list(seeds))
         branches = sampler.num_branches
         feats = torch.stack(recorder.features)  # (N, branches*B, L, C)
@@ -169,15 +187,20 @@ def shard_is_complete(path: Path, expected: int) -> bool:
 
 
 def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_size: int = 1,
-            progress: bool = True, log=print) -> dict:
-    """Write (or finish writing) the collection in ``out``; returns a summary of this rank's work."""
+            progress: bool = True, log=print, model_prompts=None) -> dict:
+    """Write (or finish writing) the collection in ``out``; returns a summary of this rank's work.
+
+    ``model_prompts``: the model's own prompt source, used when ``cfg.prompts`` is None.
+    """
+    check_model(backbone)
     cfg.check()
+    source = prompt_source(cfg, model_prompts)
     student = cfg.student()
     if student is not None:
         student.check_base(backbone)  # a head for another base model fails here, before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": FORMAT, "base_fingerprint": backbone.fingerprint, **asdict(cfg)}
+    manifest = {"format": FORMAT, "base_fingerprint": backbone.fingerprint, **cfg.manifest()}
     if student is not None:
         # Resuming with another student head would mix two policies' tokens in one collection.
         manifest["student_head_digest"] = tensor_digest(*student.head.state_dict().values())
@@ -201,7 +224,7 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
                 done += 1
                 continue
             log(f"collect: {path.name} is corrupt or truncated; regenerating it")
-        tensors = generate_trajectories(backbone, cfg, indices, student)
+        tensors = generate_trajectories(backbone, cfg, indices, source, student)
         save_tensors(path, tensors, metadata={"format": FORMAT, "base_fingerprint": backbone.fingerprint,
                                               "first_index": str(indices[0]), "steps": str(cfg.steps)})
         written += 1

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import MASK, PAD, SequenceLayout, check_sequence_shape
+from ..interface import ModelInfo
+from ..sequence import MASK, PAD, SequenceLayout, check_sequence_shape
 from ..errors import MigmError
 from ..io import tensor_digest
 from ..modeling import PretrainedModule
-from ..prompts import WORDS
 
 from diffusers import UVit2DModel
 
@@ -120,9 +120,9 @@ class UVit2DFeatures:
 
 @dataclass
 class AmusedConfig:
-    """A UVit2DModel sized for Fashion-MNIST tokens, plus its prompt encoder and layout."""
+    """A small UVit2DModel (defaults sized for 14x14 tokens of 256 codes), plus its prompt encoder and layout."""
 
-    words: list[str] = field(default_factory=lambda: list(WORDS))
+    words: list[str] = field(default_factory=list)   # the prompt vocabulary (train-base gives the data's)
     codebook_size: int = 256
     grid_size: int = 14
     prompt_len: int = 12
@@ -174,7 +174,7 @@ class PromptEncoder(nn.Module):
         return states, pooled
 
 
-class AmusedBackbone(PretrainedModule):
+class AmusedBackbone(ModelInfo, PretrainedModule):
     """A diffusers ``UVit2DModel`` + prompt encoder, exposing the package's model interface."""
 
     config_class = AmusedConfig

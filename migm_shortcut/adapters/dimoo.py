@@ -1,71 +1,137 @@
-"""Lumina-DiMOO: its LLaDA transformer behind the package's model interface, through hooks only.
+"""Lumina-DiMOO: its published LLaDA model behind the package's model interface, through hooks only.
 
-Lumina-DiMOO is an LLaDA-style bidirectional transformer (``LLaDAModelLM``: ``model.transformer``
-holds ``wte``, ``blocks``, ``ln_f`` and, without weight tying, ``ff_out``). Text and image
-share one vocabulary; the image codes are its last ``codebook_size`` ids, and an image is laid
-out as ``[prompt][image header][rows of codes, each ending in a newline token][image footer]``.
+Lumina-DiMOO (``LLaDAForMultiModalGeneration``, a subclass of ``LLaDAModelLM``) is a
+bidirectional transformer over one sequence holding text and image tokens. What this adapter
+matches, from the published code:
 
-* **features** — the output of ``transformer.ln_f`` (the final norm, before the output
-  projection), read by a forward hook. The hook then stops the forward: the full-vocabulary
-  projection after it (about 8% of an 8B forward at 1024 tokens) is not needed, because the
-  sampler only reads the image-code slice, which ``logits_from_features`` computes;
-* **logits_from_features** — ``ff_out`` (or ``wte`` when weights are tied) restricted to the
-  image-code rows, with LLaDA's optional logit scaling: exactly the model's own logits there;
-* **embed_tokens** — the frozen ``wte`` plus a fixed 1D sine-cosine code of the position
-  (LLaDA uses RoPE inside attention and has no position table, so the head gets an explicit one).
+* **the sequence** — ``[tokenizer("<system>SYSTEM</system><user>PROMPT</user>")] [answer start]
+  [begin image] rows x (W x mask + newline) [end image] [answer end]``; the unconditional branch
+  replaces PROMPT with ``<uncondition>``. The grid is height/16 x width/16 (rectangular allowed).
+* **the special ids** — mask 126336, newline 126084, answer start/end 126354/126355, begin/end
+  of image 126349/126350, uncondition 126351; image codes are ids 126356 .. 126356+8191 of a
+  134548-id vocabulary. Loading checks the checkpoint's config and tokenizer against them.
+* **features** — the output of ``transformer.ln_f`` (after the final norm, before the output
+  projection), read by a forward hook that then ends the forward: the full-vocabulary projection
+  after it is not needed, because the sampler reads only the image-code slice, which
+  ``logits_from_features`` computes with ``transformer.ff_out`` (or the tied ``wte``) and
+  LLaDA's optional logit scaling: exactly the model's own logits there.
+* **padding** — the published attention ignores attention masks (``attn_mask=None``), and the
+  published ``LLaDAForMultiModalGeneration.forward`` builds its own mask from list lengths, so
+  a caller cannot pass one. Prompts of different lengths are therefore never padded inside the
+  model's input: the layout left-pads each prompt to ``prompt_len``, and ``features`` strips the
+  padding, running the inner ``LLaDAModel`` once per distinct prompt length (the unconditional
+  rows share one). Every row's features equal those of DiMOO's own batch-1 forward of that row.
+* **embed_tokens** — the frozen ``wte`` plus a fixed 1D sine-cosine code of the position (LLaDA
+  uses RoPE inside attention and has no position table, so the head gets an explicit one).
 
-``LLaDAImageLayout`` builds the sequences from prompt ids made by the user's own tokenizer
-(the DiMOO tokenizer cannot be shipped here). ``TinyLLaDA`` is a small randomly initialised
-model with the same module structure and names, used by the tests and by ``bench-cost`` (at
-LLaDA-8B size). With real weights, see the README section "Lumina-DiMOO".
+``DiMOOModel.from_pretrained(folder)`` loads a checkpoint folder (``config.json`` with
+``model_type`` "llada", the weights, the tokenizer, and ``vqvae/`` for decoding). The model code
+ships inside such a folder (transformers' remote code), so loading it runs that code: it
+happens only with ``trust_remote_code=True`` (CLI ``--trust-remote-code``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import check_sequence_shape, grid_positions
 from ..errors import MigmError
-from ..io import tensor_digest
+from ..interface import ModelInfo
+from ..io import read_json, tensor_digest
+from ..sequence import check_sequence_shape, grid_positions
+
+# -- facts from the published Lumina-DiMOO code ----------------------------------------------
+DIMOO_SPECIAL_IDS = {
+    "mask": 126336, "newline": 126084, "answer_start": 126354, "answer_end": 126355,
+    "begin_image": 126349, "end_image": 126350, "uncondition": 126351,
+}
+DIMOO_CODE_OFFSET = 126356
+DIMOO_CODEBOOK_SIZE = 8192
+DIMOO_VOCAB_SIZE = DIMOO_CODE_OFFSET + DIMOO_CODEBOOK_SIZE  # 134548
+DIMOO_SYSTEM_PROMPT = "Generate an image according to the text prompt."
+DIMOO_UNCOND_TEXT = "<uncondition>"
+PIXELS_PER_TOKEN = 16
+DIMOO_DEFAULTS = {"num_steps": 64, "guidance_scale": 4.0, "temperature": 1.0}
+
+
+def dimoo_prompt(text: str) -> str:
+    """DiMOO's text-to-image template around a user prompt."""
+    return f"<system>{DIMOO_SYSTEM_PROMPT}</system><user>{text}</user>"
+
+
+def dimoo_grid(height: int, width: int) -> tuple[int, int]:
+    """Image tokens per axis for a requested size: 16 pixels per token, as DiMOO computes it."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < PIXELS_PER_TOKEN or value % PIXELS_PER_TOKEN:
+            raise MigmError(f"image {name} must be a positive multiple of {PIXELS_PER_TOKEN} pixels "
+                            f"(one DiMOO token each), got {value!r}")
+    return height // PIXELS_PER_TOKEN, width // PIXELS_PER_TOKEN
 
 
 # -- the layout --------------------------------------------------------------------------
 class LLaDAImageLayout:
-    """``[prompt (padded to prompt_len)][header][grid x (grid codes + newline)][footer]``."""
+    """``[left padding][prompt ids][header][H x (W codes + newline)][footer]``, fixed length.
+
+    ``tokenize(text)`` gives a prompt's ids (for DiMOO: its tokenizer on the template);
+    ``uncond_ids`` is the unconditional prompt's. Prompts are left-padded with ``pad_id`` to
+    ``prompt_len``; ``LLaDAImageBackbone`` strips that padding before the model sees it.
+    """
 
     prompt_in_sequence = True
     image_delimiters = True
 
-    def __init__(self, tokenize: Callable[[str], Sequence[int]], *, prompt_len: int, grid_size: int, code_offset: int,
-                 codebook_size: int, mask_id: int, newline_id: int, pad_id: int, uncond_ids: Sequence[int],
-                 header_ids: Sequence[int] = (), footer_ids: Sequence[int] = ()):
+    def __init__(self, tokenize: Callable[[str], Sequence[int]], *, prompt_len: int, grid_shape: tuple[int, int],
+                 code_offset: int, codebook_size: int, mask_id: int, newline_id: int, pad_id: int,
+                 uncond_ids: Sequence[int], header_ids: Sequence[int] = (), footer_ids: Sequence[int] = ()):
         self.tokenize = tokenize
-        self.prompt_len, self.code_offset, self.mask_id = prompt_len, code_offset, mask_id
+        self.prompt_len, self.code_offset, self.mask_id = int(prompt_len), code_offset, mask_id
         self.newline_id, self.pad_id = newline_id, pad_id
-        self.uncond_ids = list(uncond_ids)
         self.header_ids, self.footer_ids = list(header_ids), list(footer_ids)
         self.codebook_size = codebook_size
         self.vocab_size = code_offset + codebook_size
-        self.grid_size = g = grid_size
-        self.num_image_tokens = g * g
-        start = prompt_len + len(self.header_ids)
-        self.image_positions, self.eor_positions = grid_positions(start, g, end_of_row=True)
-        self.seq_len = start + g * (g + 1) + len(self.footer_ids)
-        self.config = self  # the sampler reads layout.config.grid_size
+        h, w = self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
+        self.num_image_tokens = h * w
+        start = self.prompt_len + len(self.header_ids)
+        self.image_positions, self.eor_positions = grid_positions(start, h, w, end_of_row=True)
+        self.seq_len = start + h * (w + 1) + len(self.footer_ids)
+        self.uncond_ids = self._checked(list(uncond_ids), "the unconditional prompt")
+
+    @classmethod
+    def for_dimoo(cls, tokenizer, height: int = 1024, width: int = 1024, prompt_len: int = 256) -> "LLaDAImageLayout":
+        """DiMOO's text-to-image sequence for ``height x width`` images, prompts from its own tokenizer."""
+        ids = DIMOO_SPECIAL_IDS
+        pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
+        return cls(lambda text: tokenizer(dimoo_prompt(text))["input_ids"], prompt_len=prompt_len,
+                   grid_shape=dimoo_grid(height, width), code_offset=DIMOO_CODE_OFFSET, codebook_size=DIMOO_CODEBOOK_SIZE,
+                   mask_id=ids["mask"], newline_id=ids["newline"], pad_id=pad,
+                   uncond_ids=tokenizer(dimoo_prompt(DIMOO_UNCOND_TEXT))["input_ids"],
+                   header_ids=[ids["answer_start"], ids["begin_image"]], footer_ids=[ids["end_image"], ids["answer_end"]])
+
+    def _checked(self, ids: list[int], what: str) -> list[int]:
+        if len(ids) > self.prompt_len:
+            raise MigmError(f"{what} is {len(ids)} tokens; at most {self.prompt_len} fit "
+                            "(raise the prompt length: --max-prompt-tokens / prompt_len)")
+        if ids and ids[0] == self.pad_id:
+            raise MigmError(f"{what} starts with the padding id {self.pad_id}, which the layout uses to left-pad prompts; "
+                            "use a tokenizer whose pad token does not start prompts")
+        return ids
 
     def encode_prompt(self, prompt: str | None) -> torch.Tensor:
-        ids = self.uncond_ids if prompt is None else list(self.tokenize(prompt))
-        if len(ids) > self.prompt_len:
-            raise MigmError(f"prompt {prompt!r} is {len(ids)} tokens; at most {self.prompt_len} fit (raise prompt_len)")
+        if prompt is None:
+            ids = self.uncond_ids
+        elif isinstance(prompt, str):
+            ids = self._checked(list(self.tokenize(prompt)), f"prompt {prompt[:40]!r}")
+        else:
+            raise MigmError(f"this model takes text prompts, got {prompt!r}")
         out = torch.full((self.prompt_len,), self.pad_id, dtype=torch.long)
-        out[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if ids:
+            out[self.prompt_len - len(ids):] = torch.tensor(ids, dtype=torch.long)
         return out
 
     def template(self, prompt_ids: torch.Tensor) -> torch.Tensor:
@@ -92,14 +158,15 @@ class _FeaturesReady(Exception):
     """Raised by the ln_f hook to end the forward once the features exist."""
 
 
-def _transformer_dict(model: nn.Module) -> nn.ModuleDict:
-    """``model.transformer`` of an ``LLaDAModel``, or of the ``LLaDAModel`` inside an ``LLaDAModelLM``."""
+def inner_llada(model: nn.Module) -> nn.Module:
+    """The ``LLaDAModel`` that owns ``.transformer``: the model itself, or ``model.model`` of an
+    ``LLaDAModelLM`` / ``LLaDAForMultiModalGeneration``."""
     for candidate in (model, getattr(model, "model", None)):
         blocks = getattr(candidate, "transformer", None)
         if isinstance(blocks, nn.ModuleDict) and {"wte", "ln_f"} <= set(blocks.keys()):
-            return blocks
+            return candidate
     raise MigmError(f"{type(model).__name__} is not an LLaDA-style model (expected .transformer or .model.transformer "
-                    "with wte and ln_f); supported: Lumina-DiMOO / LLaDA (LLaDAModelLM, LLaDAModel)")
+                    "with wte and ln_f); supported: Lumina-DiMOO / LLaDA (LLaDAForMultiModalGeneration, LLaDAModelLM)")
 
 
 def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -109,13 +176,14 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
-class LLaDAImageBackbone(nn.Module):
+class LLaDAImageBackbone(ModelInfo, nn.Module):
     """An unmodified LLaDA / Lumina-DiMOO model + its image layout = the package's model interface."""
 
     def __init__(self, model: nn.Module, layout: LLaDAImageLayout):
         super().__init__()
         self.model = model
-        self.transformer = _transformer_dict(model)
+        self.llada = inner_llada(model)
+        self.transformer = self.llada.transformer
         self.layout = layout
         cfg = getattr(model, "config", None)
         self.width = self.transformer["wte"].weight.shape[1]
@@ -130,9 +198,8 @@ class LLaDAImageBackbone(nn.Module):
         t = self.transformer
         return t["ff_out"].weight if "ff_out" in t.keys() else t["wte"].weight
 
-    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) -> (B, L, C): the output of ``ln_f``; the rest of the forward is skipped."""
-        check_sequence_shape(input_ids, self.layout.seq_len)
+    def _ln_f_output(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """One forward of the inner ``LLaDAModel`` on unpadded rows, stopped after ``ln_f``."""
         box: list[torch.Tensor] = []
 
         def grab(module, inputs, output):
@@ -141,9 +208,7 @@ class LLaDAImageBackbone(nn.Module):
 
         handle = self.transformer["ln_f"].register_forward_hook(grab)
         try:
-            pad = input_ids == self.layout.pad_id
-            mask = (~pad).long() if bool(pad.any()) else None
-            self.model(input_ids, attention_mask=mask)
+            self.llada(input_ids)  # no attention_mask: the rows hold no padding
         except _FeaturesReady:
             pass
         finally:
@@ -151,6 +216,20 @@ class LLaDAImageBackbone(nn.Module):
         if not box:
             raise MigmError("the model's forward never reached transformer.ln_f; unsupported LLaDA variant")
         return box[0]
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L, C): the output of ``ln_f``; zeros at the left padding of each prompt."""
+        check_sequence_shape(input_ids, self.layout.seq_len)
+        lay = self.layout
+        leading = (input_ids[:, : lay.prompt_len] == lay.pad_id).int().cumprod(1).sum(1)
+        out = None
+        for n in leading.unique().tolist():  # one forward per distinct prompt length
+            rows = (leading == n).nonzero()[:, 0]
+            h = self._ln_f_output(input_ids[rows, n:])
+            if out is None:
+                out = torch.zeros(input_ids.shape + (self.width,), dtype=h.dtype, device=h.device)
+            out[rows, n:] = h
+        return out
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         lo, hi = self.layout.code_offset, self.layout.vocab_size
@@ -176,120 +255,123 @@ class LLaDAImageBackbone(nn.Module):
         return f"{arch}:{tensor_digest(t['wte'].weight[lo:hi], t['ln_f'].weight, self.output_weight[lo:hi])}"
 
 
-# -- a tiny model with LLaDA's module structure and names --------------------------------
-@dataclass
-class TinyLLaDAConfig:
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    mlp_hidden_size: int = 128
-    vocab_size: int = 600
-    rope_theta: float = 500000.0
-    weight_tying: bool = False
-    scale_logits: bool = False
-    rms_norm_eps: float = 1e-5
+# -- a checkpoint folder ------------------------------------------------------------------
+def check_dimoo_ids(config, tokenizer, folder: Path) -> None:
+    """One line naming every special id in the checkpoint's config or tokenizer that disagrees with DiMOO's."""
+    wrong = []
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and vocab != DIMOO_VOCAB_SIZE:
+        wrong.append(f"config vocab_size {vocab} (DiMOO: {DIMOO_VOCAB_SIZE}, image codes at {DIMOO_CODE_OFFSET}..)")
+    mask = getattr(config, "mask_token_id", None)
+    if mask is not None and mask != DIMOO_SPECIAL_IDS["mask"]:
+        wrong.append(f"config mask_token_id {mask} (DiMOO: {DIMOO_SPECIAL_IDS['mask']})")
+    vocab_map = tokenizer.get_vocab()
+    if DIMOO_UNCOND_TEXT in vocab_map and vocab_map[DIMOO_UNCOND_TEXT] != DIMOO_SPECIAL_IDS["uncondition"]:
+        wrong.append(f"tokenizer {DIMOO_UNCOND_TEXT} {vocab_map[DIMOO_UNCOND_TEXT]} (DiMOO: {DIMOO_SPECIAL_IDS['uncondition']})")
+    if getattr(tokenizer, "mask_token_id", None) is not None and tokenizer.mask_token_id != DIMOO_SPECIAL_IDS["mask"]:
+        wrong.append(f"tokenizer mask token {tokenizer.mask_token!r} {tokenizer.mask_token_id} (DiMOO: {DIMOO_SPECIAL_IDS['mask']})")
+    if wrong:
+        raise MigmError(f"{folder} is not a Lumina-DiMOO checkpoint: its special ids disagree with DiMOO's: {'; '.join(wrong)}")
 
 
-class RMSLayerNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+def remote_code_files(folder: Path) -> list[str]:
+    raw = read_json(folder / "config.json")
+    files = sorted(p.name for p in folder.glob("*.py"))
+    return files if (files or raw.get("auto_map")) else []
 
 
-def apply_rope(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding over the last dim of (B, H, L, D)."""
-    d, length = x.shape[-1], x.shape[-2]
-    inv = 1.0 / theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = torch.arange(length, device=x.device, dtype=torch.float32)[:, None] * inv
-    cos, sin = torch.cat([angles.cos()] * 2, -1).to(x.dtype), torch.cat([angles.sin()] * 2, -1).to(x.dtype)
-    x1, x2 = x.chunk(2, -1)
-    return x * cos + torch.cat([-x2, x1], -1) * sin
+def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
+    """The model class a checkpoint folder names in its ``auto_map``, loaded by transformers."""
+    raw = read_json(folder / "config.json")
+    code = remote_code_files(folder)
+    if not code:
+        raise MigmError(f"{folder} holds a 'llada' config but no model code (no auto_map, no .py files); put "
+                        "Lumina-DiMOO's modeling files beside the weights, or load the model yourself and wrap it: "
+                        "DiMOOModel(model, tokenizer)")
+    if not trust_remote_code:
+        raise MigmError(f"{folder} ships its own model code ({', '.join(code) or 'auto_map'}); loading it runs that code. "
+                        "Pass --trust-remote-code (Python: trust_remote_code=True) if you trust this folder")
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    auto_map = raw.get("auto_map") or {}
+    name = next((n for n in ("AutoModelForCausalLM", "AutoModel") if n in auto_map), "AutoModel")
+    hf_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
+    try:
+        return getattr(transformers, name).from_pretrained(str(folder), trust_remote_code=True, dtype=dtype)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise MigmError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.enable_progress_bar()
 
 
-class LLaDALlamaBlock(nn.Module):
-    """``x + attn_out(Attn(attn_norm(x)))``, then ``x + ff_out(act(ff_proj(h)) * up_proj(h))`` (SwiGLU)."""
+class DiMOOModel:
+    """A Lumina-DiMOO checkpoint: the backbone behind the model interface, its tokenizer, its VQ decoder.
 
-    def __init__(self, cfg: TinyLLaDAConfig):
-        super().__init__()
-        d = cfg.d_model
-        self.cfg = cfg
-        self.attn_norm, self.ff_norm = RMSLayerNorm(d, cfg.rms_norm_eps), RMSLayerNorm(d, cfg.rms_norm_eps)
-        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d, d, bias=False) for _ in range(3))
-        self.attn_out = nn.Linear(d, d, bias=False)
-        self.ff_proj = nn.Linear(d, cfg.mlp_hidden_size, bias=False)
-        self.up_proj = nn.Linear(d, cfg.mlp_hidden_size, bias=False)
-        self.ff_out = nn.Linear(cfg.mlp_hidden_size, d, bias=False)
-        self.act = nn.SiLU()
+    >>> model = DiMOOModel.from_pretrained("Lumina-DiMOO", trust_remote_code=True, height=1024, width=768)
+    >>> images, out = model.generate(["a red fox in snow"], seeds=[0], policy=ShortcutPolicy(head, budget=11))
+    """
 
-    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor | None = None) -> torch.Tensor:
-        b, length, d = x.shape
-        h = self.attn_norm(x)
-        split = lambda t: t.view(b, length, self.cfg.n_heads, -1).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q_proj(h)), split(self.k_proj(h)), split(self.v_proj(h))
-        q, k = apply_rope(q, self.cfg.rope_theta), apply_rope(k, self.cfg.rope_theta)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias)  # bidirectional
-        x = x + self.attn_out(att.transpose(1, 2).reshape(b, length, d))
-        h = self.ff_norm(x)
-        return x + self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h))
+    kind = "lumina-dimoo"
+    defaults = DIMOO_DEFAULTS
+    head_path = None          # no head ships with DiMOO: train one (train-head --model FOLDER)
+    calibration_path = None
 
+    def __init__(self, model: nn.Module, tokenizer, vqvae=None, *, height: int = 1024, width: int = 1024,
+                 prompt_len: int = 256, path: str | Path | None = None):
+        self.tokenizer = tokenizer
+        self.vqvae = vqvae
+        self.path = path
+        self.backbone = LLaDAImageBackbone(model, LLaDAImageLayout.for_dimoo(tokenizer, height, width, prompt_len))
 
-@dataclass
-class LLaDAOutput:
-    logits: torch.Tensor
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, trust_remote_code: bool = False, height: int = 1024,
+                        width: int = 1024, prompt_len: int = 256, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> "DiMOOModel":
+        folder = Path(folder)
+        dimoo_grid(height, width)  # a bad size fails before the weights load
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        from transformers import AutoConfig, AutoTokenizer
 
+        remote = remote_code_files(folder)
+        if remote and not trust_remote_code:  # before anything in the folder runs
+            load_llada_model(folder, trust_remote_code, dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise MigmError(f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0]}") from None
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        check_dimoo_ids(config, tokenizer, folder)  # a wrong checkpoint fails before its weights load
+        model = load_llada_model(folder, trust_remote_code, dtype)
+        vqvae = None
+        if (folder / "vqvae" / "config.json").is_file():
+            from diffusers import VQModel
 
-class LLaDAModel(nn.Module):
-    def __init__(self, cfg: TinyLLaDAConfig):
-        super().__init__()
-        self.config = cfg
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.d_model), emb_drop=nn.Dropout(0.0),
-            ln_f=RMSLayerNorm(cfg.d_model, cfg.rms_norm_eps),
-            blocks=nn.ModuleList(LLaDALlamaBlock(cfg) for _ in range(cfg.n_layers)),
-        ))
-        if not cfg.weight_tying:
-            self.transformer.update({"ff_out": nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)})
+            vqvae = VQModel.from_pretrained(str(folder), subfolder="vqvae", low_cpu_mem_usage=False).to(device).eval()
+        return cls(model.to(device).eval(), tokenizer, vqvae, height=height, width=width, prompt_len=prompt_len,
+                   path=folder)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LLaDAOutput:
-        x = self.transformer.emb_drop(self.transformer.wte(input_ids))
-        bias = None
-        if attention_mask is not None:
-            bias = (attention_mask[:, None, None, :] > 0)
-        for block in self.transformer.blocks:
-            x = block(x, bias)
-        x = self.transformer.ln_f(x)
-        t = self.transformer
-        logits = t.ff_out(x) if "ff_out" in t.keys() else F.linear(x, t.wte.weight)
-        if self.config.scale_logits:
-            logits = logits / math.sqrt(self.config.d_model)
-        return LLaDAOutput(logits)
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder."""
+        if self.vqvae is None:
+            raise MigmError(f"{self.path or 'this model'} has no vqvae/ folder, so its codes cannot be decoded to images")
+        n, h, w = codes.shape
+        vq = self.vqvae
+        images = vq.decode(codes.to(vq.device), force_not_quantize=True,
+                           shape=(n, h, w, vq.config.latent_channels)).sample.clamp(0, 1)
+        return (images * 2 - 1).float().cpu()
 
+    def sampler(self, num_steps: int | None = None, guidance_scale: float | None = None,
+                temperature: float | None = None, policy=None):
+        from ..samplers import DiMOOSampler  # core never imports the sampler layer at import time
 
-class TinyLLaDA(nn.Module):
-    """Stand-in for ``LLaDAModelLM``: ``.model`` is an ``LLaDAModel``; random weights."""
+        d = self.defaults
+        return DiMOOSampler(self.backbone, d["num_steps"] if num_steps is None else num_steps,
+                            d["guidance_scale"] if guidance_scale is None else guidance_scale,
+                            d["temperature"] if temperature is None else temperature, policy)
 
-    def __init__(self, cfg: TinyLLaDAConfig = TinyLLaDAConfig()):
-        super().__init__()
-        self.config = cfg
-        self.model = LLaDAModel(cfg)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LLaDAOutput:
-        return self.model(input_ids, attention_mask)
-
-
-def tiny_dimoo(cfg: TinyLLaDAConfig = TinyLLaDAConfig(), grid_size: int = 4, codebook_size: int = 64,
-               prompt_len: int = 6, seed: int = 0) -> LLaDAImageBackbone:
-    """A random ``TinyLLaDA`` with a DiMOO-like layout: text ids first, image codes last in the
-    vocabulary; ids below 100 are words (a toy tokenizer maps characters), 100.. are specials."""
-    torch.manual_seed(seed)
-    code_offset = cfg.vocab_size - codebook_size
-    mask_id, newline_id, pad_id, boi, eoi, uncond = range(100, 106)
-    tokenize = lambda text: [ord(ch) % 100 for ch in text][:prompt_len]  # noqa: E731
-    layout = LLaDAImageLayout(tokenize, prompt_len=prompt_len, grid_size=grid_size, code_offset=code_offset,
-                              codebook_size=codebook_size, mask_id=mask_id, newline_id=newline_id, pad_id=pad_id,
-                              uncond_ids=[uncond], header_ids=[boi], footer_ids=[eoi])
-    return LLaDAImageBackbone(TinyLLaDA(cfg).eval(), layout)
+    def generate(self, prompts, seeds, policy=None, **settings):
+        out = self.sampler(policy=policy, **settings).generate(prompts, seeds)
+        return self.decode(out.codes), out

@@ -1,0 +1,78 @@
+"""A tiny random Lumina-DiMOO in its real on-disk format, written by the tests (nothing is downloaded).
+
+The folder holds what a DiMOO checkpoint holds: ``config.json`` (``model_type`` "llada", an
+``auto_map`` to the model code shipped beside it), ``model.safetensors`` (keys
+``model.transformer.*``), a tokenizer with DiMOO's special tokens at DiMOO's ids, and
+``vqvae/`` (a diffusers ``VQModel`` over 8192 codes, looked up from its codebook). The model
+code in the folder is two small files that import the package's stand-in of the published
+classes (``migm_shortcut.adapters.llada_standin``), so loading goes through transformers'
+remote-code path exactly as a real checkpoint does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from migm_shortcut.adapters.dimoo import DIMOO_SPECIAL_IDS, DIMOO_VOCAB_SIZE
+from migm_shortcut.adapters.llada_standin import LLaDAConfig, LLaDAForMultiModalGeneration
+
+WORDS = ["generate", "an", "image", "according", "to", "the", "text", "prompt", ".", "a", "photo", "of", "red",
+         "blue", "cube", "bag", "sky", "over", "green", "hills", "small", "dog"]
+# Ids of the tokenizer's own special tokens (the text part of the vocabulary, below the image codes).
+TOKEN_IDS = {"<|startoftext|>": 126080, "<|endoftext|>": 126081, "<system>": 126340, "</system>": 126341,
+             "<user>": 126342, "</user>": 126343, "<|mdm_mask|>": DIMOO_SPECIAL_IDS["mask"],
+             "<uncondition>": DIMOO_SPECIAL_IDS["uncondition"]}
+TINY = dict(d_model=16, n_heads=2, n_layers=2, mlp_hidden_size=32, vocab_size=DIMOO_VOCAB_SIZE)
+
+CONFIG_CODE = "from migm_shortcut.adapters.llada_standin import LLaDAConfig  # noqa: F401\n"
+MODEL_CODE = ("from migm_shortcut.adapters.llada_standin import LLaDAForMultiModalGeneration, LLaDAModelLM  # noqa: F401\n")
+
+
+def tiny_tokenizer(uncondition_id: int = DIMOO_SPECIAL_IDS["uncondition"]) -> PreTrainedTokenizerFast:
+    ids = {**TOKEN_IDS, "<uncondition>": uncondition_id}
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}, **ids}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.add_special_tokens(list(ids))
+    bos = "<|startoftext|>"
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ids[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<|endoftext|>",
+                                   bos_token=bos, mask_token="<|mdm_mask|>")
+
+
+def tiny_llada(seed: int = 0, **overrides) -> LLaDAForMultiModalGeneration:
+    torch.manual_seed(seed)
+    return LLaDAForMultiModalGeneration(LLaDAConfig(**{**TINY, **overrides})).eval()
+
+
+def tiny_vqvae(seed: int = 0):
+    from diffusers import VQModel
+
+    torch.manual_seed(seed)
+    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                   up_block_types=("UpDecoderBlock2D",), block_out_channels=(8,), layers_per_block=1, latent_channels=4,
+                   vq_embed_dim=4, num_vq_embeddings=8192, norm_num_groups=4, lookup_from_codebook=True,
+                   mid_block_add_attention=False).eval()
+
+
+def write_tiny_dimoo(folder: Path, seed: int = 0, with_code: bool = True, uncondition_id: int | None = None,
+                     **overrides) -> Path:
+    folder = Path(folder)
+    model = tiny_llada(seed, **overrides)
+    model.save_pretrained(folder)
+    tiny_tokenizer(uncondition_id or DIMOO_SPECIAL_IDS["uncondition"]).save_pretrained(folder)
+    tiny_vqvae(seed).save_pretrained(folder / "vqvae")
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["LLaDAForMultiModalGeneration"]
+    if with_code:
+        (folder / "configuration_llada.py").write_text(CONFIG_CODE)
+        (folder / "modeling_xllmx_dimoo.py").write_text(MODEL_CODE)
+        config["auto_map"] = {"AutoConfig": "configuration_llada.LLaDAConfig",
+                              "AutoModel": "modeling_xllmx_dimoo.LLaDAForMultiModalGeneration"}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
