@@ -179,13 +179,32 @@ def _flops(fn: Callable[[], object]) -> float:
 
 
 @torch.no_grad()
+def model_case(model, head, prompt, batch: int, num_steps: int) -> CostCase:
+    """A loaded model (``load_model``) with its own weights, and ``head`` (or a fresh one of the shipped recipe)."""
+    backbone = model.backbone
+    head = (head or ShortcutHead.for_base(backbone)).to(backbone.device, backbone.dtype)
+    return _sequence_case(f"model:{model.kind}", backbone, head, prompt, 2 * batch, num_steps,
+                          backbone.num_parameters(), backbone.device)
+
+
 def bench_cost(configs: list[str], device: str = "auto", batch: int = 1, num_steps: int = 16,
-               budgets: tuple[int, ...] = (4, 6, 8), repeats: int = 5, log=print) -> list[dict]:
+               budgets: tuple[int, ...] = (4, 6, 8), repeats: int = 5, log=print, model=None, head=None,
+               prompt: str | None = None) -> list[dict]:
+    """One row per size in ``configs`` (random weights), plus one for ``model`` (a loaded model) if given."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if model is not None:
+        dev = model.backbone.device
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     results = []
-    for config in configs:
+    for config in list(configs) + (["model"] if model is not None else []):
+        if config == "model":
+            for b in budgets:
+                if not 1 <= b <= num_steps:
+                    raise MigmError(f"budget must be between 1 and the number of steps ({num_steps}), got {b}")
+            case = model_case(model, head, prompt, batch, num_steps)
+            results.append(_measure(case, name, model.backbone.dtype, batch, num_steps, budgets, repeats, dev, log))
+            continue
         if config not in COST_CONFIGS:
             raise MigmError(f"unknown cost config {config!r}; choose from {', '.join(COST_CONFIGS)}")
         for b in budgets:
@@ -199,21 +218,25 @@ def bench_cost(configs: list[str], device: str = "auto", batch: int = 1, num_ste
             results.append({"config": config, "device": name, "skipped": f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"})
             continue
         case = build_case(config, dev, dtype, batch, num_steps)
-        t_full, t_short = _time(case.full_step, dev, repeats), _time(case.shortcut_step, dev, repeats)
-        f_full, f_short = _flops(case.full_step), _flops(case.shortcut_step)
-        c = round(t_short / t_full, 4)  # the speedups below use the c the report shows, so they can be recomputed from it
-        row = {"config": config, "device": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-               "tokens": case.tokens, "backbone_params": case.backbone_params, "head_params": case.head_params,
-               "full_ms": round(1000 * t_full, 2), "shortcut_ms": round(1000 * t_short, 3), "c": c,
-               "full_gflops": round(f_full / 1e9, 2), "shortcut_gflops": round(f_short / 1e9, 3),
-               "c_flops": round(f_short / f_full, 4), "num_steps": num_steps,
-               "ideal_speedup": {str(b): round(num_steps / (b + (num_steps - b) * c), 2) for b in budgets}}
-        log(format_row(row))
-        results.append(row)
+        results.append(_measure(case, name, dtype, batch, num_steps, budgets, repeats, dev, log))
         del case
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return results
+
+
+def _measure(case: CostCase, name: str, dtype, batch: int, num_steps: int, budgets, repeats: int, dev, log) -> dict:
+    t_full, t_short = _time(case.full_step, dev, repeats), _time(case.shortcut_step, dev, repeats)
+    f_full, f_short = _flops(case.full_step), _flops(case.shortcut_step)
+    c = round(t_short / t_full, 4)  # the speedups below use the c the report shows, so they can be recomputed from it
+    row = {"config": case.name, "device": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+           "tokens": case.tokens, "backbone_params": case.backbone_params, "head_params": case.head_params,
+           "full_ms": round(1000 * t_full, 2), "shortcut_ms": round(1000 * t_short, 3), "c": c,
+           "full_gflops": round(f_full / 1e9, 2), "shortcut_gflops": round(f_short / 1e9, 3),
+           "c_flops": round(f_short / f_full, 4), "num_steps": num_steps,
+           "ideal_speedup": {str(b): round(num_steps / (b + (num_steps - b) * c), 2) for b in budgets}}
+    log(format_row(row))
+    return row
 
 
 def format_row(r: dict) -> str:

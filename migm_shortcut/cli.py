@@ -385,10 +385,22 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_bench_cost(args: argparse.Namespace) -> None:
     from .eval.cost import bench_cost, markdown_table
 
-    configs = args.config.split(",")
-    budgets = tuple(int(b) for b in args.budgets.split(","))
+    configs = [c for c in args.config.split(",") if c] if args.config is not None else (
+        [] if args.model else ["embedded", "amused-256", "dimoo-8b"])
+    try:
+        budgets = tuple(int(b) for b in args.budgets.split(","))
+    except ValueError:
+        raise MigmError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {args.budgets!r}") from None
+    model = head = prompt = None
+    if args.model:
+        from .samplers import load_head
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        model = load_model_from_args(args, device=device)
+        head = load_head(args.head or model.head_path) if (args.head or model.head_path) else None
+        prompt = model.demo_prompts()[0] if hasattr(model, "demo_prompts") else args.prompt
     results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=budgets,
-                         repeats=args.repeats)
+                         repeats=args.repeats, model=model, head=head, prompt=prompt)
     print(markdown_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results})
@@ -565,14 +577,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench-cost", help="full-step vs shortcut-step time and FLOPs at real model sizes (random weights)")
-    p.add_argument("--config", default="embedded,amused-256,dimoo-8b",
-                   help="comma-separated sizes: embedded, amused-256, dimoo-8b")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--config", default=None,
+                   help="comma-separated sizes with random weights: embedded, amused-256, dimoo-8b "
+                        "(default: all three, or none with --model)")
+    p.add_argument("--head", default=None, help="with --model: its head (default: the model's head/, else a fresh one)")
+    p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
     p.add_argument("--steps", type=_positive("--steps"), default=16)
     p.add_argument("--budgets", default="4,6,8")
     p.add_argument("--repeats", type=_positive("--repeats"), default=5)
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    _add_model_args(p, device="auto")
     p.set_defaults(func=cmd_bench_cost)
 
     p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")

@@ -140,6 +140,12 @@ def test_the_dimoo_route_from_folder_to_sweep(dimoo_folder, prompts_file, tmp_pa
     assert fast["fid"] is None and result["model_kind"] == "lumina-dimoo"
     assert (tmp_path / "sweep" / "pareto.png").is_file() and "speedup" in (tmp_path / "sweep" / "results.md").read_text()
 
+    code, out, err = run(capsys, "bench-cost", *model, "--head", head, "--steps", "4", "--budgets", "2", "--repeats", "1",
+                         "--device", "cpu", "--out", tmp_path / "cost.json")
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "cost.json").read_text())["results"]
+    assert row["config"] == "model:lumina-dimoo" and 0 < row["c"] and row["num_steps"] == 4
+
 
 def test_online_head_training_on_dimoo_under_torchrun(dimoo_folder, prompts_file, tmp_path):
     result = torchrun("train-head", "--online", "--model", str(dimoo_folder), "--trust-remote-code", *SIZE,
