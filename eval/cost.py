@@ -12,7 +12,9 @@ Sizes:
 * ``amused-256`` — diffusers ``UVit2DModel`` at aMUSEd-256's configuration (16x16 codes, 77 CLIP
   text states of width 768);
 * ``dimoo-8b`` — an LLaDA-8B transformer (32 layers, width 4096) at Lumina-DiMOO's 512x512
-  layout: 32x32 codes with a newline per row, a 64-token prompt.
+  layout: 32x32 codes with a newline per row, a 64-token prompt;
+* ``maskgit-512`` — MaskGIT-pytorch's published 512x512 ImageNet transformer (24 layers, width
+  768, 32x32 codes of 1024, 1000 classes), where MIGM-Shortcut reports its headline numbers.
 
 Weights are fp32 on a CPU and bf16 on a GPU. A size whose weights do not fit in the memory of
 the device is skipped with a line saying so.
@@ -21,6 +23,7 @@ the device is skipped with a line saying so.
 from __future__ import annotations
 
 import os
+from functools import partial
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from migm_shortcut.errors import MigmError
 from migm_shortcut.shortcut import ShortcutHead, new_tokens
 
-COST_CONFIGS = ("embedded", "amused-256", "dimoo-8b")
+COST_CONFIGS = ("embedded", "amused-256", "dimoo-8b", "maskgit-512")
 
 AMUSED_256 = dict(hidden_size=1024, use_bias=False, cond_embed_dim=768, micro_cond_encode_dim=256,
                   micro_cond_embed_dim=1280, encoder_hidden_size=768, vocab_size=8256, codebook_size=8192,
@@ -61,6 +64,9 @@ def parameter_count(config: str) -> int:
         elif config == "amused-256":
             from diffusers import UVit2DModel
             model = UVit2DModel(**AMUSED_256)
+        elif config == "maskgit-512":
+            from migm_shortcut.adapters.maskgit_standin import MASKGIT_512, MaskTransformer
+            model = MaskTransformer(**MASKGIT_512)
         else:
             from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
             model = LLaDAModel(llada_8b_config())
@@ -96,9 +102,10 @@ def _sequence_case(config: str, backbone, head: ShortcutHead, prompt: str, rows:
     feats = backbone.features(ids)
     img_pos = lay.image_positions.to(device)
     image_ids = torch.full((rows, lay.num_image_tokens), lay.code_offset, device=device)
+    logits = partial(backbone.logits_from_features, positions=img_pos)
     step = _tokens_step(head, backbone.embed_tokens, feats, image_ids, img_pos, lay.num_image_tokens // num_steps,
-                        backbone.logits_from_features, slice(None))
-    full = lambda: backbone.logits_from_features(backbone.features(ids)[:, img_pos])  # noqa: E731
+                        logits, img_pos)
+    full = lambda: logits(backbone.features(ids)[:, img_pos])  # noqa: E731
     return CostCase(config, backbone_params, head.num_parameters(), lay.seq_len, full, step)
 
 
@@ -151,6 +158,16 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
                                   footer_ids=[ids["end_image"], ids["answer_end"]])
         backbone = LLaDAImageBackbone(model, layout)
         return _sequence_case(config, backbone, ShortcutHead.for_base(backbone).to(device, dtype), "x", rows, num_steps,
+                              sum(p.numel() for p in model.parameters()), device)
+
+    if config == "maskgit-512":
+        from migm_shortcut.adapters.maskgit import MaskGITBackbone
+        from migm_shortcut.adapters.maskgit_standin import MASKGIT_512, MaskTransformer
+
+        with torch.device(device):
+            model = MaskTransformer(**MASKGIT_512).to(dtype).eval()
+        backbone = MaskGITBackbone(model)
+        return _sequence_case(config, backbone, ShortcutHead.for_base(backbone).to(device, dtype), 207, rows, num_steps,
                               sum(p.numel() for p in model.parameters()), device)
 
     raise MigmError(f"unknown cost config {config!r}; choose from {', '.join(COST_CONFIGS)}")

@@ -266,8 +266,9 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     if prompts is not None:
         if not prompts:
             raise MigmError("the prompts file holds no prompts")
-        digest = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
-        prompts = [p for p in prompts for _ in range(per_prompt)]
+        digest = hashlib.sha256("\n".join(map(str, prompts)).encode()).hexdigest()[:16]
+        parse = getattr(loaded, "parse_prompt", None)
+        prompts = [parse(p) if parse else p for p in prompts for _ in range(per_prompt)]
         evaluator, classes = None, None
         cfg.real_baseline = cfg.reconstruction_baseline = False
     elif hasattr(loaded, "classifier"):

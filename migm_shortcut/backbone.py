@@ -145,7 +145,7 @@ class MiniDiMOO(ModelInfo, PretrainedModule):
             x = block(x, kv_cache, i, index)
         return self.final_norm(x)
 
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+    def logits_from_features(self, features: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """The model's own head restricted to the image-code slice: (..., width) -> (..., codebook_size)."""
         lo, hi = self.layout.code_offset, self.layout.vocab_size
         return F.linear(features, self.lm_head.weight[lo:hi], self.lm_head.bias[lo:hi])

@@ -64,6 +64,8 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--width", type=_positive("--width"), help="image width in pixels (Lumina-DiMOO; default 1024)")
     p.add_argument("--max-prompt-tokens", type=_positive("--max-prompt-tokens"),
                    help="longest prompt in tokens (Lumina-DiMOO; default 256)")
+    p.add_argument("--class-names", help="class-conditional models (MaskGIT): a file with one class name per line, "
+                                         "so prompts may be names as well as ids")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="model weights dtype (default: bfloat16 for Lumina-DiMOO on CUDA, else float32)")
     p.add_argument("--device", default=device)
@@ -72,8 +74,15 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     from .models import load_model
 
+    class_names = read_prompt_lines(args.class_names) if getattr(args, "class_names", None) else None
     return load_model(args.model, device=device or args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                      height=args.height, width=args.width, prompt_len=args.max_prompt_tokens)
+                      height=args.height, width=args.width, prompt_len=args.max_prompt_tokens, class_names=class_names)
+
+
+def parse_prompts(model, prompts: list[str]) -> list:
+    """Prompts as the model takes them: text, or class ids/names for class-conditional models."""
+    parse = getattr(model, "parse_prompt", None)
+    return [parse(p) for p in prompts] if parse else prompts
 
 
 def fill_sampling_defaults(args: argparse.Namespace, model) -> None:
@@ -95,6 +104,8 @@ def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> 
     p.add_argument("--budget", type=int, help="shortcut: full backbone steps B out of N (default 4)")
     p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: the model's head/)")
     p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
+    p.add_argument("--compile-head", action="store_true", default=None,
+                   help="shortcut: torch.compile the head (off by default: it did not pay on CPU)")
     p.add_argument("--full-steps", type=_step_list, help="shortcut: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
     p.add_argument("--shortcut-guidance", type=_finite,
                    help="shortcut/adaptive: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
@@ -129,7 +140,7 @@ POLICY_CHOICES = tuple(POLICIES)  # registration order: vanilla first
 POLICY_FLAGS = {
     "vanilla": {},
     "shortcut": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps",
-                 "shortcut_guidance": "shortcut_guidance"},
+                 "shortcut_guidance": "shortcut_guidance", "compile_head": "compile"},
     "adaptive": {"eps": "eps", "max_reuse": "max_reuse", "shortcut_guidance": "shortcut_guidance"},
     "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
     "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
@@ -171,8 +182,8 @@ def generate_batched(model, prompts: Sequence, seeds: Sequence[int], args: argpa
 def cmd_sample(args: argparse.Namespace) -> None:
     from .images import save_grid, save_pngs
 
-    prompts = _read_prompts(args)
     model = load_model_from_args(args)
+    prompts = parse_prompts(model, _read_prompts(args))
     fill_sampling_defaults(args, model)
     for p in prompts:  # reject bad prompts before any work or any file
         model.backbone.layout.encode_prompt(p)
@@ -185,7 +196,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     save_pngs(images, out_dir)
     if args.grid:
         rows = [images[i * args.per_prompt : (i + 1) * args.per_prompt][:16] for i in range(min(len(prompts), 20))]
-        save_grid(rows, prompts[:20], args.grid)
+        save_grid(rows, [str(p) for p in prompts[:20]], args.grid)
     write_json(out_dir / "run.json", {
         "prompts": prompts, "per_prompt": args.per_prompt, "num_images": len(all_prompts),
         "steps": args.steps, "seed": args.seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
@@ -214,7 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     model = load_model_from_args(args)
     fill_sampling_defaults(args, model)
     if args.prompt or args.prompts_file:
-        distinct = _read_prompts(args)
+        distinct = parse_prompts(model, _read_prompts(args))
     elif hasattr(model, "demo_prompts"):
         distinct = model.demo_prompts()
     else:
@@ -251,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for c, prompt in enumerate(distinct):
         for name, images, _, _ in results:
             rows.append(images[c * n : (c + 1) * n])
-            labels.append(f"{prompt[:30]}\n{name}" if len(results) > 1 else prompt[:40])
+            labels.append(f"{str(prompt)[:30]}\n{name}" if len(results) > 1 else str(prompt)[:40])
     vanilla_seconds = results[0][2]
     title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)" for name, _, sec, _ in results)
     path = save_grid(rows, labels, Path(args.out_dir) / "demo_grid.png", title=f"N={args.steps}, seed {args.seed} | {title}")
@@ -290,10 +301,11 @@ def cmd_collect(args: argparse.Namespace) -> None:
     student_head = args.student_head
     if student_head is None and args.student_budget is not None and model.head_path is not None:
         student_head = str(model.head_path)
-    prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
+    prompts = parse_prompts(model, read_prompt_lines(args.prompts_file)) if args.prompts_file else None
     cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
                         shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed,
-                        student_budget=args.student_budget, student_head=student_head, prompts=prompts)
+                        student_budget=args.student_budget, student_head=student_head, prompts=prompts,
+                        rule=getattr(model, "rule", "dimoo"))
     log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
     start = time.perf_counter()
     summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log,
@@ -313,11 +325,12 @@ def cmd_train_head(args: argparse.Namespace) -> None:
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
     cfg = HeadTrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    if args.prompts_file:
-        cfg.prompts = read_prompt_lines(args.prompts_file)
     cfg.check()  # bad settings fail before the model loads
     _, _, device = init_distributed(cfg.device)
     model = load_model_from_args(args, device=str(device))
+    if args.prompts_file:
+        cfg.prompts = parse_prompts(model, read_prompt_lines(args.prompts_file))
+    cfg.rule = getattr(model, "rule", "dimoo")
     result = train_head(cfg, backbone=model.backbone, model_prompts=getattr(model, "trajectory_prompt", None))
     if result:
         m = validation_means(result["validation"])
@@ -350,7 +363,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     model = load_model_from_args(args)
     fill_sampling_defaults(args, model)
     if args.prompts_file:
-        lines = read_prompt_lines(args.prompts_file)
+        lines = parse_prompts(model, read_prompt_lines(args.prompts_file))
         if not lines:
             raise MigmError(f"{args.prompts_file} holds no prompts")
         prompts = [lines[i % len(lines)] for i in range(args.num)]
@@ -361,7 +374,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     model.sampler(args.steps, args.guidance_scale, args.temperature)  # validates steps/scale/temperature
     start = time.perf_counter()
     table = calibrate(model.backbone, prompts, args.steps, args.guidance_scale, args.temperature, args.batch_size,
-                      args.seed)
+                      args.seed, rule=getattr(model, "rule", "dimoo"))
     table.save(args.out)
     shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
     print(f"sensitivity J_k (N={args.steps}, {args.num} samples, {time.perf_counter() - start:.0f} s): {shown}\nwrote {args.out}")
@@ -374,7 +387,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     config = args.config or default_config_path()
     prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
     load_options = {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
-                    "width": args.width, "prompt_len": args.max_prompt_tokens}
+                    "width": args.width, "prompt_len": args.max_prompt_tokens,
+                    "class_names": read_prompt_lines(args.class_names) if args.class_names else None}
     result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=args.device,
                        per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
                        per_prompt=args.per_prompt, load_options=load_options)
@@ -386,7 +400,7 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
     from .eval.cost import bench_cost, markdown_table
 
     configs = [c for c in args.config.split(",") if c] if args.config is not None else (
-        [] if args.model else ["embedded", "amused-256", "dimoo-8b"])
+        [] if args.model else ["embedded", "amused-256", "dimoo-8b", "maskgit-512"])
     try:
         budgets = tuple(int(b) for b in args.budgets.split(","))
     except ValueError:
@@ -404,6 +418,21 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
     print(markdown_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results})
+        print(f"wrote {args.out}")
+
+
+def cmd_bench_loop(args: argparse.Namespace) -> None:
+    from .eval.loop import bench_loop, markdown_loop_table
+
+    try:
+        budgets = tuple(int(b) for b in args.budgets.split(","))
+    except ValueError:
+        raise MigmError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {args.budgets!r}") from None
+    results = bench_loop([s for s in args.sizes.split(",") if s], device=args.device, num_steps=args.steps,
+                         budgets=budgets, repeats=args.repeats)
+    print(markdown_loop_table(results))
+    if args.out:
+        write_json(Path(args.out), {"results": results, "version": __version__})
         print(f"wrote {args.out}")
 
 
@@ -578,8 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-cost", help="full-step vs shortcut-step time and FLOPs at real model sizes (random weights)")
     p.add_argument("--config", default=None,
-                   help="comma-separated sizes with random weights: embedded, amused-256, dimoo-8b "
-                        "(default: all three, or none with --model)")
+                   help="comma-separated sizes with random weights: embedded, amused-256, dimoo-8b, maskgit-512 "
+                        "(default: all four, or none with --model)")
     p.add_argument("--head", default=None, help="with --model: its head (default: the model's head/, else a fresh one)")
     p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
@@ -589,6 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
     _add_model_args(p, device="auto")
     p.set_defaults(func=cmd_bench_cost)
+
+    p = sub.add_parser("bench-loop", help="the whole sampling loop per image at real sizes: model, head and loop time")
+    p.add_argument("--sizes", default="embedded,amused-256,dimoo-8b,dimoo-stub,maskgit-512",
+                   help="comma-separated: embedded, amused-256, dimoo-8b, maskgit-512, dimoo-stub (DiMOO's grid "
+                        "and codebook, no model)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=_positive("--steps"), default=16)
+    p.add_argument("--budgets", default="4,6,8")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=3)
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench_loop)
 
     p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")
     p.add_argument("--head", default=None, help="head folder (default: the model's head/)")

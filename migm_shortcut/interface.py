@@ -51,8 +51,11 @@ class MaskedImageModel(Protocol):
 
     * ``features(input_ids)`` — (B, L) -> (B, L, C): the last-layer features (after the final
       norm, before the output projection) at every sequence position;
-    * ``logits_from_features(h)`` — (..., C) -> (..., codebook_size): the model's own output
-      layer restricted to the image codes, so predicted features give logits exactly as real ones;
+    * ``logits_from_features(h, positions=None)`` — (..., C) -> (..., codebook_size): the model's
+      own output layer restricted to the image codes, so predicted features give logits exactly as
+      real ones; ``positions`` (the rows' sequence positions, shaped like ``h[..., 0]``) is for
+      models whose output layer depends on the position (MaskGIT's per-position bias); callers
+      always pass it, others ignore it;
     * ``embed_tokens(ids, positions)`` — (..., ) -> (..., C): the frozen token embedding plus the
       position scheme, how the shortcut head reads the tokens just committed;
     * ``embed(input_ids)`` — ``embed_tokens`` at positions 0..L-1 (the sensitivity score's input);
@@ -73,7 +76,7 @@ class MaskedImageModel(Protocol):
     dtype: torch.dtype
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor: ...
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor: ...
+    def logits_from_features(self, features: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor: ...
     def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor: ...
     def num_parameters(self) -> int: ...

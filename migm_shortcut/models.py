@@ -26,6 +26,7 @@ MODEL_KINDS = (
     "the embedded model (no --model)",
     "a migm-shortcut weights folder (backbone/config.json, from train-base)",
     "a Lumina-DiMOO / LLaDA checkpoint folder (config.json with model_type 'llada')",
+    "a MaskGIT-pytorch folder (MaskGIT/*.pth, the released layout)",
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,6 +42,8 @@ def detect_kind(path: str | Path | None) -> str:
                         "or pass a checkpoint folder)")
     if (folder / "backbone" / "config.json").is_file():
         return "weights"
+    if (folder / "MaskGIT").is_dir():
+        return "maskgit"
     if (folder / "config.json").is_file():
         model_type = read_json(folder / "config.json").get("model_type")
         if model_type == "llada":
@@ -51,11 +54,12 @@ def detect_kind(path: str | Path | None) -> str:
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                trust_remote_code: bool = False, height: int | None = None, width: int | None = None,
-               prompt_len: int | None = None):
+               prompt_len: int | None = None, class_names: list[str] | None = None):
     """The model in ``path`` (see the module docstring for the kinds), ready to sample on ``device``.
 
     ``height``/``width`` (pixels) and ``prompt_len`` (prompt tokens) apply to models that take
-    them (Lumina-DiMOO: 1024 x 1024 and 256 by default). ``trust_remote_code`` allows a
+    them (Lumina-DiMOO: 1024 x 1024 and 256 by default); ``class_names`` names a class-conditional
+    model's classes (MaskGIT: then prompts may be names as well as ids). ``trust_remote_code`` allows a
     checkpoint folder's own Python code to run: it is code execution, so it is off by default.
     """
     if isinstance(dtype, str):
@@ -63,6 +67,15 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             raise MigmError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     kind = detect_kind(path)
+    sizes = {k: v for k, v in (("height", height), ("width", width), ("prompt_len", prompt_len)) if v is not None}
+    if class_names is not None and kind != "maskgit":
+        raise MigmError("class names apply to class-conditional models (MaskGIT); this model takes text prompts")
+    if kind == "maskgit":
+        from .adapters.maskgit import MaskGITModel
+
+        if sizes:
+            raise MigmError(f"{', '.join(sizes)} apply to Lumina-DiMOO checkpoints; a MaskGIT checkpoint has a fixed size")
+        return MaskGITModel.from_pretrained(path, device=device, dtype=dtype, class_names=class_names)
     if kind in ("embedded", "weights"):
         from .pipeline import EmbeddedModel
 
@@ -75,5 +88,4 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         return model
     from .adapters.dimoo import DiMOOModel
 
-    sizes = {k: v for k, v in (("height", height), ("width", width), ("prompt_len", prompt_len)) if v is not None}
     return DiMOOModel.from_pretrained(path, trust_remote_code=trust_remote_code, device=device, dtype=dtype, **sizes)

@@ -200,7 +200,7 @@ class NewTokens:
 
 
 def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: torch.Tensor,
-               prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int) -> NewTokens:
+               prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int, width: int | None = None) -> NewTokens:
     """The shortcut head's control input for every sequence of a CFG batch.
 
     image_ids: (B, N_img) vocabulary ids of the image tokens; newly: (B, N_img) bool, the ones
@@ -208,10 +208,13 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: to
     for models whose prompt is not part of their token sequence. Branch order is the
     sampler's (conditional first). The conditional branch also sees its prompt tokens
     (a constant conditioning signal, as in the Lumina-DiMOO variant of the method); the
-    unconditional branch sees only the image tokens.
+    unconditional branch sees only the image tokens. ``width``: the most tokens any row committed,
+    when the caller knows it (the sampler does, from its schedule): then nothing is read back
+    from the device.
     """
     counts = newly.sum(1)
-    width = max(int(counts.max()), 1)
+    if width is None:
+        width = max(int(counts.max()), 1)
     # Stable sort puts each row's committed indices first, in image order.
     order = torch.sort((~newly).to(torch.int8), dim=1, stable=True).indices[:, :width]
     valid = torch.arange(width, device=newly.device)[None] < counts[:, None]

@@ -28,10 +28,6 @@ from .policies import StepOutput, StepPolicy, StepState, features_where
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
 
-def _all(state: StepState, value: bool) -> torch.Tensor:
-    return torch.full((state.batch_size,), value, dtype=torch.bool)
-
-
 def _reuse(state: StepState) -> torch.Tensor:
     return state.prev_features
 
@@ -52,8 +48,8 @@ class FixedIntervalPolicy(StepPolicy):
 
     def step(self, state: StepState) -> StepOutput:
         if state.step % self.interval == 0 or state.prev_features is None:
-            return StepOutput(state.backbone.features(state.input_ids), _all(state, True))
-        return StepOutput(state.prev_features, _all(state, False))
+            return StepOutput(state.backbone.features(state.input_ids), state.flags(True))
+        return StepOutput(state.prev_features, state.flags(False))
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "interval": self.interval}
@@ -155,9 +151,9 @@ class MLCachePolicy(StepPolicy):
         # token changed since the cache, 3 + position / L elsewhere (a fixed, deterministic order).
         key = 3 + torch.arange(length, device=device).float().div(length).expand(b, length).clone()
         changed = (state.input_ids != self.cached_ids).view(state.num_branches, b, length).any(0)  # in any branch
-        key[changed] = 2.0
+        key = torch.where(changed, 2.0, key)  # (a boolean-mask write would read the mask back to the host)
         image_positions = layout.image_positions.to(device)
-        cond_logits = backbone.logits_from_features(state.prev_features[:b, image_positions]).float()
+        cond_logits = backbone.logits_from_features(state.prev_features[:b, image_positions], image_positions).float()
         confidence = cond_logits.softmax(-1).amax(-1)
         masked = state.masked.to(device)
         image_key = torch.where(masked, confidence, key[:, image_positions])
@@ -175,13 +171,13 @@ class MLCachePolicy(StepPolicy):
             self.cache = KVCache()
             features = backbone.features(state.input_ids, kv_cache=self.cache)
             self.cached_ids = state.input_ids.clone()
-            return StepOutput(features, _all(state, True))
+            return StepOutput(features, state.flags(True))
         index = self.recompute_index(state)
         fresh = backbone.features_at(state.input_ids, index, self.cache)
         features = state.prev_features.clone()
         features.scatter_(1, index[..., None].expand(-1, -1, features.shape[-1]).to(features.device), fresh.to(features.dtype))
         self.cached_ids.scatter_(1, index, state.input_ids.gather(1, index))
-        return StepOutput(features, _all(state, False))
+        return StepOutput(features, state.flags(False))
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "warmup": self.warmup, "interval": self.interval, "recompute": self.recompute}

@@ -5,8 +5,9 @@ The loop, per step k of N:
 1. the step policy supplies features for both CFG branches (vanilla: one backbone pass);
 2. the base model's head turns them into image-code logits; on masked positions the guided
    logits are ``(1 + s) * cond - s * uncond``;
-3. a token is drawn at every masked position by Gumbel-max on ``logits / tau``; its
-   confidence is the softmax probability of the drawn token;
+3. a token is drawn at every masked position from ``softmax(logits / tau)`` (by inverse CDF:
+   the same categorical as DiMOO's Gumbel-max, with one random number per position instead of
+   one per code); its confidence is the softmax probability of the drawn token;
 4. score = log(confidence) + tau * Gumbel noise; among positions masked before the step, the
    lowest-scoring ones that the cosine schedule keeps masked are re-masked, the rest are
    committed (committed tokens are never re-masked; end-of-row tokens are never masked).
@@ -30,7 +31,9 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import check_model
 
 from .policies import StepPolicy, StepState, VanillaPolicy
-from .schedule import masked_counts
+from .schedule import maskgit_masked_counts, masked_counts
+
+RULES = ("dimoo", "maskgit")
 
 
 @dataclass
@@ -43,10 +46,21 @@ class SampleOutput:
     commit_step: torch.Tensor | None = None  # (B, N_img) the step at which each image token was committed
 
 
-def gumbel_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Standard Gumbel noise, one independent draw per sample from that sample's generator."""
-    uniform = torch.stack([torch.rand(shape, generator=g) for g in generators])
-    return -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
+def gumbel(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise from uniform samples."""
+    return -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+
+
+def draw_uniform(generators: Sequence[torch.Generator], count: int, device: torch.device) -> torch.Tensor:
+    """(B, count) uniforms, row i from sample i's own generator (on ``device``): a sample's draws
+    depend on its seed and the step, never on the other samples in the batch."""
+    return torch.stack([torch.rand(count, generator=g, device=device) for g in generators])
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (timing only: the loop itself never waits for it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float | torch.Tensor) -> torch.Tensor:
@@ -69,20 +83,36 @@ class DiMOOSampler:
     """
 
     def __init__(self, backbone, num_steps: int = 16, guidance_scale: float = 4.0,
-                 temperature: float = 1.0, policy: StepPolicy | None = None):
+                 temperature: float = 1.0, policy: StepPolicy | None = None,
+                 logits_dtype: torch.dtype = torch.float32, rule: str = "dimoo", choice_temperature: float = 4.5,
+                 maskgit_schedule: str = "arccos"):
         check_model(backbone)
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise MigmError(f"steps must be a whole number >= 1, got {num_steps!r}")
         for name, value in (("guidance scale", guidance_scale), ("temperature", temperature)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise MigmError(f"{name} must be a finite number >= 0, got {value!r}")
+        if rule not in RULES:
+            raise MigmError(f"unknown sampling rule {rule!r}; choose one of: {', '.join(RULES)}")
+        if isinstance(choice_temperature, bool) or not isinstance(choice_temperature, (int, float)) \
+                or not math.isfinite(choice_temperature) or choice_temperature < 0:
+            raise MigmError(f"choice temperature must be a finite number >= 0, got {choice_temperature!r}")
         self.backbone = backbone
         self.layout = backbone.layout
         self.num_steps = num_steps
-        self.schedule = masked_counts(self.layout.num_image_tokens, num_steps)
+        # "dimoo": Lumina-DiMOO's cosine keep-schedule, confidence from the untempered softmax, ranking
+        # noise scaled by the temperature. "maskgit": MaskGIT-pytorch's rule — its schedule (arccos by
+        # default), confidence from the tempered softmax, ranking noise scaled by the choice temperature
+        # annealed linearly to 0, and the CFG scale annealed linearly from 0 to s over the steps.
+        self.rule, self.choice_temperature = rule, float(choice_temperature)
+        self.schedule = (masked_counts(self.layout.num_image_tokens, num_steps) if rule == "dimoo" else
+                         maskgit_masked_counts(self.layout.num_image_tokens, num_steps, maskgit_schedule))
         self.guidance_scale = guidance_scale
         self.temperature = temperature
         self.policy = policy or VanillaPolicy()
+        # Guidance, softmax and the cumulative sum run in this dtype. fp32 by default: bf16 logits
+        # changed the sampled tokens measurably on the embedded model (docs/results/logits_dtype.json).
+        self.logits_dtype = logits_dtype
 
     @property
     def num_branches(self) -> int:
@@ -95,79 +125,110 @@ class DiMOOSampler:
             branches.append(torch.stack([self.layout.encode_prompt(None)] * len(prompts)))
         return self.layout.template(torch.cat(branches))
 
-    def step_guidance(self, out) -> float | torch.Tensor:
+    def progress(self, step: int) -> float:
+        """k / (N - 1): how far along the sampling is (MaskGIT anneals with it)."""
+        return step / (self.num_steps - 1) if self.num_steps > 1 else 1.0
+
+    def step_guidance(self, out, step: int = 0) -> float | torch.Tensor:
         """The CFG scale of this step: the sampler's, except for samples on a cheap step whose
-        policy asked for another (``StepOutput.cheap_guidance``); then one scale per sample."""
-        if out.cheap_guidance is None or bool(out.full.all()):
-            return self.guidance_scale
-        scale = torch.where(out.full.cpu(), torch.tensor(float(self.guidance_scale)), torch.tensor(float(out.cheap_guidance)))
-        return scale[:, None, None]
+        policy asked for another (``StepOutput.cheap_guidance``); then one scale per sample.
+        Under MaskGIT's rule the scale grows linearly from 0 at the first step to s at the last."""
+        anneal = self.progress(step) if self.rule == "maskgit" else 1.0
+        if out.cheap_guidance is None:
+            return self.guidance_scale * anneal
+        scale = torch.where(out.full, float(self.guidance_scale), float(out.cheap_guidance))
+        return anneal * scale[:, None, None]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence, seeds: Sequence[int], progress: bool = False) -> SampleOutput:
-        """Codes for each (prompt, seed); prompts are text, or class ids for class-conditional models."""
+        """Codes for each (prompt, seed); prompts are text, or class ids for class-conditional models.
+
+        Everything runs on the model's device: noise comes from one generator per sample on that
+        device, and no step reads a value back to the host (the schedule fixes how many tokens
+        each step commits, so every shape is known in advance). Only the policies that decide
+        per sample which rows run the backbone (sencache, adaptive) read their decision back.
+        """
         if len(prompts) != len(seeds):
             raise MigmError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         if not prompts:
             raise MigmError("no prompts given")
         device = self.backbone.device
         layout, n_img = self.layout, self.layout.num_image_tokens
-        batch = len(prompts)
+        batch, branches, tau = len(prompts), self.num_branches, self.temperature
         seq = self.initial_sequences(prompts).to(device)
         base_seq = seq.clone()
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        codes = torch.zeros(batch, n_img, dtype=torch.long)
-        masked = torch.ones(batch, n_img, dtype=torch.bool)
-        commit_step = torch.full((batch, n_img), -1, dtype=torch.long)
-        full_steps = torch.zeros(batch, dtype=torch.long)
+        image_positions = layout.image_positions.to(device)
+        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        codes = torch.zeros(batch, n_img, dtype=torch.long, device=device)
+        masked = torch.ones(batch, n_img, dtype=torch.bool, device=device)
+        commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device)
+        full_steps = torch.zeros(batch, dtype=torch.long, device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
         step_full: list[torch.Tensor] = []
-        prev_features, newly = None, None
+        prev_features, newly, num_newly = None, None, 0
         self.policy.reset(batch, self.num_steps)
 
+        sync(device)
         start = time.perf_counter()
         for k in tqdm(range(self.num_steps), desc="sampling", leave=False, disable=not progress):
+            num_masked = n_img if k == 0 else self.schedule[k - 1]  # the same for every sample
+            if num_masked == 0:  # MaskGIT's rounding can finish early: nothing left to sample
+                break
             state = StepState(
                 step=k, num_steps=self.num_steps, backbone=self.backbone, input_ids=seq,
-                num_branches=self.num_branches, prev_features=prev_features, newly_committed=newly,
-                masked=masked, mask_ratio=masked.float().mean(1),
+                num_branches=branches, prev_features=prev_features, newly_committed=newly,
+                masked=masked, mask_ratio=masked.float().mean(1), num_newly=num_newly,
             )
             out = self.policy.step(state)
             if out.features.shape[:2] != seq.shape:
                 raise MigmError(f"policy {self.policy.name!r} returned features of shape {tuple(out.features.shape)}, expected {tuple(seq.shape)} + (C,)")
-            full_steps += out.full.long().cpu()
-            step_full.append(out.full.cpu())
+            full = out.full.to(device)
+            full_steps += full.long()
+            step_full.append(full)
 
-            image_features = out.features[:, layout.image_positions.to(device)]
-            logits = self.backbone.logits_from_features(image_features).float().cpu()
-            if not torch.isfinite(logits).all():
-                raise MigmError(f"non-finite logits at step {k} (policy {self.policy.name!r}); the model or head weights are broken")
-            logits = guided_logits(logits, self.num_branches, self.step_guidance(out))
+            # Only the still-masked positions are sampled: each row's masked indices, in image order.
+            where = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :num_masked]
+            positions = image_positions[where].repeat(branches, 1)
+            rows = out.features.gather(1, positions[..., None].expand(-1, -1, out.features.shape[-1]))
+            logits = self.backbone.logits_from_features(rows, positions).to(self.logits_dtype)
+            finite &= torch.isfinite(logits).all()
+            logits = guided_logits(logits, branches, self.step_guidance(out, k))  # (B, num_masked, K)
 
-            # Noise is drawn for every position every step, whatever the policy, so runs
-            # with different policies see identical random numbers.
-            sample_noise = gumbel_noise((n_img, logits.shape[-1]), generators)
-            rank_noise = gumbel_noise((n_img,), generators)
-            if self.temperature > 0:
-                sampled = (logits / self.temperature + sample_noise).argmax(-1)
+            # One uniform per masked position for the token, one for the ranking noise: the token is
+            # drawn by inverse CDF, which samples exactly the categorical that DiMOO's Gumbel-max does
+            # without K random numbers per position (33.5 M per step at DiMOO's grid and codebook).
+            uniform = draw_uniform(generators, 2 * num_masked, device)
+            maskgit = self.rule == "maskgit"
+            # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
+            log_probs = torch.log_softmax(logits / tau if (maskgit and tau > 0) else logits, -1)
+            if tau > 0:
+                cdf = (log_probs.exp() if (maskgit or tau == 1) else torch.softmax(logits / tau, -1)).cumsum(-1)
+                target = uniform[:, :num_masked, None] * cdf[..., -1:]
+                sampled = torch.searchsorted(cdf, target).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
             else:
                 sampled = logits.argmax(-1)
-            log_conf = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]
-            score = log_conf + self.temperature * rank_noise
-            score = score.masked_fill(~masked, float("inf"))  # committed tokens are never re-masked
+            rank_noise = gumbel(uniform[:, num_masked:])
+            log_conf = log_probs.gather(-1, sampled[..., None])[..., 0]
+            noise_scale = self.choice_temperature * (1 - self.progress(k)) if maskgit else tau
+            score = log_conf + noise_scale * rank_noise
 
-            keep_masked = self.schedule[k]
-            still_masked = torch.zeros_like(masked)
-            if keep_masked > 0:
-                lowest = score.topk(keep_masked, dim=1, largest=False).indices
-                still_masked.scatter_(1, lowest, True)
+            keep = self.schedule[k]
+            stays = torch.zeros_like(where, dtype=torch.bool)
+            if keep > 0:
+                stays.scatter_(1, score.topk(keep, dim=1, largest=False).indices, True)
+            still_masked = torch.zeros_like(masked).scatter_(1, where, stays)
             newly = masked & ~still_masked
-            codes = torch.where(newly, sampled, codes)
-            commit_step[newly] = k
-            masked = still_masked
+            codes = torch.where(newly, torch.zeros_like(codes).scatter_(1, where, sampled), codes)
+            commit_step = torch.where(newly, k, commit_step)
+            masked, num_newly = still_masked, num_masked - keep
 
-            committed = (~masked).repeat(self.num_branches, 1)
-            seq = layout.with_codes(base_seq, codes.repeat(self.num_branches, 1).to(device), committed.to(device))
+            committed = (~masked).repeat(branches, 1)
+            seq = layout.with_codes(base_seq, codes.repeat(branches, 1), committed)
             prev_features = out.features
+        sync(device)
         loop_seconds = time.perf_counter() - start
+        if not bool(finite):
+            raise MigmError(f"non-finite logits (policy {self.policy.name!r}); the model or head weights are broken")
 
-        return SampleOutput(codes.view(batch, *layout.grid_shape), full_steps, self.num_steps, loop_seconds, step_full, commit_step)
+        return SampleOutput(codes.view(batch, *layout.grid_shape).cpu(), full_steps.cpu(), self.num_steps, loop_seconds,
+                            [f.cpu() for f in step_full], commit_step.cpu())

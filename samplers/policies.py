@@ -28,6 +28,7 @@ class StepState:
     newly_committed: torch.Tensor | None  # (B, N_img) bool: image tokens committed at the previous step
     masked: torch.Tensor          # (B, N_img) bool: image tokens still masked before this step
     mask_ratio: torch.Tensor      # (B,) fraction of image tokens still masked
+    num_newly: int = 0            # tokens each sample committed at the previous step (the schedule's, known on the host)
 
     @property
     def batch_size(self) -> int:
@@ -46,7 +47,12 @@ class StepState:
             input_ids=self.input_ids[rows.to(self.input_ids.device)], num_branches=self.num_branches,
             prev_features=None if self.prev_features is None else self.prev_features[rows.to(self.prev_features.device)],
             newly_committed=pick(self.newly_committed), masked=pick(self.masked), mask_ratio=pick(self.mask_ratio),
+            num_newly=self.num_newly,
         )
+
+    def flags(self, value: bool) -> torch.Tensor:
+        """(B,) bool on the model's device: every sample full (True) or cheap (False)."""
+        return torch.full((self.batch_size,), value, dtype=torch.bool, device=self.input_ids.device)
 
 
 @dataclass
@@ -82,7 +88,7 @@ class VanillaPolicy(StepPolicy):
 
     def step(self, state: StepState) -> StepOutput:
         features = state.backbone.features(state.input_ids)
-        return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+        return StepOutput(features, state.flags(True))
 
 
 def features_where(state: StepState, full: torch.Tensor, cheap: Callable[[StepState], torch.Tensor]) -> torch.Tensor:

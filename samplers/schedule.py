@@ -35,3 +35,33 @@ def committed_counts(num_tokens: int, num_steps: int) -> list[int]:
     """How many tokens each step commits."""
     counts = masked_counts(num_tokens, num_steps)
     return [before - after for before, after in zip([num_tokens] + counts[:-1], counts)]
+
+
+MASKGIT_SCHEDULES = ("arccos", "cosine", "linear", "square", "root")
+
+
+def maskgit_masked_counts(num_tokens: int, num_steps: int, mode: str = "arccos") -> list[int]:
+    """MaskGIT-pytorch's schedule (its ``adap_sche``) as masked counts after each step.
+
+    Tokens predicted at step k: ``val_k / sum(val) * L`` rounded, at least 1, the last step taking
+    what is left, with ``val = arccos(r) / (pi/2)`` (or the other shapes) over ``r = 1 .. 0`` in N
+    points. A step that would predict more tokens than are masked predicts what is left.
+    """
+    if num_steps < 1:
+        raise MigmError(f"steps must be at least 1, got {num_steps}")
+    if num_steps > num_tokens:
+        raise MigmError(f"steps ({num_steps}) cannot exceed the number of image tokens ({num_tokens}): every step commits a token")
+    if mode not in MASKGIT_SCHEDULES:
+        raise MigmError(f"unknown MaskGIT schedule {mode!r}; choose one of: {', '.join(MASKGIT_SCHEDULES)}")
+    r = [1 - k / (num_steps - 1) if num_steps > 1 else 1.0 for k in range(num_steps)]
+    shape = {"arccos": lambda v: math.acos(v) / (math.pi / 2), "cosine": lambda v: math.cos(v * math.pi / 2),
+             "linear": lambda v: 1 - v, "square": lambda v: 1 - v * v, "root": lambda v: 1 - v ** 0.5}[mode]
+    values = [shape(v) for v in r]
+    total = sum(values) or 1.0
+    per_step = [max(round(v / total * num_tokens), 1) for v in values]
+    per_step[-1] += num_tokens - sum(per_step)
+    counts, masked = [], num_tokens
+    for k, t in enumerate(per_step):
+        masked = 0 if k == num_steps - 1 else max(masked - max(t, 0), 0)
+        counts.append(masked)
+    return counts

@@ -196,7 +196,7 @@ class _Recorder(VanillaPolicy):
 
 @torch.no_grad()
 def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperature: float,
-              batch_size: int = 32, seed: int = 0, progress: bool = True) -> SensitivityTable:
+              batch_size: int = 32, seed: int = 0, progress: bool = True, rule: str = "dimoo") -> SensitivityTable:
     """Sensitivity table from one vanilla trajectory per prompt (prompt i uses seed ``seed + i``)."""
     check_model(backbone)
     if num_steps < 2:
@@ -206,7 +206,7 @@ def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperat
         raise MigmError("calibration needs at least one prompt")
     num_samples = len(prompts)
     recorder = _Recorder(num_steps)
-    sampler = DiMOOSampler(backbone, num_steps, guidance_scale, temperature, recorder)
+    sampler = DiMOOSampler(backbone, num_steps, guidance_scale, temperature, recorder, rule=rule)
     for i in tqdm(range(0, num_samples, batch_size), desc="calibrating", unit="batch", disable=not progress):
         sampler.generate(prompts[i : i + batch_size], [seed + j for j in range(i, min(i + batch_size, num_samples))])
     mean = (recorder.sums / recorder.counts.clamp(min=1)).tolist()

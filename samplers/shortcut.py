@@ -42,7 +42,7 @@ def state_new_tokens(state: StepState):
     image_ids = state.input_ids[:b, layout.image_positions.to(state.input_ids.device)]
     prompt_ids = state.input_ids[:b, : layout.prompt_len] if layout.prompt_in_sequence else None
     return new_tokens(image_ids, state.newly_committed.to(image_ids.device), layout.image_positions, prompt_ids,
-                      layout.pad_id, state.num_branches)
+                      layout.pad_id, state.num_branches, width=max(state.num_newly, 1))
 
 
 def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
@@ -68,11 +68,13 @@ class ShortcutPolicy(StepPolicy):
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
                  final_full: bool = False, full_steps: Sequence[int] | None = None,
-                 shortcut_guidance: float | None = None):
+                 shortcut_guidance: float | None = None, compile: bool = False):
         if shortcut_guidance is not None:
             check_nonnegative(shortcut_guidance, "shortcut_guidance")
         self.shortcut_guidance = None if shortcut_guidance is None else float(shortcut_guidance)
         self.head = load_head(head)
+        # torch.compile of the head's forward: an option, off by default (no gain measured on CPU).
+        self.compile = bool(compile)
         self.placement = None
         if full_steps is not None:
             if final_full:
@@ -105,7 +107,9 @@ class ShortcutPolicy(StepPolicy):
     def check_base(self, backbone) -> None:
         if self._checked_base != id(backbone):
             self.head.check_base(backbone)
-            self.head.to(backbone.device)
+            self.head.to(backbone.device, backbone.dtype)  # the head runs in the model's dtype (bf16 on a GPU)
+            if self.compile:
+                self.head.forward = torch.compile(self.head.forward)
             self._checked_base = id(backbone)
 
     def is_full_step(self, state: StepState) -> bool:
@@ -116,9 +120,8 @@ class ShortcutPolicy(StepPolicy):
         self.check_base(state.backbone)
         if self.is_full_step(state):
             features = state.backbone.features(state.input_ids)
-            return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
-        return StepOutput(shortcut_features(self.head, state), torch.zeros(state.batch_size, dtype=torch.bool),
-                          self.shortcut_guidance)
+            return StepOutput(features, state.flags(True))
+        return StepOutput(shortcut_features(self.head, state), state.flags(False), self.shortcut_guidance)
 
     def guidance_setting(self) -> dict[str, Any]:
         """``shortcut_guidance`` for ``describe``, only when set (older records stay as they were)."""

@@ -91,7 +91,7 @@ def saved_random_head(backbone, folder: Path, seed: int = 0) -> str:
     head = ShortcutHead.for_base(backbone)
     with torch.no_grad():  # away from the zero-initialised "copy" state, so the student really differs
         for p in head.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(0.5 * torch.randn_like(p))
     head.save_pretrained(folder)
     return str(folder)
 

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -198,16 +200,21 @@ class ExactButCheap(ShortcutPolicy):
 
 
 def test_shortcut_guidance_is_the_cfg_scale_of_exactly_the_cheap_samples(tiny_backbone):
-    seeds, head = [3, 4, 5], random_head(tiny_backbone)
-    at = lambda s: DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=s).generate(PROMPTS, seeds).codes
-    usual, other = at(4.0), at(20.0)
+    # Larger weights than the tiny model's init: its branches must disagree for the CFG scale to matter.
+    sharp = copy.deepcopy(tiny_backbone)
+    with torch.no_grad():
+        for p in sharp.parameters():
+            p.mul_(8)
+    seeds, head = [3, 4, 5], random_head(sharp)
+    at = lambda s: DiMOOSampler(sharp, num_steps=6, guidance_scale=s).generate(PROMPTS, seeds).codes
+    usual, other = at(4.0), at(0.5)
     assert all(not torch.equal(usual[i], other[i]) for i in range(3))  # the scale matters here, so the checks can fail
-    mixed = DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=4.0,
-                         policy=ExactButCheap(head, [1], shortcut_guidance=20.0)).generate(PROMPTS, seeds).codes
-    # sample 1 was on cheap steps throughout: sampled at s = 20; samples 0 and 2 paid for full steps: s = 4
+    mixed = DiMOOSampler(sharp, num_steps=6, guidance_scale=4.0,
+                         policy=ExactButCheap(head, [1], shortcut_guidance=0.5)).generate(PROMPTS, seeds).codes
+    # sample 1 was on cheap steps throughout: sampled at s = 0.5; samples 0 and 2 paid for full steps: s = 4
     assert torch.equal(mixed[1], other[1])
     assert torch.equal(mixed[0], usual[0]) and torch.equal(mixed[2], usual[2])
-    unset = DiMOOSampler(tiny_backbone, num_steps=6, guidance_scale=4.0,
+    unset = DiMOOSampler(sharp, num_steps=6, guidance_scale=4.0,
                          policy=ExactButCheap(head, [0, 1, 2])).generate(PROMPTS, seeds).codes
     assert torch.equal(unset, usual)  # not set: cheap steps are guided like full ones
 

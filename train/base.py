@@ -280,8 +280,13 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
     curve_path = out / "curve.jsonl"
 
     def record_curve(step: int, elapsed: float) -> None:
+        # The EMA copy is what gets saved; the raw weights lead it by about 1 / (1 - decay) steps.
         n = cfg.curve_images
-        val = masked_token_validation(ema.shadow, test_codes[:n].to(device), test.labels[:n].to(device), variants, cfg.seed)
+        codes, labels = test_codes[:n].to(device), test.labels[:n].to(device)
+        val = masked_token_validation(ema.shadow, codes, labels, variants, cfg.seed)
+        model.eval()
+        raw = masked_token_validation(model, codes, labels, variants, cfg.seed)
+        val.update({f"raw_{k}": v for k, v in raw.items()})
         append_jsonl(curve_path, {"step": step, "train_seconds": round(elapsed, 1), **val})
         log(f"backbone: step {step} held-out {val}")
 

@@ -52,6 +52,7 @@ class HeadTrainConfig:
     model: str | None = None         # the base model's folder (load_model; default: the shipped embedded model)
     trust_remote_code: bool = False  # allow a checkpoint folder's own model code to run (load_model)
     prompts: list[str] | None = None  # online mode: prompts to cycle through (default: the model's own, if it has some)
+    rule: str = "dimoo"              # online mode: the teacher sampler's rule ("maskgit" for MaskGIT models)
     steps: int = 3000
     batch_size: int = 32             # (trajectory, step) examples per process and step; each has all branches
     lr: float = 5e-4
@@ -144,7 +145,8 @@ def masked_logits(backbone, features: torch.Tensor, still: torch.Tensor, branche
     draws from. ``still`` is one mask repeated per branch, so the branches' rows pair up.
     """
     image_pos = backbone.layout.image_positions.to(features.device)
-    logits = backbone.logits_from_features(features[:, image_pos][still]).float()
+    positions = image_pos.expand(features.shape[0], -1)[still]
+    logits = backbone.logits_from_features(features[:, image_pos][still], positions).float()
     return logits if guidance is None else guided_logits(logits, branches, guidance)
 
 
@@ -301,7 +303,7 @@ class OnlineTrajectories:
         self.backbone, self.rank, self.world = backbone, rank, world
         self.collect = CollectConfig(num=1, steps=cfg.teacher_steps, guidance_scale=cfg.guidance_scale,
                                      temperature=cfg.temperature, batch_size=cfg.online_trajectories, seed=cfg.seed,
-                                     prompts=cfg.prompts)
+                                     prompts=cfg.prompts, rule=cfg.rule)
         self.source = prompt_source(self.collect, model_prompts)
         self.per_round = cfg.online_trajectories
         self.round, self.store = None, None
@@ -318,7 +320,7 @@ class OnlineTrajectories:
         # A separate seed stream, so validation trajectories never appear in training rounds.
         held_out = CollectConfig(num=count, steps=self.collect.steps, guidance_scale=self.collect.guidance_scale,
                                  temperature=self.collect.temperature, batch_size=self.collect.batch_size,
-                                 seed=self.collect.seed + 1, prompts=self.collect.prompts)
+                                 seed=self.collect.seed + 1, prompts=self.collect.prompts, rule=self.collect.rule)
         return TrajectoryStore([generate_trajectories(self.backbone, held_out, list(range(count)), self.source)],
                                guidance_scale=held_out.guidance_scale)
 

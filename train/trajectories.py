@@ -59,6 +59,7 @@ class CollectConfig:
     # Prompts trajectory i cycles through (i mod len); None: the model's own prompt source
     # (the embedded model's class prompts), given to ``collect`` as ``prompt_source``.
     prompts: list[str] | None = None
+    rule: str = "dimoo"                # the sampler's rule ("maskgit" for MaskGIT models)
 
     def check(self) -> None:
         for name in ("num", "steps", "shard_size", "batch_size"):
@@ -80,7 +81,7 @@ class CollectConfig:
         settings = asdict(self)
         prompts = settings.pop("prompts")
         if prompts is not None:
-            settings["prompts_digest"] = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
+            settings["prompts_digest"] = hashlib.sha256("\n".join(map(str, prompts)).encode()).hexdigest()[:16]
         return settings
 
     @property
@@ -130,9 +131,9 @@ class RecordingPolicy(StepPolicy):
         self.features.append(features.to(torch.float16).cpu())
         self.mask_ratio.append(state.mask_ratio.float().cpu())
         if self.student is None or self.student.is_full_step(state):
-            return StepOutput(features, torch.ones(state.batch_size, dtype=torch.bool))
+            return StepOutput(features, state.flags(True))
         self.student.check_base(state.backbone)
-        return StepOutput(shortcut_features(self.student.head, state), torch.zeros(state.batch_size, dtype=torch.bool))
+        return StepOutput(shortcut_features(self.student.head, state), state.flags(False))
 
 
 def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int], source,
@@ -143,7 +144,7 @@ def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int], sour
     caller (``collect`` reuses it for every shard); without it, it is built here from ``cfg``.
     """
     recorder = RecordingPolicy(student or cfg.student())
-    sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder)
+    sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder, rule=cfg.rule)
     layout = backbone.layout
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
     for start in range(0, len(indices), cfg.batch_size):

@@ -221,7 +221,7 @@ class AmusedBackbone(ModelInfo, PretrainedModule):
         _, image = self.uvit.image_features(self.transformer, uvit_ids, **cond)
         return self.uvit.head_rows(cond["encoder_hidden_states"], image)  # width == text width by construction
 
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+    def logits_from_features(self, features: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         return self.uvit.logits_from_features(features)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

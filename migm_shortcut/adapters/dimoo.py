@@ -231,7 +231,7 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
             out[rows, n:] = h
         return out
 
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+    def logits_from_features(self, features: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         lo, hi = self.layout.code_offset, self.layout.vocab_size
         t = self.transformer
         bias = t["ff_out"].bias[lo:hi] if "ff_out" in t.keys() and t["ff_out"].bias is not None else None

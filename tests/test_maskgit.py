@@ -1,0 +1,196 @@
+"""MaskGIT behind the model interface: a tiny random MaskTransformer with the published names and
+forward signature, class-conditional sampling with the label drop, MaskGIT's own sampling rule,
+a checkpoint folder in the released layout through the whole route, and the one-line refusals."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from migm_shortcut import MigmError, ShortcutHead, load_model
+from migm_shortcut.adapters.maskgit import MaskGITBackbone
+from migm_shortcut.adapters.maskgit_standin import MaskTransformer
+from migm_shortcut.cli import main
+from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+from migm_shortcut.samplers.schedule import maskgit_masked_counts
+
+TINY = dict(img_size=64, hidden_dim=32, codebook_size=16, f_factor=4, depth=2, heads=2, mlp_dim=64, dropout=0.0, nclass=5)
+
+
+def tiny_maskgit(seed: int = 0) -> MaskTransformer:
+    torch.manual_seed(seed)
+    model = MaskTransformer(**TINY).eval()
+    with torch.no_grad():  # a non-zero per-position bias, so the position bookkeeping is tested
+        model.bias.normal_(0, 0.5)
+    return model
+
+
+def random_head(backbone, seed: int = 1) -> ShortcutHead:
+    torch.manual_seed(seed)
+    head = ShortcutHead.for_base(backbone, ratio=2, heads=2)
+    for p in head.parameters():
+        nn.init.normal_(p, std=0.05)
+    return head.eval()
+
+
+def test_features_are_last_layer_output_and_logits_are_the_models_own():
+    model = tiny_maskgit()
+    backbone = MaskGITBackbone(model)
+    lay = backbone.layout
+    assert lay.grid_shape == (4, 4) and lay.codebook_size == 16 and lay.nclass == 5
+    seq = lay.template(torch.stack([lay.encode_prompt(3), lay.encode_prompt(None)]))
+    seq = lay.with_codes(seq, torch.randint(0, 16, (2, 16)), torch.rand(2, 16) < 0.5)
+    seen = []
+    handle = model.last_layer.register_forward_hook(lambda m, i, o: seen.append(o))
+    logits, _ = model(seq[:, :16].view(2, 4, 4), torch.tensor([3, 0]), torch.tensor([False, True]))
+    handle.remove()
+    h = backbone.features(seq)
+    assert torch.allclose(h, seen[0])
+    assert torch.allclose(backbone.logits_from_features(h[:, :16], lay.image_positions), logits, atol=1e-5)
+    # rows in any order: the per-position bias follows the positions given
+    order = torch.tensor([5, 0, 11])
+    assert torch.allclose(backbone.logits_from_features(h[:, order], order), logits[:, order], atol=1e-5)
+
+
+def test_class_conditional_cfg_uses_the_models_label_drop():
+    model = tiny_maskgit()
+    backbone = MaskGITBackbone(model)
+    lay = backbone.layout
+    assert lay.encode_prompt(None).item() == 16 + 1 + 5  # codebook + 1 + nclass: "no class"
+    assert lay.encode_prompt(2).item() == 16 + 1 + 2
+    seq = lay.template(lay.encode_prompt(None)[None])
+    dropped, _ = model(seq[:, :16].view(1, 4, 4), torch.tensor([4]), torch.tensor([True]), ret_last_feat=True)
+    assert torch.allclose(backbone.logits_from_features(backbone.features(seq)[:, :16]), dropped, atol=1e-5)
+    named = MaskGITBackbone(model, class_names=["cat", "dog", "owl", "fox", "elk"]).layout
+    assert torch.equal(named.encode_prompt("owl"), lay.encode_prompt(2))
+
+
+@pytest.mark.parametrize("rule", ["dimoo", "maskgit"])
+def test_shortcut_at_b_equals_n_is_vanilla_and_b_below_n_runs_b_passes(rule):
+    backbone = MaskGITBackbone(tiny_maskgit())
+    vanilla = DiMOOSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule).generate([0, 3, 4], [1, 2, 3])
+    head = random_head(backbone)
+    full = DiMOOSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule,
+                        policy=ShortcutPolicy(head, budget=6)).generate([0, 3, 4], [1, 2, 3])
+    assert torch.equal(full.codes, vanilla.codes)
+    calls = []
+    features = backbone.features
+    backbone.features = lambda ids: calls.append(1) or features(ids)
+    out = DiMOOSampler(backbone, num_steps=6, rule=rule, policy=ShortcutPolicy(head, budget=2)).generate([1, 2], [0, 1])
+    assert len(calls) == 2 and out.full_steps.tolist() == [2, 2]
+
+
+def test_maskgit_schedule_matches_the_published_rule_by_hand():
+    # N=4, 16 tokens, arccos: r = 1, 2/3, 1/3, 0 -> acos(r)/(pi/2) = 0, 0.5357, 0.7836, 1 (sum 2.3193)
+    # -> 16 * v / sum = 0, 3.70, 5.41, 6.90 -> rounded 0 (raised to 1), 4, 5, 7 -> last takes 16 - 17 = 6
+    assert maskgit_masked_counts(16, 4) == [15, 11, 6, 0]
+    with pytest.raises(MigmError, match="unknown MaskGIT schedule"):
+        maskgit_masked_counts(16, 4, "spiral")
+
+
+class FixedLogits(nn.Module):
+    """A model whose conditional and unconditional branches predict fixed, different logits."""
+
+    def __init__(self):
+        super().__init__()
+        from migm_shortcut.adapters.maskgit import MaskGITLayout
+
+        self.layout = MaskGITLayout(2, 3, 2)
+        self.width, self.fingerprint = 3, "fixed"
+        self.anchor = nn.Parameter(torch.zeros(()))
+        # cond favours code 0 at position 0 and code 1 at position 3; uncond favours code 2 everywhere
+        self.cond = torch.tensor([[5.0, 0, 0], [0, 1, 0], [0, 0.5, 0], [0, 4, 0]])
+        self.uncond = torch.tensor([[0, 0, 3.0]] * 4)
+
+    device = property(lambda self: self.anchor.device)
+    dtype = property(lambda self: self.anchor.dtype)
+
+    def num_parameters(self):
+        return 1
+
+    def features(self, ids):
+        is_cond = (ids[:, -1] != self.layout.drop_id)[:, None, None]
+        image = torch.where(is_cond, self.cond, self.uncond)
+        return torch.cat([image, torch.zeros(len(ids), 1, 3)], 1)
+
+    def logits_from_features(self, h, positions=None):
+        return h
+
+    def embed_tokens(self, ids, positions):
+        return torch.zeros(*ids.shape, 3)
+
+    def embed(self, ids):
+        return torch.zeros(*ids.shape, 3)
+
+
+def test_maskgit_rule_by_hand_guidance_and_choice_noise_anneal():
+    model = FixedLogits()
+    # N=2 over 4 tokens: step 0 commits round(v0)->1 token, step 1 the rest. temperature 0: argmax tokens.
+    # MaskGIT: guidance is 0 at step 0 (the conditional logits alone) and the choice noise is off
+    # (choice temperature 0), so step 0 commits the most confident position of the conditional branch:
+    # position 0 (softmax of [5, 0, 0]), code 0.
+    sampler = DiMOOSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule="maskgit", choice_temperature=0.0)
+    out = sampler.generate([1], [0])
+    assert out.commit_step[0].tolist() == [0, 1, 1, 1]
+    assert out.codes.flatten().tolist()[0] == 0
+    # at step 1 guidance is full (s = 3): (1+3) c - 3 u pushes every remaining position away from code 2
+    assert 2 not in out.codes.flatten().tolist()
+    # DiMOO's rule guides from the first step: position 0 is then 4*5 - 0 = 20 vs -9 for code 2 ... still code 0
+    dimoo = DiMOOSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0).generate([1], [0])
+    assert dimoo.codes.flatten().tolist()[0] == 0
+
+
+# -- a checkpoint folder in the released layout ----------------------------------------------------
+@pytest.fixture(scope="module")
+def maskgit_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("maskgit") / "pretrained_maskgit"
+    (folder / "MaskGIT").mkdir(parents=True)
+    torch.save({"model_state_dict": tiny_maskgit().state_dict(), "iter": 10, "global_epoch": 1},
+               folder / "MaskGIT" / "MaskGIT_ImageNet_64.pth")
+    (folder / "MaskGIT" / "config.json").write_text(json.dumps(TINY))
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys):
+    model = load_model(maskgit_folder)
+    assert model.kind == "maskgit" and model.backbone.layout.grid_shape == (4, 4)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("0\n3\n4\n")
+    m = ["--model", maskgit_folder]
+    code, _, err = run(capsys, "collect", *m, "--prompts-file", classes, "--num", "2", "--steps", "4", "--shard-size", "2",
+                       "--batch-size", "2", "--out", tmp_path / "traj")
+    assert code == 0, err
+    code, _, err = run(capsys, "train-head", *m, "--data", tmp_path / "traj", "--out", tmp_path / "head", "--steps", "3",
+                       "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
+    assert code == 0, err
+    head = tmp_path / "head" / "head"
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3,
+                                  "settings": [{"policy": "shortcut", "steps": 4, "budget": 2, "head": str(head)}]}))
+    code, _, err = run(capsys, "sweep", *m, "--prompts-file", classes, "--config", config, "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]
+    assert [r["full_steps"] for r in rows] == [4, 2]
+
+
+def test_bad_classes_and_checkpoints_are_one_line(maskgit_folder, tmp_path, capsys):
+    lay = MaskGITBackbone(tiny_maskgit()).layout
+    with pytest.raises(MigmError, match="class id must be a whole number in 0..4"):
+        lay.encode_prompt(7)
+    with pytest.raises(MigmError, match="no names list"):
+        lay.encode_prompt("owl")
+    bad = tmp_path / "bad"
+    (bad / "MaskGIT").mkdir(parents=True)
+    (bad / "MaskGIT" / "MaskGIT_ImageNet_64.pth").write_bytes((maskgit_folder / "MaskGIT" / "MaskGIT_ImageNet_64.pth").read_bytes())
+    (bad / "MaskGIT" / "config.json").write_text(json.dumps({**TINY, "hidden_dim": 48}))
+    code, _, err = run(capsys, "sample", "--model", bad, "--prompt", "1", "--out-dir", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and "pos_emb is (1, 17, 32)" in err and "(1, 17, 48)" in err
+    code, _, err = run(capsys, "sample", "--model", maskgit_folder, "--prompt", "9", "--out-dir", tmp_path / "o")
+    assert code == 2 and "class id must be a whole number in 0..4" in err and not (tmp_path / "o").exists()
