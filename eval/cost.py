@@ -265,8 +265,11 @@ def format_row(r: dict) -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| size | device | params (backbone / head) | full step | shortcut step | c (time) | c (FLOPs) | ideal speedup N=16, B=4 / 6 / 8 |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+    timed = [r for r in results if "skipped" not in r]
+    n = timed[0]["num_steps"] if timed else "N"
+    budgets = " / ".join(timed[0]["ideal_speedup"]) if timed else "B"
+    lines = [f"| size | device | params (backbone / head) | full step | shortcut step | c (time) | c (FLOPs) | "
+             f"ideal speedup N={n}, B={budgets} |", "|---|---|---|---:|---:|---:|---:|---|"]
     for r in results:
         if "skipped" in r:
             lines.append(f"| {r['config']} | {r['device']} | — | skipped: {r['skipped']} | | | | |")

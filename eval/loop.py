@@ -2,12 +2,16 @@
 
 ``bench-cost`` times one model step; what a user waits for is the loop around it too: logits,
 guidance, sampling, confidence ranking, commit and the sequence update. This benchmark runs
-``DiMOOSampler.generate`` end to end (random weights, batch 1 x 2 CFG branches) for vanilla
+``DiMOOSampler.generate`` end to end (random weights, ``batch`` images x 2 CFG branches; times
+are per image) for vanilla
 and the shortcut at several budgets, and splits each step's time into
 
 * **model** — inside ``backbone.features`` (full steps),
 * **head** — inside the shortcut head (shortcut steps),
-* **loop** — everything else: the loop's own overhead.
+* **logits** — the model's own output layer on the rows sampled (``logits_from_features``, every
+  step: a shortcut step needs it on the predicted features as much as a full step does),
+* **loop** — everything else: the loop's own overhead (guidance, sampling, ranking, commit,
+  sequence update, the head's input preparation, the policy).
 
 The split comes from a second, instrumented run (a device sync around each model and head
 call); the end-to-end time and speedup from an uninstrumented one. ``ideal`` is
@@ -150,33 +154,39 @@ class Stopwatch:
         return timed
 
 
-def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool):
-    """Median seconds per image of ``repeats`` generations (after one warm-up), and the model/head split."""
+def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool,
+             batch: int = 1):
+    """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
+    and the model/head split per image."""
     from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, VanillaPolicy
 
     policy = VanillaPolicy() if budget is None else ShortcutPolicy(head, budget=budget)
     rule = "maskgit" if backbone.layout.__class__.__name__ == "MaskGITLayout" else "dimoo"
     sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule)
-    model_watch, head_watch = Stopwatch(backbone.device), Stopwatch(backbone.device)
-    original_features, original_head = backbone.features, head.forward
+    model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
+    original_features, original_head, original_logits = backbone.features, head.forward, backbone.logits_from_features
     if instrument:
         backbone.features = model_watch.wrap(original_features)
         head.forward = head_watch.wrap(original_head)
+        backbone.logits_from_features = logits_watch.wrap(original_logits)
     try:
-        sampler.generate([prompt], [0])  # warm-up
-        model_watch.seconds = head_watch.seconds = 0.0
-        model_watch.calls = head_watch.calls = 0
-        times = [sampler.generate([prompt], [i]).loop_seconds for i in range(repeats)]
+        sampler.generate([prompt] * batch, list(range(batch)))  # warm-up
+        for watch in (model_watch, head_watch, logits_watch):
+            watch.seconds, watch.calls = 0.0, 0
+        times = [sampler.generate([prompt] * batch, [i * batch + j for j in range(batch)]).loop_seconds / batch
+                 for i in range(repeats)]
     finally:
         if instrument:
             del backbone.features
             del head.forward
+            del backbone.logits_from_features
     total = statistics.median(times)
-    return total, model_watch.seconds / repeats, head_watch.seconds / repeats
+    per_image = lambda watch: watch.seconds / repeats / batch  # noqa: E731
+    return total, per_image(model_watch), per_image(head_watch), per_image(logits_watch)
 
 
 def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budgets: tuple[int, ...] = (4, 6, 8),
-               repeats: int = 3, log=print) -> list[dict]:
+               repeats: int = 3, log=print, batch: int = 1) -> list[dict]:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -194,32 +204,35 @@ def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budg
             results.append({"size": size, "device": name, "skipped": f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"})
             continue
         backbone, head, prompt = build_backbone(size, dev, dtype)
-        row = {"size": size, "device": name, "dtype": str(dtype).replace("torch.", ""), "num_steps": num_steps,
+        row = {"size": size, "device": name, "dtype": str(dtype).replace("torch.", ""), "num_steps": num_steps, "batch": batch,
                "image_tokens": backbone.layout.num_image_tokens, "codebook": backbone.layout.codebook_size, "runs": []}
         with torch.no_grad():
             for budget in (None, *budgets):
-                e2e, _, _ = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False)
-                total, model_s, head_s = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=True)
+                e2e = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False, batch=batch)[0]
+                total, model_s, head_s, logits_s = run_loop(backbone, head, prompt, num_steps, budget, repeats,
+                                                            instrument=True, batch=batch)
                 full = num_steps if budget is None else budget
-                loop_s = max(total - model_s - head_s, 0.0)
+                loop_s = max(total - model_s - head_s - logits_s, 0.0)
                 row["runs"].append({"budget": budget, "e2e_ms": round(1000 * e2e, 2),
                                     "model_ms_per_full_step": round(1000 * model_s / full, 3),
                                     "head_ms_per_shortcut_step": round(1000 * head_s / (num_steps - full), 3) if full < num_steps else None,
+                                    "logits_ms_per_step": round(1000 * logits_s / num_steps, 3),
                                     "loop_ms_per_step": round(1000 * loop_s / num_steps, 3)})
         vanilla = row["runs"][0]
         for run in row["runs"][1:]:
             run["e2e_speedup"] = round(vanilla["e2e_ms"] / run["e2e_ms"], 2)
             if size == "dimoo-stub":  # no model cost: c and the ideal speedup have no meaning here
                 continue
-            c = run["head_ms_per_shortcut_step"] / run["model_ms_per_full_step"]
+            # c as bench-cost defines it: a shortcut step (head + output layer) over a full step (model + output layer)
+            c = (run["head_ms_per_shortcut_step"] + run["logits_ms_per_step"]) / (run["model_ms_per_full_step"] + run["logits_ms_per_step"])
             b = run["budget"]
             run["c"] = round(c, 4)
             run["ideal_speedup"] = round(num_steps / (b + (num_steps - b) * c), 2)
             run["share_of_ideal"] = round(run["e2e_speedup"] / run["ideal_speedup"], 3)
         shortcut = [r for r in row["runs"][1:]]
-        row["loop_share_of_shortcut_step"] = round(
-            statistics.median(r["loop_ms_per_step"] / (r["loop_ms_per_step"] + r["head_ms_per_shortcut_step"]) for r in shortcut), 3) \
-            if shortcut else None
+        row["loop_share_of_shortcut_step"] = round(statistics.median(
+            r["loop_ms_per_step"] / (r["loop_ms_per_step"] + r["head_ms_per_shortcut_step"] + r["logits_ms_per_step"])
+            for r in shortcut), 3) if shortcut else None
         log(format_loop_row(row))
         results.append(row)
         del backbone, head
@@ -229,27 +242,29 @@ def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budg
 
 
 def format_loop_row(row: dict) -> str:
-    parts = [f"{row['size']} on {row['device']} ({row['dtype']}, N={row['num_steps']}, {row['image_tokens']} tokens x "
+    parts = [f"{row['size']} on {row['device']} ({row['dtype']}, batch {row['batch']}, N={row['num_steps']}, {row['image_tokens']} tokens x "
              f"{row['codebook']} codes):"]
     for r in row["runs"]:
         what = "vanilla" if r["budget"] is None else f"B={r['budget']}"
         extra = "" if r["budget"] is None else (f", head {r['head_ms_per_shortcut_step']} ms, e2e {r['e2e_speedup']}x "
                                                 f"vs ideal {r.get('ideal_speedup', '—')}x")
-        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, loop {r['loop_ms_per_step']} ms/step{extra}")
+        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, logits {r['logits_ms_per_step']} ms, "
+                     f"loop {r['loop_ms_per_step']} ms/step{extra}")
     return " ".join(parts)
 
 
 def markdown_loop_table(results: list[dict]) -> str:
-    lines = ["| size | device | setting | ms/image | model ms/full step | head ms/shortcut step | loop ms/step | "
-             "e2e speedup | ideal | e2e/ideal |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| size | device | batch | setting | ms/image | model ms/full step | head ms/shortcut step | output layer ms/step | "
+             "loop ms/step | e2e speedup | ideal | e2e/ideal |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results:
         if "skipped" in row:
-            lines.append(f"| {row['size']} | {row['device']} | skipped: {row['skipped']} | | | | | | | |")
+            lines.append(f"| {row['size']} | {row['device']} | | skipped: {row['skipped']} | | | | | | | | |")
             continue
         for r in row["runs"]:
             what = "vanilla" if r["budget"] is None else f"shortcut B={r['budget']}"
             fmt = lambda v, suffix="": "—" if v is None else f"{v}{suffix}"  # noqa: E731
-            lines.append(f"| {row['size']} | {row['device']} | {what} N={row['num_steps']} | {r['e2e_ms']} | "
-                         f"{r['model_ms_per_full_step']} | {fmt(r['head_ms_per_shortcut_step'])} | {r['loop_ms_per_step']} | "
+            lines.append(f"| {row['size']} | {row['device']} | {row.get('batch', 1)} | {what} N={row['num_steps']} | {r['e2e_ms']} | "
+                         f"{r['model_ms_per_full_step']} | {fmt(r['head_ms_per_shortcut_step'])} | {r['logits_ms_per_step']} | "
+                         f"{r['loop_ms_per_step']} | "
                          f"{fmt(r.get('e2e_speedup'), 'x')} | {fmt(r.get('ideal_speedup'), 'x')} | {fmt(r.get('share_of_ideal'))} |")
     return "\n".join(lines)

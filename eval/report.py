@@ -95,3 +95,34 @@ def write_pareto(result: dict, path: str | Path) -> None:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     write_bytes(path, buf.getvalue())
+
+
+def markdown_for(result, source: str = "") -> str:
+    """The Markdown table of any results JSON this package writes: a sweep, bench-cost, bench-loop,
+    scripts/loop_overhead.py or scripts/logits_dtype.py."""
+    from migm_shortcut.errors import MigmError
+
+    if isinstance(result, dict) and isinstance(result.get("rows"), list):
+        return markdown_table(result)
+    if isinstance(result, dict) and isinstance(result.get("results"), list) and result["results"]:
+        first = result["results"][0]
+        if "runs" in first or ("size" in first and "skipped" in first):
+            from .loop import markdown_loop_table
+
+            return markdown_loop_table(result["results"]) + "\n"
+        if "config" in first:
+            from .cost import markdown_table as cost_table
+
+            return cost_table(result["results"]) + "\n"
+    if isinstance(result, dict) and "loop_ms_per_step_per_sample" in result:
+        return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
+                f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
+                f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and "token_agreement" in result:
+        acc = result["prompt_accuracy"]
+        return ("| logits dtype | prompt accuracy | tokens equal to fp32 | images equal to fp32 |\n|---|---:|---:|---:|\n"
+                f"| float32 | {100 * acc['float32']:.1f}% | — | — |\n"
+                f"| bfloat16 | {100 * acc['bfloat16']:.1f}% | {100 * result['token_agreement']:.1f}% | "
+                f"{result['identical_images']} of {result['num_images']} |\n")
+    raise MigmError(f"{source or 'the file'} is not a results JSON this package writes (sweep, bench-cost, bench-loop, "
+                    "loop_overhead, logits_dtype)")

@@ -429,11 +429,18 @@ def cmd_bench_loop(args: argparse.Namespace) -> None:
     except ValueError:
         raise MigmError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {args.budgets!r}") from None
     results = bench_loop([s for s in args.sizes.split(",") if s], device=args.device, num_steps=args.steps,
-                         budgets=budgets, repeats=args.repeats)
+                         budgets=budgets, repeats=args.repeats, batch=args.batch_size)
     print(markdown_loop_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results, "version": __version__})
         print(f"wrote {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .eval.report import markdown_for
+    from .io import read_json
+
+    print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
 
 
 def cmd_bench_hook(args: argparse.Namespace) -> None:
@@ -627,8 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive("--steps"), default=16)
     p.add_argument("--budgets", default="4,6,8")
     p.add_argument("--repeats", type=_positive("--repeats"), default=3)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per generation (times are per image)")
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench_loop)
+
+    p = sub.add_parser("report", help="the Markdown table of results JSON files (sweep, bench-cost, bench-loop, ...)")
+    p.add_argument("results", nargs="+", help="results JSON files")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")
     p.add_argument("--head", default=None, help="head folder (default: the model's head/)")

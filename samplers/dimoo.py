@@ -163,7 +163,7 @@ class DiMOOSampler:
         masked = torch.ones(batch, n_img, dtype=torch.bool, device=device)
         commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device)
         full_steps = torch.zeros(batch, dtype=torch.long, device=device)
-        finite = torch.ones((), dtype=torch.bool, device=device)
+        checksum = torch.zeros((), device=device)  # NaN or inf anywhere in the logits makes it non-finite
         step_full: list[torch.Tensor] = []
         prev_features, newly, num_newly = None, None, 0
         self.policy.reset(batch, self.num_steps)
@@ -191,7 +191,7 @@ class DiMOOSampler:
             positions = image_positions[where].repeat(branches, 1)
             rows = out.features.gather(1, positions[..., None].expand(-1, -1, out.features.shape[-1]))
             logits = self.backbone.logits_from_features(rows, positions).to(self.logits_dtype)
-            finite &= torch.isfinite(logits).all()
+            checksum = checksum + logits.sum()
             logits = guided_logits(logits, branches, self.step_guidance(out, k))  # (B, num_masked, K)
 
             # One uniform per masked position for the token, one for the ranking noise: the token is
@@ -227,7 +227,7 @@ class DiMOOSampler:
             prev_features = out.features
         sync(device)
         loop_seconds = time.perf_counter() - start
-        if not bool(finite):
+        if not bool(torch.isfinite(checksum)):
             raise MigmError(f"non-finite logits (policy {self.policy.name!r}); the model or head weights are broken")
 
         return SampleOutput(codes.view(batch, *layout.grid_shape).cpu(), full_steps.cpu(), self.num_steps, loop_seconds,

@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--label", help="what to call this sampler in the result (default: the tree, or 'installed')")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
     sampler_class = load_sampler(args.tree)
@@ -113,7 +114,7 @@ def main() -> None:
         times = [sampler.generate(["p"], [i]).loop_seconds for i in range(args.repeats)]
     per_step = statistics.median(times) / args.steps
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    result = {"tree": args.tree or "installed", "device": device, "grid": list(layout.grid_shape),
+    result = {"tree": args.label or args.tree or "installed", "device": device, "grid": list(layout.grid_shape),
               "codebook": layout.codebook_size, "steps": args.steps, "batch": 1,
               "loop_ms_per_step_per_sample": round(1000 * per_step, 2)}
     print(json.dumps(result))
