@@ -32,6 +32,55 @@ MODEL_KINDS = (
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class LoadedModel:
+    """What every loaded model offers on top of its ``backbone``: a sampler with the model's own
+    defaults and sampling rule, and ``generate`` = sample + ``decode``."""
+
+    defaults: dict = {}
+    rule = "dimoo"
+    head_path = None          # the head that belongs to the model, where one exists
+    calibration_path = None   # its sensitivity table, where one exists
+
+    def sampler(self, num_steps: int | None = None, guidance_scale: float | None = None,
+                temperature: float | None = None, policy=None, **options):
+        from .samplers import DiMOOSampler  # the core never imports the sampler layer at import time
+
+        d = self.defaults
+        return DiMOOSampler(self.backbone, d["num_steps"] if num_steps is None else num_steps,
+                            d["guidance_scale"] if guidance_scale is None else guidance_scale,
+                            d["temperature"] if temperature is None else temperature, policy,
+                            **{"rule": self.rule, **options})
+
+    def generate(self, prompts, seeds, num_steps: int | None = None, policy=None, guidance_scale: float | None = None,
+                 temperature: float | None = None):
+        """Images in [-1, 1] and the sampler's output (codes, step counts, time)."""
+        out = self.sampler(num_steps, guidance_scale, temperature, policy).generate(prompts, seeds)
+        return self.decode(out.codes), out
+
+
+@torch.no_grad()
+def vq_decode(vq, codes: torch.Tensor, what) -> torch.Tensor:
+    """Decoder output of a diffusers ``VQModel`` for (N, H, W) code grids (its own value range)."""
+    if vq is None:
+        raise MigmError(f"{what or 'this model'} has no vqvae/ (a diffusers VQModel), so its codes cannot be decoded to images")
+    n, h, w = codes.shape
+    codes = codes.to(vq.device)
+    if vq.config.lookup_from_codebook:  # DiMOO's VQ: decode looks the codes up itself
+        return vq.decode(codes, force_not_quantize=True, shape=(n, h, w, vq.config.latent_channels)).sample.float().cpu()
+    emb = vq.quantize.embedding.weight.shape[1]
+    quant = vq.quantize.get_codebook_entry(codes.reshape(-1), (n, h, w, emb))
+    return vq.decode(quant, force_not_quantize=True).sample.float().cpu()
+
+
+def load_vqvae(folder: Path, device):
+    """A diffusers ``VQModel`` saved in ``folder/vqvae``, or None."""
+    if not (Path(folder) / "vqvae" / "config.json").is_file():
+        return None
+    from diffusers import VQModel
+
+    return VQModel.from_pretrained(str(folder), subfolder="vqvae", low_cpu_mem_usage=False).to(device).eval()
+
+
 def detect_kind(path: str | Path | None) -> str:
     """'embedded', 'weights' or 'llada'; one line listing the supported kinds otherwise."""
     if path is None:

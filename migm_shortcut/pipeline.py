@@ -23,6 +23,7 @@ from .classifier import FashionClassifier
 from .errors import MigmError
 from .interface import load_backbone
 from .modeling import SHIPPED_WEIGHTS
+from .models import LoadedModel
 from .prompts import CLASS_NAMES, canonical_prompt, class_prompts, prompt_class, random_prompt
 from .tokenizer import VQTokenizer
 
@@ -33,7 +34,7 @@ DEFAULT_TEMPERATURE = 1.0
 
 
 @dataclass
-class EmbeddedModel:
+class EmbeddedModel(LoadedModel):
     tokenizer: VQTokenizer
     backbone: torch.nn.Module  # MiniDiMOO or any backbone of migm_shortcut.interface (AmusedBackbone, ...)
     classifier: FashionClassifier
@@ -90,18 +91,3 @@ class EmbeddedModel:
         """Prompt and class of teacher trajectory ``index``: classes cycle, phrasings vary."""
         label = index % 10
         return random_prompt(label, random.Random(seed * 1_000_003 + index)), label
-
-    def sampler(self, num_steps: int | None = None, guidance_scale: float | None = None,
-                temperature: float | None = None, policy=None):
-        from .samplers import DiMOOSampler  # the core never imports the sampler layer at import time
-
-        d = self.defaults
-        return DiMOOSampler(self.backbone, d["num_steps"] if num_steps is None else num_steps,
-                            d["guidance_scale"] if guidance_scale is None else guidance_scale,
-                            d["temperature"] if temperature is None else temperature, policy)
-
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], num_steps: int | None = None, policy=None,
-                 guidance_scale: float | None = None, temperature: float | None = None):
-        """Images (B, 1, 28, 28) in [-1, 1] and the sampler's output (codes, step counts, time)."""
-        out = self.sampler(num_steps, guidance_scale, temperature, policy).generate(prompts, seeds)
-        return self.decode(out.codes), out

@@ -44,6 +44,7 @@ from torch import nn
 from ..errors import MigmError
 from ..interface import ModelInfo
 from ..io import read_json, tensor_digest
+from ..models import LoadedModel, load_vqvae, vq_decode
 from ..sequence import check_sequence_shape, grid_positions
 
 # -- facts from the published Lumina-DiMOO code ----------------------------------------------
@@ -305,7 +306,7 @@ def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
         hf_logging.enable_progress_bar()
 
 
-class DiMOOModel:
+class DiMOOModel(LoadedModel):
     """A Lumina-DiMOO checkpoint: the backbone behind the model interface, its tokenizer, its VQ decoder.
 
     >>> model = DiMOOModel.from_pretrained("Lumina-DiMOO", trust_remote_code=True, height=1024, width=768)
@@ -344,34 +345,9 @@ class DiMOOModel:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         check_dimoo_ids(config, tokenizer, folder)  # a wrong checkpoint fails before its weights load
         model = load_llada_model(folder, trust_remote_code, dtype)
-        vqvae = None
-        if (folder / "vqvae" / "config.json").is_file():
-            from diffusers import VQModel
-
-            vqvae = VQModel.from_pretrained(str(folder), subfolder="vqvae", low_cpu_mem_usage=False).to(device).eval()
-        return cls(model.to(device).eval(), tokenizer, vqvae, height=height, width=width, prompt_len=prompt_len,
+        return cls(model.to(device).eval(), tokenizer, load_vqvae(folder, device), height=height, width=width, prompt_len=prompt_len,
                    path=folder)
 
-    @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder."""
-        if self.vqvae is None:
-            raise MigmError(f"{self.path or 'this model'} has no vqvae/ folder, so its codes cannot be decoded to images")
-        n, h, w = codes.shape
-        vq = self.vqvae
-        images = vq.decode(codes.to(vq.device), force_not_quantize=True,
-                           shape=(n, h, w, vq.config.latent_channels)).sample.clamp(0, 1)
-        return (images * 2 - 1).float().cpu()
-
-    def sampler(self, num_steps: int | None = None, guidance_scale: float | None = None,
-                temperature: float | None = None, policy=None):
-        from ..samplers import DiMOOSampler  # core never imports the sampler layer at import time
-
-        d = self.defaults
-        return DiMOOSampler(self.backbone, d["num_steps"] if num_steps is None else num_steps,
-                            d["guidance_scale"] if guidance_scale is None else guidance_scale,
-                            d["temperature"] if temperature is None else temperature, policy)
-
-    def generate(self, prompts, seeds, policy=None, **settings):
-        out = self.sampler(policy=policy, **settings).generate(prompts, seeds)
-        return self.decode(out.codes), out
+        """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder (which outputs [0, 1])."""
+        return vq_decode(self.vqvae, codes, self.path).clamp(0, 1) * 2 - 1

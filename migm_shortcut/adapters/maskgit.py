@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import MigmError
 from ..interface import ModelInfo
 from ..io import load_torch, read_json, tensor_digest
+from ..models import LoadedModel, load_vqvae, vq_decode
 from ..sequence import check_sequence_shape
 
 MASKGIT_DEFAULTS = {"num_steps": 12, "guidance_scale": 3.0, "temperature": 1.0}
@@ -187,7 +188,7 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: Path) -
                             f"{tuple(tensor.shape)}")
 
 
-class MaskGITModel:
+class MaskGITModel(LoadedModel):
     """A MaskGIT checkpoint folder: the backbone behind the model interface, and its VQ decoder if present."""
 
     kind = "maskgit"
@@ -223,36 +224,13 @@ class MaskGITModel:
         check_state(state, model, files[0])
         model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
         model = model.to(device, dtype or torch.float32).eval()
-        vqvae = None
-        if (folder / "vqvae" / "config.json").is_file():
-            from diffusers import VQModel
+        return cls(model, class_names, load_vqvae(folder, device), folder)
 
-            vqvae = VQModel.from_pretrained(str(folder), subfolder="vqvae", low_cpu_mem_usage=False).to(device).eval()
-        return cls(model, class_names, vqvae, folder)
-
-    @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        if self.vqvae is None:
-            raise MigmError(f"{self.path or 'this model'} has no vqvae/ (a diffusers VQModel), so codes cannot be decoded")
-        n, h, w = codes.shape
-        vq = self.vqvae
-        emb = vq.quantize.embedding.weight.shape[1]
-        quant = vq.quantize.get_codebook_entry(codes.reshape(-1).to(vq.device), (n, h, w, emb))
-        return vq.decode(quant, force_not_quantize=True).sample.clamp(-1, 1).float().cpu()
+        """(N, H, W) codes -> images in [-1, 1] (the VQGAN's range)."""
+        return vq_decode(self.vqvae, codes, self.path).clamp(-1, 1)
 
     @staticmethod
     def parse_prompt(text: str):
         """A prompt as typed: a class id ("207") or a class name (with a names list)."""
         return int(text) if text.strip().isdigit() else text
-
-    def sampler(self, num_steps=None, guidance_scale=None, temperature=None, policy=None, rule: str | None = None):
-        from ..samplers import DiMOOSampler
-
-        d = self.defaults
-        return DiMOOSampler(self.backbone, d["num_steps"] if num_steps is None else num_steps,
-                            d["guidance_scale"] if guidance_scale is None else guidance_scale,
-                            d["temperature"] if temperature is None else temperature, policy, rule=rule or self.rule)
-
-    def generate(self, prompts, seeds, policy=None, **settings):
-        out = self.sampler(policy=policy, **settings).generate(prompts, seeds)
-        return self.decode(out.codes), out
