@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -107,7 +108,7 @@ def _parse_setting(raw: Any, where: str) -> Setting:
     for key in ("guidance_scale", "temperature"):
         if key in raw:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
                     or (key == "temperature" and value == 0):
                 raise MigmError(f"{where}: {key} must be a number {'> 0' if key == 'temperature' else '>= 0'}, "
                                 f"got {value!r}")

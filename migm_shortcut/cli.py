@@ -482,8 +482,16 @@ def cmd_fid(args: argparse.Namespace) -> None:
           f"FID {scores.fid:.3f}, domain FID {scores.domain_fid:.3f} (project classifier features, not comparable with papers)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, where to look) and exit status 2;
+    ``--help`` is unchanged."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="migm-shortcut", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="migm-shortcut", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -8,8 +8,3 @@ that line and exits non-zero instead of showing a traceback.
 
 class MigmError(Exception):
     """An error caused by the user's input or environment, with a one-line explanation."""
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise MigmError(message)

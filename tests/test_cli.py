@@ -3,6 +3,7 @@ import json
 import pytest
 from PIL import Image
 
+from migm_shortcut import MigmError
 from migm_shortcut.cli import main
 
 
@@ -245,3 +246,35 @@ def test_demo_compares_every_policy_it_can_run(tmp_path, capsys, weights_with_he
     for label in ("vanilla", "shortcut B=4", "adaptive eps=0.4", "sencache eps=0.3 K=3", "mlcache w=0.3 k=5 r=0.1",
                   "fixed k=2"):
         assert f"{label}: 10 images" in out, label
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["sample", "--prompt", "a bag", "--out-dir", "o", "--steps", "0"], "--steps must be at least 1"),
+    (["sample", "--prompt", "a bag", "--out-dir", "o", "--guidance-scale", "nan"], "expected a finite number"),
+    (["sample", "--prompt", "a bag", "--out-dir", "o", "--eps", "inf"], "expected a finite number"),
+    (["sample", "--prompt", "a bag"], "required: --out-dir"),
+])
+def test_usage_errors_are_one_line_without_the_usage_block(tmp_path, capsys, monkeypatch, argv, what):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and what in err and "usage:" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--help"])
+    assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_non_finite_config_values_are_refused(tmp_path):
+    from migm_shortcut.eval.sweep import load_sweep_config
+    from migm_shortcut.train.head import HeadTrainConfig
+
+    (tmp_path / "s.json").write_text('{"settings": [{"policy": "vanilla", "steps": 4, "guidance_scale": NaN}]}')
+    with pytest.raises(MigmError, match="guidance_scale must be a number"):
+        load_sweep_config(tmp_path / "s.json")
+    with pytest.raises(MigmError, match="--lr must be a finite number"):
+        HeadTrainConfig(out=str(tmp_path), online=True, lr=float("nan")).check()

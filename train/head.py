@@ -22,6 +22,7 @@ head is the EMA copy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,6 +90,10 @@ class HeadTrainConfig:
                      "online_trajectories", "online_steps_per_round", "teacher_steps"):
             if getattr(self, name) < 1:
                 raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        numbers = ("lr", "weight_decay", "ema_decay", "kl_weight", "kl_temperature", "mlp_ratio", "guidance_scale", "temperature")
+        bad = [n for n in numbers if not isinstance(getattr(self, n), (int, float)) or not math.isfinite(getattr(self, n))]
+        if bad:
+            raise MigmError(f"--{bad[0].replace('_', '-')} must be a finite number, got {getattr(self, bad[0])!r}")
         if self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.kl_weight < 0 or self.kl_temperature <= 0:
             raise MigmError("need lr > 0, 0 <= ema-decay < 1, kl-weight >= 0 and kl-temperature > 0")
         if self.kl_target not in KL_TARGETS:
