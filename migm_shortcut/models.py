@@ -27,6 +27,7 @@ MODEL_KINDS = (
     "a migm-shortcut weights folder (backbone/config.json, from train-base)",
     "a Lumina-DiMOO / LLaDA checkpoint folder (config.json with model_type 'llada')",
     "a MaskGIT-pytorch folder (MaskGIT/*.pth, the released layout)",
+    "a diffusers AmusedPipeline folder (model_index.json)",
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -93,6 +94,11 @@ def detect_kind(path: str | Path | None) -> str:
         return "weights"
     if (folder / "MaskGIT").is_dir():
         return "maskgit"
+    if (folder / "model_index.json").is_file():
+        pipeline = read_json(folder / "model_index.json").get("_class_name")
+        if pipeline == "AmusedPipeline":
+            return "amused-pipeline"
+        raise MigmError(f"{folder} holds a {pipeline!r}, which is not supported; supported: {'; '.join(MODEL_KINDS)}")
     if (folder / "config.json").is_file():
         model_type = read_json(folder / "config.json").get("model_type")
         if model_type == "llada":
@@ -119,6 +125,12 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     sizes = {k: v for k, v in (("height", height), ("width", width), ("prompt_len", prompt_len)) if v is not None}
     if class_names is not None and kind != "maskgit":
         raise MigmError("class names apply to class-conditional models (MaskGIT); this model takes text prompts")
+    if kind == "amused-pipeline":
+        from .adapters.amused import AmusedPipelineModel
+
+        if sizes:
+            raise MigmError(f"{', '.join(sizes)} apply to Lumina-DiMOO checkpoints; an aMUSEd pipeline has a fixed size")
+        return AmusedPipelineModel.from_pretrained(path, device=device, dtype=dtype)
     if kind == "maskgit":
         from .adapters.maskgit import MaskGITModel
 

@@ -35,6 +35,7 @@ from ..sequence import MASK, PAD, SequenceLayout, check_sequence_shape
 from ..errors import MigmError
 from ..io import tensor_digest
 from ..modeling import PretrainedModule
+from ..models import LoadedModel, vq_decode
 
 from diffusers import UVit2DModel
 
@@ -240,3 +241,143 @@ class AmusedBackbone(ModelInfo, PretrainedModule):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
+
+
+# -- a real AmusedPipeline folder ----------------------------------------------------------------
+class CLIPPromptLayout:
+    """``[77 CLIP prompt ids][H x W image codes]`` for an ``AmusedPipeline``: prompts tokenized exactly
+    as the pipeline does (padded to the tokenizer's ``model_max_length``, truncated), the empty
+    prompt as the unconditional branch (the pipeline's default negative prompt). Image codes sit
+    after the text vocabulary (``code_offset = len(tokenizer)``), the mask after the codes."""
+
+    prompt_in_sequence = False
+    image_delimiters = False
+
+    def __init__(self, tokenizer, grid: int, codebook_size: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = int(tokenizer.model_max_length)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.code_offset, self.codebook_size = len(tokenizer), codebook_size
+        self.vocab_size = self.code_offset + codebook_size
+        self.mask_id = self.vocab_size
+        self.grid_shape = (grid, grid)
+        self.num_image_tokens = grid * grid
+        self.seq_len = self.prompt_len + grid * grid
+        self.image_positions = self.prompt_len + torch.arange(grid * grid)
+
+    def encode_prompt(self, prompt: str | None) -> torch.Tensor:
+        if prompt is not None and not isinstance(prompt, str):
+            raise MigmError(f"this model takes text prompts, got {prompt!r}")
+        return self.tokenizer("" if prompt is None else prompt, return_tensors="pt", padding="max_length",
+                              truncation=True, max_length=self.prompt_len).input_ids[0]
+
+    def template(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        seq = torch.full((prompt_ids.shape[0], self.seq_len), self.mask_id, dtype=torch.long, device=prompt_ids.device)
+        seq[:, : self.prompt_len] = prompt_ids
+        return seq
+
+    def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
+        seq = seq.clone()
+        seq[:, self.prompt_len:] = torch.where(committed, codes + self.code_offset, torch.full_like(codes, self.mask_id))
+        return seq
+
+
+class AmusedPipelineBackbone(ModelInfo, nn.Module):
+    """An unmodified ``AmusedPipeline``'s transformer and CLIP text encoder = the model interface.
+
+    Text states are computed as the pipeline computes them (``hidden_states[-2]`` and
+    ``text_embeds`` of ``CLIPTextModelWithProjection``), once per distinct prompt (cached), and
+    fed with the pipeline's micro-conditioning to the UVit; features are ``mlm_layer.layer_norm``'s
+    output (``UVit2DFeatures``), with the text states as the prompt rows, exactly the rows the
+    pipeline hook builds, so heads trained here drive ``enable_shortcut`` in the pipeline too.
+    """
+
+    def __init__(self, transformer: UVit2DModel, text_encoder, tokenizer, image_size: int, aesthetic_score: float = 6.0):
+        super().__init__()
+        self.transformer, self.text_encoder = transformer, text_encoder
+        self.uvit = UVit2DFeatures(transformer)
+        self.layout = CLIPPromptLayout(tokenizer, self.uvit.grid_size, self.uvit.codebook_size)
+        self.width = self.uvit.width
+        self.micro = [float(image_size), float(image_size), 0.0, 0.0, float(aesthetic_score)]
+        self._text_cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        return self.uvit.fingerprint
+
+    def text_states(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden_states[-2], text_embeds) per row; each distinct prompt goes through CLIP once."""
+        rows = [r.tobytes() for r in prompt_ids.cpu().numpy()]
+        todo = sorted({r for r in rows if r not in self._text_cache})
+        if todo:
+            if len(self._text_cache) > 4096:  # bounded: a long online training run sees many prompts
+                self._text_cache.clear()
+            ids = torch.stack([torch.frombuffer(bytearray(r), dtype=torch.long) for r in todo]).to(prompt_ids.device)
+            out = self.text_encoder(ids, return_dict=True, output_hidden_states=True)
+            for r, hidden, pooled in zip(todo, out.hidden_states[-2], out.text_embeds):
+                self._text_cache[r] = (hidden, pooled)
+        hidden, pooled = zip(*(self._text_cache[r] for r in rows))
+        return torch.stack(hidden), torch.stack(pooled)
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        check_sequence_shape(input_ids, self.layout.seq_len)
+        lay, g = self.layout, self.uvit.grid_size
+        image = input_ids[:, lay.prompt_len:]
+        uvit_ids = torch.where(image == lay.mask_id, self.uvit.mask_token_id, image - lay.code_offset).view(-1, g, g)
+        hidden, pooled = self.text_states(input_ids[:, : lay.prompt_len])
+        micro = torch.tensor(self.micro, device=hidden.device, dtype=hidden.dtype).expand(len(input_ids), -1)
+        _, features = self.uvit.image_features(self.transformer, uvit_ids, micro_conds=micro, pooled_text_emb=pooled,
+                                               encoder_hidden_states=hidden)
+        if hidden.shape[-1] != features.shape[-1]:  # text states of another width cannot be rows: zeros stand in
+            hidden = hidden.new_zeros(hidden.shape[:2] + features.shape[-1:])
+        return self.uvit.head_rows(hidden, features)
+
+    def logits_from_features(self, features: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.uvit.logits_from_features(features)
+
+    def embed_tokens(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Image ids through the UVit's frozen embedding + 2D position code (as the hook embeds them);
+        prompt positions embed to zero (the prompt never changes while an image is sampled)."""
+        lay = self.layout
+        is_image = positions >= lay.prompt_len
+        uvit_ids = torch.where(ids >= lay.code_offset, ids - lay.code_offset, self.uvit.mask_token_id)
+        uvit_ids = torch.where(ids == lay.mask_id, self.uvit.mask_token_id, uvit_ids).clamp(0, self.uvit.mask_token_id)
+        image = self.uvit.embed_image_tokens(uvit_ids, (positions - lay.prompt_len).clamp(min=0))
+        return torch.where(is_image[..., None], image, torch.zeros_like(image))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
+
+
+class AmusedPipelineModel(LoadedModel):
+    """A diffusers ``AmusedPipeline`` folder: its UVit and CLIP behind the interface, its VQ decoder.
+
+    Defaults follow the pipeline's: 12 steps, its CFG ``uncond + 10 (cond - uncond)``, which is
+    ``(1 + s) cond - s uncond`` with s = 9 here. The pipeline's scheduler anneals its own sampling
+    temperature (2 -> 0); this package's sampler uses its DiMOO rule at temperature 1 instead, so
+    samples match the pipeline's in form, not token for token (``enable_shortcut`` runs inside the
+    pipeline's own loop when that is what you need).
+    """
+
+    kind = "amused-pipeline"
+    defaults = {"num_steps": 12, "guidance_scale": 9.0, "temperature": 1.0}
+
+    def __init__(self, pipe, path=None):
+        self.pipe, self.path = pipe, path
+        size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+        self.backbone = AmusedPipelineBackbone(pipe.transformer, pipe.text_encoder, pipe.tokenizer, image_size=size)
+
+    @classmethod
+    def from_pretrained(cls, folder, device="cpu", dtype: torch.dtype | None = None) -> "AmusedPipelineModel":
+        from diffusers import AmusedPipeline
+
+        try:
+            pipe = AmusedPipeline.from_pretrained(str(folder), torch_dtype=dtype or torch.float32, low_cpu_mem_usage=False)
+        except (OSError, ValueError, ImportError) as exc:
+            raise MigmError(f"cannot load the AmusedPipeline in {folder}: {str(exc).splitlines()[0]}") from None
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe.to(device), folder)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) codes -> images in [-1, 1] through the pipeline's VQModel (which outputs [0, 1])."""
+        return vq_decode(self.pipe.vqvae, codes, self.path).clamp(0, 1) * 2 - 1

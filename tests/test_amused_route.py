@@ -1,0 +1,87 @@
+"""A real AmusedPipeline folder end to end: load by path, sample, collect, train a head, sample with it,
+and the same head inside the pipeline's own __call__ through the hook."""
+
+import pytest
+import torch
+
+from migm_shortcut import ShortcutHead, load_model
+from migm_shortcut.cli import main
+from migm_shortcut.hooks import disable_shortcut, enable_shortcut
+from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+
+from tiny_amused_pipeline import write_tiny_amused_pipeline
+
+PROMPTS = ["a red cube", "a blue bag", "a photo of a dog"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory):
+    return write_tiny_amused_pipeline(tmp_path_factory.mktemp("amused") / "pipeline")
+
+
+def random_head(backbone, seed: int = 1) -> ShortcutHead:
+    torch.manual_seed(seed)
+    head = ShortcutHead.for_base(backbone, ratio=2, heads=2)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return head.eval()
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_pipeline_loads_by_path_and_prompts_go_through_its_clip(pipeline_folder):
+    model = load_model(pipeline_folder)
+    assert model.kind == "amused-pipeline" and model.backbone.layout.grid_shape == (4, 4)
+    lay = model.backbone.layout
+    ids = lay.encode_prompt("a red cube")
+    assert torch.equal(ids, model.pipe.tokenizer("a red cube", padding="max_length", truncation=True,
+                                                 max_length=16, return_tensors="pt").input_ids[0])
+    assert torch.equal(lay.encode_prompt(None), lay.encode_prompt(""))  # the pipeline's default negative prompt
+    hidden, pooled = model.backbone.text_states(ids[None])
+    out = model.pipe.text_encoder(ids[None], return_dict=True, output_hidden_states=True)
+    assert torch.allclose(hidden, out.hidden_states[-2]) and torch.allclose(pooled, out.text_embeds)
+
+
+def test_vanilla_shortcut_at_b_equals_n_and_b_transformer_passes(pipeline_folder):
+    model = load_model(pipeline_folder)
+    backbone = model.backbone
+    vanilla = DiMOOSampler(backbone, num_steps=4).generate(PROMPTS, [0, 1, 2])
+    head = random_head(backbone)
+    full = DiMOOSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=4)).generate(PROMPTS, [0, 1, 2])
+    assert torch.equal(full.codes, vanilla.codes)
+    calls = []
+    handle = model.pipe.transformer.register_forward_hook(lambda *a: calls.append(1))
+    out = DiMOOSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
+    handle.remove()
+    assert len(calls) == 2 and out.full_steps.tolist() == [2, 2, 2]
+    images, _ = model.generate(PROMPTS[:1], [0], num_steps=4)
+    assert images.shape[:2] == (1, 3) and -1 <= images.min() and images.max() <= 1
+
+
+def test_collect_train_sample_and_the_same_head_in_the_pipeline(pipeline_folder, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    m = ["--model", pipeline_folder]
+    code, _, err = run(capsys, "collect", *m, "--prompts-file", prompts, "--num", "2", "--steps", "4", "--shard-size", "2",
+                       "--batch-size", "2", "--out", tmp_path / "traj")
+    assert code == 0, err
+    code, _, err = run(capsys, "train-head", *m, "--data", tmp_path / "traj", "--out", tmp_path / "head", "--steps", "3",
+                       "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
+    assert code == 0, err
+    head_dir = tmp_path / "head" / "head"
+    code, _, err = run(capsys, "sample", *m, "--prompts-file", prompts, "--steps", "4", "--policy", "shortcut", "--budget",
+                       "2", "--head", head_dir, "--out-dir", tmp_path / "fast")
+    assert code == 0, err
+    assert len(list((tmp_path / "fast").glob("*.png"))) == 3
+
+    pipe = load_model(pipeline_folder).pipe
+    hook = enable_shortcut(pipe.transformer, ShortcutHead.from_pretrained(head_dir), budget=2, num_steps=4)
+    try:
+        pipe(prompt=PROMPTS[:2], num_inference_steps=4, output_type="latent", generator=torch.Generator().manual_seed(0))
+    finally:
+        disable_shortcut(pipe.transformer)
+    assert hook.full_calls == 2
