@@ -154,3 +154,56 @@ class CachedFID:
         self.metric.reset()  # clears the generated side only (reset_real_features=False)
         self._update(images, real=False, desc="FID features")
         return float(self.metric.compute())
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def reference_files(folder: str | Path) -> list[Path]:
+    """The image files of a reference folder (recursively, sorted); one line when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MigmError(f"reference folder not found: {folder} (pass a folder of real images, e.g. ImageNet val)")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < 2:
+        raise MigmError(f"reference folder {folder} holds {len(files)} image(s) ({', '.join(IMAGE_SUFFIXES)}); FID needs at least 2")
+    return files
+
+
+def load_rgb(path: Path, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """(3, size, size) in [-1, 1]: the image as RGB, resized bilinearly (what the Inception features see)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MigmError(f"cannot read reference image {path} ({type(exc).__name__}); remove it or replace it") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1
+
+
+class FolderFID(CachedFID):
+    """Inception FID against a folder of real images of any size (read in batches, never all at
+    once); the statistics are cached under a hash of the files' bytes and the extractor."""
+
+    def __init__(self, folder: str | Path, features: nn.Module | None = None, batch_size: int = 64, progress: bool = True):
+        from migm_shortcut.io import file_digest
+
+        self.features = features or InceptionFeatures()
+        self.batch_size, self.progress = batch_size, progress
+        self.metric = FrechetInceptionDistance(feature=self.features, reset_real_features=False)
+        files = reference_files(folder)
+        self.reference_count = len(files)
+        key = hashlib.sha256(f"folder|{file_digest(folder)}|{self.features.identity}".encode()).hexdigest()[:20]
+        self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
+        if self.cache_path.is_file():
+            stats = load_tensors(self.cache_path)
+            for name in _STATE:
+                getattr(self.metric, name).copy_(stats[name])
+            return
+        for i in tqdm(range(0, len(files), batch_size), desc=f"reference stats ({folder})", disable=not progress,
+                      leave=False):
+            self.metric.update(torch.stack([load_rgb(p) for p in files[i : i + batch_size]]), real=True)
+        save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
+                     metadata={"reference": str(folder), "extractor": self.features.identity})

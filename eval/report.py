@@ -13,9 +13,11 @@ def _fmt(value, digits: int) -> str:
 
 
 def markdown_table(result: dict) -> str:
+    with_clip = any(r.get("clip_score") is not None for r in result["rows"])
     lines = [
-        "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | domain FID* | prompt acc | images |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | domain FID* | prompt acc | "
+        + ("CLIPScore | " if with_clip else "") + "images |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_clip else "") + "---:|",
     ]
     timed = [r for r in result["rows"] if r["method"] != "real"]
     baseline_run = timed[0].get("run") if timed else None
@@ -31,11 +33,19 @@ def markdown_table(result: dict) -> str:
             f"| {r['method']} | {r['setting']}{mark} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
             f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | "
             f"{_fmt(accuracy, 1) + '%' if accuracy is not None else '—'} | "
-            f"{r['num_images']} |"
+            + (f"{_fmt(r.get('clip_score'), 2)} | " if with_clip else "")
+            + f"{r['num_images']} |"
         )
     lines.append("")
-    if result.get("reference") is None:
-        lines.append(f"Speed only ({result.get('prompts')}): latency is the median sampling-loop time per image on "
+    if result.get("prompts", "class prompts") != "class prompts":
+        scored = []
+        if result.get("reference") is not None:
+            scored.append(f"FID: Inception-v3 (TF-2015 weights) against the {result['reference_images']} images of "
+                          f"{result['reference']}")
+        if result.get("clip") is not None:
+            scored.append(f"CLIPScore: torchmetrics with the CLIP model in {result['clip']}")
+        lines.append(("; ".join(scored) + ". " if scored else "Speed only. ") +
+                     f"Prompts: {result.get('prompts')}. Latency is the median sampling-loop time per image on "
                      f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}.")
         return "\n".join(lines) + "\n"
     lines.append(
@@ -62,7 +72,8 @@ def write_pareto(result: dict, path: str | Path) -> None:
     has = lambda key: any(r.get(key) is not None for r in result["rows"])  # noqa: E731
     panels = [(key, title) for key, title in (("fid", "Inception FID (lower is better)"),
                                               ("domain_fid", "domain FID* (lower is better)"),
-                                              ("prompt_accuracy", "prompt accuracy")) if has(key)]
+                                              ("prompt_accuracy", "prompt accuracy"),
+                                              ("clip_score", "CLIPScore (higher is better)")) if has(key)]
     if not panels:  # a speed-only sweep: speedup against backbone passes
         panels = [("speedup", "speedup over the baseline (higher is better)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)

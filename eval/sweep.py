@@ -171,13 +171,13 @@ def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds:
 
 
 # What must agree between two sweeps for one's rows to stand in for the other's.
-RUN_SIGNATURE = ("num_images_per_setting", "prompts", "reference", "reference_images", "backbone", "device", "torch_threads",
+RUN_SIGNATURE = ("num_images_per_setting", "prompts", "clip", "reference", "reference_images", "backbone", "device", "torch_threads",
                  "guidance_scale", "temperature", "seed", "batch_size", "inception")
 
 
 CLASS_PROMPTS = "class prompts"
 # Values of signature fields that sweeps written before the field existed had implicitly.
-SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS}
+SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS, "clip": None}
 
 
 def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
@@ -246,12 +246,15 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
 def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False, model: str | None = None,
               device: str = "cpu", progress: bool = True, per_class: int | None = None, resume: bool = False,
               reuse_from: list[str | Path] = (), prompts: list[str] | None = None, per_prompt: int = 1,
-              load_options: dict | None = None) -> dict:
+              load_options: dict | None = None, reference: str | Path | None = None,
+              clip: str | Path | None = None) -> dict:
     """Run a sweep on ``load_model(model, **load_options)``.
 
     The embedded model without ``prompts`` is scored on its class prompts (FID, domain FID,
     prompt accuracy); with ``prompts`` (any model) each prompt is sampled ``per_prompt`` times
-    and the rows report latency, speedup, backbone passes and FLOPs.
+    and the rows report latency, speedup, backbone passes and FLOPs, plus Inception FID against
+    the images in ``reference`` (a folder) and CLIPScore with the CLIP model in ``clip`` (a folder),
+    when given.
     """
     cfg = load_sweep_config(config_path)
     if per_class is not None:
@@ -260,6 +263,15 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     started = time.perf_counter()
     # tells the rows timed in this run from reused ones (two runs can start within one second)
     run_id = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{uuid.uuid4().hex[:8]}"
+    if prompts is None and (reference is not None or clip is not None):
+        raise MigmError("--reference and --clip score the images of --prompts-file; pass the prompts too")
+    from .clip import check_clip_folder
+    from .fid import reference_files
+
+    if reference is not None:
+        reference_files(reference)  # an empty or missing folder fails before the model loads
+    if clip is not None:
+        check_clip_folder(clip)
     loaded = load_model(model, device=device, **(load_options or {}))
     for setting in [cfg.baseline] + cfg.settings:  # every setting's policy is checked before any work
         setting_policy(loaded, setting)
@@ -270,8 +282,15 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         digest = hashlib.sha256("\n".join(map(str, prompts)).encode()).hexdigest()[:16]
         parse = getattr(loaded, "parse_prompt", None)
         prompts = [parse(p) if parse else p for p in prompts for _ in range(per_prompt)]
+        if clip is not None and any(not isinstance(p, str) for p in prompts):
+            raise MigmError("--clip scores text prompts; this model is class-conditional (drop --clip)")
         evaluator, classes = None, None
         cfg.real_baseline = cfg.reconstruction_baseline = False
+        from .clip import LocalCLIPScore
+        from .fid import FolderFID
+
+        folder_fid = FolderFID(reference, progress=progress) if reference is not None else None
+        clip_score = LocalCLIPScore(clip) if clip is not None else None
     elif hasattr(loaded, "classifier"):
         reference_size = cfg.quick_reference_size if quick else cfg.reference_size
         evaluator = SampleEvaluator(loaded.classifier, cfg.reference, reference_size, cfg.inception, progress)
@@ -279,14 +298,17 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         classes = torch.tensor(class_list)
     else:
         raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
+    if evaluator is not None:
+        folder_fid = clip_score = None
     seeds = [cfg.seed + i for i in range(len(prompts))]
     model = loaded
 
     result = {
         "config": str(config_path), "quick": quick, "num_images_per_setting": len(prompts),
         "model_kind": model.kind, "prompts": CLASS_PROMPTS if evaluator is not None else f"{len(set(prompts))} prompts, sha256 {digest}",
-        "reference": evaluator.reference_name if evaluator else None,
-        "reference_images": evaluator.reference_count if evaluator else None,
+        "reference": evaluator.reference_name if evaluator else (str(reference) if folder_fid else None),
+        "reference_images": evaluator.reference_count if evaluator else (folder_fid.reference_count if folder_fid else None),
+        "clip": str(clip) if clip_score else None,
         "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
         "batch_size": cfg.batch_size, "inception": cfg.inception and evaluator is not None,
@@ -332,11 +354,17 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     for i, (setting, row, old) in enumerate(planned):
         if old is not None:
             continue
-        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, decode=evaluator is not None)
+        scored = evaluator is not None or folder_fid is not None or clip_score is not None
+        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, decode=scored)
         if baseline_latency is None:
             baseline_latency = speed["latency_s"]
-        scores = (evaluator.score(images, classes).as_dict() if evaluator is not None else
-                  {"fid": None, "domain_fid": None, "prompt_accuracy": None, "num_images": len(prompts)})
+        if evaluator is not None:
+            scores = evaluator.score(images, classes).as_dict()
+        else:
+            scores = {"fid": folder_fid.score(images) if folder_fid else None, "domain_fid": None,
+                      "prompt_accuracy": None, "num_images": len(prompts)}
+            if clip_score is not None:
+                scores["clip_score"] = clip_score.score(images, prompts)
         measured[i] = {**row, **speed, "speedup": baseline_latency / speed["latency_s"], **scores, "run": run_id}
         result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started

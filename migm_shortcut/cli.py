@@ -391,7 +391,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                     "class_names": read_prompt_lines(args.class_names) if args.class_names else None}
     result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=args.device,
                        per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
-                       per_prompt=args.per_prompt, load_options=load_options)
+                       per_prompt=args.per_prompt, load_options=load_options, reference=args.reference, clip=args.clip)
     print(markdown_table(result))
     print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
 
@@ -617,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-file", help="sample these prompts (one per line) and report speed only; "
                                           "needed for models without built-in prompts")
     p.add_argument("--per-prompt", type=_positive("--per-prompt"), default=1, help="with --prompts-file: images per prompt")
+    p.add_argument("--reference", help="with --prompts-file: Inception FID against this folder of real images")
+    p.add_argument("--clip", help="with --prompts-file: CLIPScore with the CLIP model in this local folder (never downloaded)")
     _add_model_args(p)
     p.set_defaults(func=cmd_sweep)
 

@@ -85,3 +85,33 @@ def test_collect_train_sample_and_the_same_head_in_the_pipeline(pipeline_folder,
     finally:
         disable_shortcut(pipe.transformer)
     assert hook.full_calls == 2
+
+
+def test_a_sweep_of_any_model_scores_fid_against_a_folder_and_clipscore(pipeline_folder, tmp_path, capsys):
+    import json
+
+    from tiny_amused_pipeline import write_reference_images, write_tiny_clip
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    reference = write_reference_images(tmp_path / "real")
+    clip = write_tiny_clip(tmp_path / "clip")
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3,
+                                  "settings": [{"policy": "vanilla", "steps": 2}]}))
+    capsys.readouterr()
+    code, _, err = run(capsys, "sweep", "--model", pipeline_folder, "--prompts-file", prompts, "--config", config,
+                       "--reference", reference, "--clip", clip, "--out", tmp_path / "sweep")
+    assert code == 0, err
+    result = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    row = result["rows"][0]
+    assert len(result["rows"]) == 2 and row["fid"] > 0 and row["clip_score"] >= 0 and result["reference_images"] == 6
+    assert "CLIPScore" in (tmp_path / "sweep" / "results.md").read_text()
+
+    (tmp_path / "empty").mkdir()
+    for flags, message in ((["--reference", tmp_path / "empty"], "holds 0 image(s)"),
+                           (["--clip", tmp_path / "no_clip"], "CLIP folder not found"),
+                           (["--reference", tmp_path / "missing"], "reference folder not found")):
+        code, _, err = run(capsys, "sweep", "--model", pipeline_folder, "--prompts-file", prompts, "--config", config,
+                           *flags, "--out", tmp_path / "bad")
+        assert code == 2 and err.count("\n") == 1 and message in err, err

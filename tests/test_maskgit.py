@@ -194,3 +194,13 @@ def test_bad_classes_and_checkpoints_are_one_line(maskgit_folder, tmp_path, caps
     assert code == 2 and err.count("\n") == 1 and "pos_emb is (1, 17, 32)" in err and "(1, 17, 48)" in err
     code, _, err = run(capsys, "sample", "--model", maskgit_folder, "--prompt", "9", "--out-dir", tmp_path / "o")
     assert code == 2 and "class id must be a whole number in 0..4" in err and not (tmp_path / "o").exists()
+
+
+def test_clipscore_is_refused_for_a_class_conditional_model(maskgit_folder, tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("0\n3\n")
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "settings": [{"policy": "vanilla", "steps": 2}]}))
+    code, _, err = run(capsys, "sweep", "--model", maskgit_folder, "--prompts-file", classes, "--config", config,
+                       "--clip", maskgit_folder / "MaskGIT", "--out", tmp_path / "s")
+    assert code == 2 and err.count("\n") == 1 and "class-conditional" in err

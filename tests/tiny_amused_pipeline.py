@@ -47,3 +47,32 @@ def write_tiny_amused_pipeline(folder: Path, seed: int = 0) -> Path:
     pipe = AmusedPipeline(vqvae=vqvae, tokenizer=tokenizer, text_encoder=text, transformer=transformer, scheduler=scheduler)
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny random CLIPModel and its processor (the character tokenizer above), saved to ``folder``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
+
+    folder = Path(folder)
+    tokenizer = tiny_clip_tokenizer(folder / "_tokenizer_files")
+    torch.manual_seed(seed)
+    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=PROMPT_TOKENS, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def write_reference_images(folder: Path, count: int = 6, size: int = 8) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"real_{i}.png")
+    return folder

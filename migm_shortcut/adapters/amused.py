@@ -370,11 +370,18 @@ class AmusedPipelineModel(LoadedModel):
     @classmethod
     def from_pretrained(cls, folder, device="cpu", dtype: torch.dtype | None = None) -> "AmusedPipelineModel":
         from diffusers import AmusedPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
+        diffusers_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
+        transformers_logging.disable_progress_bar()
         try:
             pipe = AmusedPipeline.from_pretrained(str(folder), torch_dtype=dtype or torch.float32, low_cpu_mem_usage=False)
         except (OSError, ValueError, ImportError) as exc:
             raise MigmError(f"cannot load the AmusedPipeline in {folder}: {str(exc).splitlines()[0]}") from None
+        finally:
+            diffusers_logging.enable_progress_bar()
+            transformers_logging.enable_progress_bar()
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device), folder)
 
