@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from migm_shortcut import ShortcutHead, load_model
-from migm_shortcut.cli import main
 from migm_shortcut.hooks import disable_shortcut, enable_shortcut
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+
+from cli_route import collect_and_train, run
 
 from tiny_amused_pipeline import write_tiny_amused_pipeline
 
@@ -27,10 +28,6 @@ def random_head(backbone, seed: int = 1) -> ShortcutHead:
     return head.eval()
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_pipeline_loads_by_path_and_prompts_go_through_its_clip(pipeline_folder):
@@ -66,13 +63,7 @@ def test_collect_train_sample_and_the_same_head_in_the_pipeline(pipeline_folder,
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     m = ["--model", pipeline_folder]
-    code, _, err = run(capsys, "collect", *m, "--prompts-file", prompts, "--num", "2", "--steps", "4", "--shard-size", "2",
-                       "--batch-size", "2", "--out", tmp_path / "traj")
-    assert code == 0, err
-    code, _, err = run(capsys, "train-head", *m, "--data", tmp_path / "traj", "--out", tmp_path / "head", "--steps", "3",
-                       "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
-    assert code == 0, err
-    head_dir = tmp_path / "head" / "head"
+    head_dir = collect_and_train(capsys, m, prompts, tmp_path)
     code, _, err = run(capsys, "sample", *m, "--prompts-file", prompts, "--steps", "4", "--policy", "shortcut", "--budget",
                        "2", "--head", head_dir, "--out-dir", tmp_path / "fast")
     assert code == 0, err

@@ -9,12 +9,13 @@ import torch
 
 from migm_shortcut import MigmError, ShortcutHead, load_model
 from migm_shortcut.adapters.dimoo import DiMOOModel
-from migm_shortcut.cli import main
 from migm_shortcut.interface import INTERFACE_MEMBERS
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, calibrate
 from migm_shortcut.train.head import HeadTrainConfig, train_head
 from migm_shortcut.train.trajectories import CollectConfig, collect
+
+from cli_route import collect_and_train, run
 
 from test_head_training import torchrun
 from tiny_dimoo import write_tiny_dimoo
@@ -40,10 +41,6 @@ def prompts_file(tmp_path):
     return path
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def random_head(backbone, seed: int = 1) -> ShortcutHead:
@@ -108,13 +105,7 @@ def test_the_dimoo_route_from_folder_to_sweep(dimoo_folder, prompts_file, tmp_pa
     assert len(list((tmp_path / "vanilla").glob("*.png"))) == 3
     assert json.loads((tmp_path / "vanilla" / "run.json").read_text())["model_kind"] == "lumina-dimoo"
 
-    code, _, err = run(capsys, "collect", *model, "--prompts-file", prompts_file, "--num", "2", "--steps", "4",
-                       "--shard-size", "2", "--batch-size", "2", "--out", tmp_path / "traj")
-    assert code == 0, err
-    code, _, err = run(capsys, "train-head", *model, "--data", tmp_path / "traj", "--out", tmp_path / "head",
-                       "--steps", "3", "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
-    assert code == 0, err
-    head = tmp_path / "head" / "head"
+    head = collect_and_train(capsys, model, prompts_file, tmp_path)
 
     # sample with that head at B < N: the backbone runs exactly B times per generation
     loaded = load_model(dimoo_folder, trust_remote_code=True, height=32, width=48)

@@ -11,9 +11,10 @@ from torch import nn
 from migm_shortcut import MigmError, ShortcutHead, load_model
 from migm_shortcut.adapters.maskgit import MaskGITBackbone
 from migm_shortcut.adapters.maskgit_standin import MaskTransformer
-from migm_shortcut.cli import main
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
 from migm_shortcut.samplers.schedule import maskgit_masked_counts
+
+from cli_route import collect_and_train, run
 
 TINY = dict(img_size=64, hidden_dim=32, codebook_size=16, f_factor=4, depth=2, heads=2, mlp_dim=64, dropout=0.0, nclass=5)
 
@@ -152,10 +153,6 @@ def maskgit_folder(tmp_path_factory):
     return folder
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys):
@@ -164,13 +161,7 @@ def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys
     classes = tmp_path / "classes.txt"
     classes.write_text("0\n3\n4\n")
     m = ["--model", maskgit_folder]
-    code, _, err = run(capsys, "collect", *m, "--prompts-file", classes, "--num", "2", "--steps", "4", "--shard-size", "2",
-                       "--batch-size", "2", "--out", tmp_path / "traj")
-    assert code == 0, err
-    code, _, err = run(capsys, "train-head", *m, "--data", tmp_path / "traj", "--out", tmp_path / "head", "--steps", "3",
-                       "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
-    assert code == 0, err
-    head = tmp_path / "head" / "head"
+    head = collect_and_train(capsys, m, classes, tmp_path)
     config = tmp_path / "sweep.json"
     config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3,
                                   "settings": [{"policy": "shortcut", "steps": 4, "budget": 2, "head": str(head)}]}))
