@@ -1,0 +1,29 @@
+"""The layering the tree promises: the core never imports samplers, train or eval; samplers never
+import train or eval. Each layer is imported in a fresh interpreter, so nothing else loaded it."""
+
+import subprocess
+import sys
+
+import pytest
+
+# The package's own import covers interface, models, pipeline, shortcut, sequence and io; the
+# hook and the adapters are imported on demand, so each is checked on its own.
+CORE = ["migm_shortcut", "migm_shortcut.hooks", "migm_shortcut.adapters.dimoo", "migm_shortcut.adapters.amused",
+        "migm_shortcut.adapters.maskgit"]
+
+
+def loaded_layers(module: str) -> set[str]:
+    code = (f"import sys, {module}; print(' '.join(sorted({{m.split('.')[1] for m in sys.modules "
+            "if m.startswith(('migm_shortcut.samplers', 'migm_shortcut.train', 'migm_shortcut.eval'))})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1000:]
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_core_imports_no_higher_layer(module):
+    assert loaded_layers(module) == set()
+
+
+def test_samplers_import_neither_train_nor_eval():
+    assert loaded_layers("migm_shortcut.samplers") == {"samplers"}
