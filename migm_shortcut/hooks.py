@@ -4,7 +4,7 @@ In the style of diffusers' cache hooks (``apply_first_block_cache`` and friends)
 a ``diffusers.hooks.ModelHook`` registered on the transformer, so an unmodified pipeline loop
 — for example ``AmusedPipeline.__call__`` — runs with the shortcut:
 
->>> enable_shortcut(pipe.transformer, head, budget=4, num_steps=16)
+>>> apply_shortcut(pipe.transformer, ShortcutConfig(head, budget=4, num_steps=16))   # or enable_shortcut(...)
 >>> latents = pipe(prompt_embeds=..., encoder_hidden_states=..., num_inference_steps=16).images
 >>> disable_shortcut(pipe.transformer)
 
@@ -23,6 +23,8 @@ by this package's sampler instead (``migm_shortcut.adapters.dimoo``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -122,16 +124,43 @@ class ShortcutHook(ModelHook):
         return logits
 
 
-def enable_shortcut(transformer, head: ShortcutHead, budget: int, num_steps: int, check_schedule: bool = True) -> ShortcutHook:
-    """Wrap ``transformer``'s forward with the shortcut; returns the hook (its counters tell how
-    many full and shortcut passes ran). ``check_schedule`` verifies, from the masked-token counts,
-    that the pipeline runs ``num_steps`` cosine steps (AmusedScheduler's default)."""
+@dataclass
+class ShortcutConfig:
+    """Settings of the shortcut hook, in the style of diffusers' cache configs
+    (``apply_first_block_cache(module, FirstBlockCacheConfig(...))``)."""
+
+    head: ShortcutHead | str | Path
+    """The shortcut head trained for this transformer: a ``ShortcutHead`` or a saved head folder.
+    A head trained for another model is refused."""
+
+    budget: int = 4
+    """B: how many of the pipeline's steps run the real transformer (the published placement:
+    step 0, then ``max(prev + 1, round(N k / B))``); the head runs on the others. 1 <= B <= N."""
+
+    num_steps: int = 12
+    """N: the ``num_inference_steps`` the pipeline will be called with (aMUSEd's default is 12)."""
+
+    check_schedule: bool = True
+    """Verify, from the masked-token counts the pipeline passes in, that it runs N cosine steps
+    (AmusedScheduler's), and refuse with one line when it does not."""
+
+
+def apply_shortcut(transformer, config: ShortcutConfig) -> ShortcutHook:
+    """Wrap ``transformer``'s forward with the shortcut described by ``config``; returns the hook (its
+    counters tell how many full and shortcut passes ran). ``disable_shortcut`` restores it."""
+    head = config.head if isinstance(config.head, ShortcutHead) else ShortcutHead.from_pretrained(config.head)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     if registry.get_hook(HOOK_NAME) is not None:
         raise MigmError("the shortcut is already enabled on this transformer; call disable_shortcut(transformer) first")
-    hook = ShortcutHook(head, budget, num_steps, check_schedule)
+    hook = ShortcutHook(head, config.budget, config.num_steps, config.check_schedule)
     registry.register_hook(hook, HOOK_NAME)
     return hook
+
+
+def enable_shortcut(transformer, head: ShortcutHead | str | Path, budget: int, num_steps: int,
+                    check_schedule: bool = True) -> ShortcutHook:
+    """The short form: ``apply_shortcut(transformer, ShortcutConfig(head, budget, num_steps, check_schedule))``."""
+    return apply_shortcut(transformer, ShortcutConfig(head, budget, num_steps, check_schedule))
 
 
 def disable_shortcut(transformer) -> None:

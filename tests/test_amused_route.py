@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from migm_shortcut import ShortcutHead, load_model
-from migm_shortcut.hooks import disable_shortcut, enable_shortcut
+from migm_shortcut import ShortcutConfig, apply_shortcut
+from migm_shortcut.hooks import disable_shortcut
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
 
 from cli_route import collect_and_train, run
@@ -70,7 +71,7 @@ def test_collect_train_sample_and_the_same_head_in_the_pipeline(pipeline_folder,
     assert len(list((tmp_path / "fast").glob("*.png"))) == 3
 
     pipe = load_model(pipeline_folder).pipe
-    hook = enable_shortcut(pipe.transformer, ShortcutHead.from_pretrained(head_dir), budget=2, num_steps=4)
+    hook = apply_shortcut(pipe.transformer, ShortcutConfig(head=head_dir, budget=2, num_steps=4))
     try:
         pipe(prompt=PROMPTS[:2], num_inference_steps=4, output_type="latent", generator=torch.Generator().manual_seed(0))
     finally:

@@ -27,3 +27,11 @@ def test_the_core_imports_no_higher_layer(module):
 
 def test_samplers_import_neither_train_nor_eval():
     assert loaded_layers("migm_shortcut.samplers") == {"samplers"}
+
+
+def test_the_public_api_serves_the_sampler_on_first_access():
+    code = ("import sys, migm_shortcut as m; before = 'migm_shortcut.samplers' in sys.modules; "
+            "policy = m.ShortcutPolicy; print(before, 'migm_shortcut.samplers' in sys.modules, "
+            "policy.__module__, hasattr(m, 'load_model'), hasattr(m, 'apply_shortcut'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["False", "True", "migm_shortcut.samplers.shortcut", "True", "True"], out.stderr[-500:]
