@@ -116,22 +116,29 @@ class CachedFID:
 
     def __init__(self, features: nn.Module, reference: torch.Tensor, reference_name: str,
                  batch_size: int = 64, progress: bool = True, cache: bool = True):
-        self.features = features
-        self.batch_size = batch_size
-        self.progress = progress
-        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False)
-        key = hashlib.sha256(f"{reference_name}|{tensor_digest(reference)}|{features.identity}".encode()).hexdigest()[:20]
-        self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
+        self._setup(features, batch_size, progress, f"{reference_name}|{tensor_digest(reference)}")
         self.reference_count = len(reference)
+        self._reference_stats(lambda: self._update(reference, real=True, desc=f"reference stats ({reference_name})"),
+                              reference_name, cache)
+
+    def _setup(self, features: nn.Module, batch_size: int, progress: bool, reference_key: str) -> None:
+        """The metric, and the cache file of its real side (keyed by the reference and the extractor)."""
+        self.features, self.batch_size, self.progress = features, batch_size, progress
+        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        key = hashlib.sha256(f"{reference_key}|{features.identity}".encode()).hexdigest()[:20]
+        self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
+
+    def _reference_stats(self, compute, reference_name: str, cache: bool = True) -> None:
+        """The real side's statistics from the cache file, else ``compute()`` them (and cache them)."""
         if cache and self.cache_path.is_file():
             stats = load_tensors(self.cache_path)
             for name in _STATE:
                 getattr(self.metric, name).copy_(stats[name])
-        else:
-            self._update(reference, real=True, desc=f"reference stats ({reference_name})")
-            if cache:
-                save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
-                             metadata={"reference": reference_name, "extractor": features.identity})
+            return
+        compute()
+        if cache:
+            save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
+                         metadata={"reference": reference_name, "extractor": self.features.identity})
 
     def _update(self, images: torch.Tensor, real: bool, desc: str) -> None:
         start = time.perf_counter()
@@ -190,20 +197,13 @@ class FolderFID(CachedFID):
     def __init__(self, folder: str | Path, features: nn.Module | None = None, batch_size: int = 64, progress: bool = True):
         from migm_shortcut.io import file_digest
 
-        self.features = features or InceptionFeatures()
-        self.batch_size, self.progress = batch_size, progress
-        self.metric = FrechetInceptionDistance(feature=self.features, reset_real_features=False)
         files = reference_files(folder)
+        self._setup(features or InceptionFeatures(), batch_size, progress, f"folder|{file_digest(folder)}")
         self.reference_count = len(files)
-        key = hashlib.sha256(f"folder|{file_digest(folder)}|{self.features.identity}".encode()).hexdigest()[:20]
-        self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
-        if self.cache_path.is_file():
-            stats = load_tensors(self.cache_path)
-            for name in _STATE:
-                getattr(self.metric, name).copy_(stats[name])
-            return
-        for i in tqdm(range(0, len(files), batch_size), desc=f"reference stats ({folder})", disable=not progress,
-                      leave=False):
-            self.metric.update(torch.stack([load_rgb(p) for p in files[i : i + batch_size]]), real=True)
-        save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
-                     metadata={"reference": str(folder), "extractor": self.features.identity})
+
+        def stream() -> None:
+            for i in tqdm(range(0, len(files), batch_size), desc=f"reference stats ({folder})", disable=not progress,
+                          leave=False):
+                self.metric.update(torch.stack([load_rgb(p) for p in files[i : i + batch_size]]), real=True)
+
+        self._reference_stats(stream, str(folder))

@@ -158,10 +158,11 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
              batch: int = 1):
     """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
     and the model/head split per image."""
+    from migm_shortcut.adapters.maskgit import MaskGITBackbone
     from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, VanillaPolicy
 
     policy = VanillaPolicy() if budget is None else ShortcutPolicy(head, budget=budget)
-    rule = "maskgit" if backbone.layout.__class__.__name__ == "MaskGITLayout" else "dimoo"
+    rule = "maskgit" if isinstance(backbone, MaskGITBackbone) else "dimoo"  # each model with its own sampling rule
     sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule)
     model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
     original_features, original_head, original_logits = backbone.features, head.forward, backbone.logits_from_features

@@ -54,6 +54,13 @@ def _step_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected step indices separated by commas, like 0,7,10,13; got {text!r}")
 
 
+def _budget_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {text!r}") from None
+
+
 def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--model", "--weights", dest="model", default=None,
                    help="model folder: a migm-shortcut weights folder or a Lumina-DiMOO checkpoint "
@@ -71,12 +78,17 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--device", default=device)
 
 
+def load_options(args: argparse.Namespace) -> dict:
+    """``load_model``'s keyword arguments from the model flags (``_add_model_args``), device aside."""
+    class_names = read_prompt_lines(args.class_names) if getattr(args, "class_names", None) else None
+    return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
+            "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names}
+
+
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     from .models import load_model
 
-    class_names = read_prompt_lines(args.class_names) if getattr(args, "class_names", None) else None
-    return load_model(args.model, device=device or args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                      height=args.height, width=args.width, prompt_len=args.max_prompt_tokens, class_names=class_names)
+    return load_model(args.model, device=device or args.device, **load_options(args))
 
 
 def parse_prompts(model, prompts: list[str]) -> list:
@@ -386,12 +398,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     config = args.config or default_config_path()
     prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
-    load_options = {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
-                    "width": args.width, "prompt_len": args.max_prompt_tokens,
-                    "class_names": read_prompt_lines(args.class_names) if args.class_names else None}
     result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=args.device,
                        per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
-                       per_prompt=args.per_prompt, load_options=load_options, reference=args.reference, clip=args.clip)
+                       per_prompt=args.per_prompt, load_options=load_options(args), reference=args.reference,
+                       clip=args.clip)
     print(markdown_table(result))
     print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
 
@@ -401,19 +411,16 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
 
     configs = [c for c in args.config.split(",") if c] if args.config is not None else (
         [] if args.model else ["embedded", "amused-256", "dimoo-8b", "maskgit-512"])
-    try:
-        budgets = tuple(int(b) for b in args.budgets.split(","))
-    except ValueError:
-        raise MigmError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {args.budgets!r}") from None
     model = head = prompt = None
     if args.model:
         from .samplers import load_head
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         model = load_model_from_args(args, device=device)
-        head = load_head(args.head or model.head_path) if (args.head or model.head_path) else None
+        head_path = args.head or model.head_path
+        head = load_head(head_path) if head_path else None
         prompt = model.demo_prompts()[0] if hasattr(model, "demo_prompts") else args.prompt
-    results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=budgets,
+    results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=args.budgets,
                          repeats=args.repeats, model=model, head=head, prompt=prompt)
     print(markdown_table(results))
     if args.out:
@@ -424,12 +431,8 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
 def cmd_bench_loop(args: argparse.Namespace) -> None:
     from .eval.loop import bench_loop, markdown_loop_table
 
-    try:
-        budgets = tuple(int(b) for b in args.budgets.split(","))
-    except ValueError:
-        raise MigmError(f"--budgets must be whole numbers separated by commas, like 4,6,8; got {args.budgets!r}") from None
     results = bench_loop([s for s in args.sizes.split(",") if s], device=args.device, num_steps=args.steps,
-                         budgets=budgets, repeats=args.repeats, batch=args.batch_size)
+                         budgets=args.budgets, repeats=args.repeats, batch=args.batch_size)
     print(markdown_loop_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results, "version": __version__})
@@ -630,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
     p.add_argument("--steps", type=_positive("--steps"), default=16)
-    p.add_argument("--budgets", default="4,6,8")
+    p.add_argument("--budgets", type=_budget_list, default=(4, 6, 8))
     p.add_argument("--repeats", type=_positive("--repeats"), default=5)
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
     _add_model_args(p, device="auto")
@@ -642,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and codebook, no model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=_positive("--steps"), default=16)
-    p.add_argument("--budgets", default="4,6,8")
+    p.add_argument("--budgets", type=_budget_list, default=(4, 6, 8))
     p.add_argument("--repeats", type=_positive("--repeats"), default=3)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per generation (times are per image)")
     p.add_argument("--out", default=None, help="also write the results to this JSON file")

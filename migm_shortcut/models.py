@@ -83,7 +83,8 @@ def load_vqvae(folder: Path, device):
 
 
 def detect_kind(path: str | Path | None) -> str:
-    """'embedded', 'weights' or 'llada'; one line listing the supported kinds otherwise."""
+    """'embedded', 'weights', 'maskgit', 'amused-pipeline' or 'llada'; one line listing the supported
+    kinds otherwise."""
     if path is None:
         return "embedded"
     folder = Path(path)
@@ -125,24 +126,19 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     sizes = {k: v for k, v in (("height", height), ("width", width), ("prompt_len", prompt_len)) if v is not None}
     if class_names is not None and kind != "maskgit":
         raise MigmError("class names apply to class-conditional models (MaskGIT); this model takes text prompts")
+    if sizes and kind != "llada":
+        raise MigmError(f"{', '.join(sizes)} apply to Lumina-DiMOO checkpoints; this model has a fixed size")
     if kind == "amused-pipeline":
         from .adapters.amused import AmusedPipelineModel
 
-        if sizes:
-            raise MigmError(f"{', '.join(sizes)} apply to Lumina-DiMOO checkpoints; an aMUSEd pipeline has a fixed size")
         return AmusedPipelineModel.from_pretrained(path, device=device, dtype=dtype)
     if kind == "maskgit":
         from .adapters.maskgit import MaskGITModel
 
-        if sizes:
-            raise MigmError(f"{', '.join(sizes)} apply to Lumina-DiMOO checkpoints; a MaskGIT checkpoint has a fixed size")
         return MaskGITModel.from_pretrained(path, device=device, dtype=dtype, class_names=class_names)
     if kind in ("embedded", "weights"):
         from .pipeline import EmbeddedModel
 
-        extra = {k: v for k, v in (("height", height), ("width", width), ("prompt_len", prompt_len)) if v is not None}
-        if extra:
-            raise MigmError(f"{', '.join(extra)} apply to Lumina-DiMOO checkpoints; this model has a fixed size")
         model = EmbeddedModel.from_pretrained(path, device=device)
         if dtype is not None:
             model.backbone.to(dtype)

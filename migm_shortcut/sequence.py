@@ -37,6 +37,15 @@ def check_sequence_shape(input_ids: torch.Tensor, seq_len: int) -> None:
         raise MigmError(f"input_ids must be (batch, {seq_len}), got {tuple(input_ids.shape)}")
 
 
+def write_image_codes(layout, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
+    """A copy of ``seq`` with image codes (B, N_img) written where ``committed`` and the mask elsewhere:
+    every layout's ``with_codes`` (they differ only in ``code_offset``, ``mask_id`` and positions)."""
+    image = torch.where(committed, codes + layout.code_offset, torch.full_like(codes, layout.mask_id))
+    seq = seq.clone()
+    seq[:, layout.image_positions.to(seq.device)] = image
+    return seq
+
+
 def split_words(prompt: str) -> list[str]:
     import re
 
@@ -111,10 +120,7 @@ class SequenceLayout:
 
     def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
         """Write image codes (B, N_img) into ``seq`` where ``committed``; MASK elsewhere."""
-        image = torch.where(committed, codes + self.code_offset, torch.full_like(codes, MASK))
-        seq = seq.clone()
-        seq[:, self.image_positions.to(seq.device)] = image
-        return seq
+        return write_image_codes(self, seq, codes, committed)
 
 
 class KVCache:

@@ -13,12 +13,17 @@ import math
 from migm_shortcut.errors import MigmError
 
 
-def masked_counts(num_tokens: int, num_steps: int) -> list[int]:
-    """How many image tokens are still masked after each step; strictly decreasing to 0."""
+def check_steps(num_tokens: int, num_steps: int) -> None:
+    """Every schedule needs 1 <= N <= the number of image tokens: each step commits a token."""
     if num_steps < 1:
         raise MigmError(f"steps must be at least 1, got {num_steps}")
     if num_steps > num_tokens:
         raise MigmError(f"steps ({num_steps}) cannot exceed the number of image tokens ({num_tokens}): every step commits a token")
+
+
+def masked_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """How many image tokens are still masked after each step; strictly decreasing to 0."""
+    check_steps(num_tokens, num_steps)
     counts = []
     previous = num_tokens
     for k in range(num_steps):
@@ -47,10 +52,7 @@ def maskgit_masked_counts(num_tokens: int, num_steps: int, mode: str = "arccos")
     what is left, with ``val = arccos(r) / (pi/2)`` (or the other shapes) over ``r = 1 .. 0`` in N
     points. A step that would predict more tokens than are masked predicts what is left.
     """
-    if num_steps < 1:
-        raise MigmError(f"steps must be at least 1, got {num_steps}")
-    if num_steps > num_tokens:
-        raise MigmError(f"steps ({num_steps}) cannot exceed the number of image tokens ({num_tokens}): every step commits a token")
+    check_steps(num_tokens, num_steps)
     if mode not in MASKGIT_SCHEDULES:
         raise MigmError(f"unknown MaskGIT schedule {mode!r}; choose one of: {', '.join(MASKGIT_SCHEDULES)}")
     r = [1 - k / (num_steps - 1) if num_steps > 1 else 1.0 for k in range(num_steps)]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..interface import ModelInfo
-from ..sequence import MASK, PAD, SequenceLayout, check_sequence_shape
+from ..sequence import MASK, PAD, SequenceLayout, check_sequence_shape, write_image_codes
 from ..errors import MigmError
 from ..io import tensor_digest
 from ..modeling import PretrainedModule
@@ -69,6 +69,12 @@ class UVit2DFeatures:
         self.codebook_size = cfg.codebook_size
         self.mask_token_id = cfg.vocab_size - 1
         self.grid_size = cfg.sample_size
+
+    def uvit_ids(self, ids: torch.Tensor, code_offset: int) -> torch.Tensor:
+        """Package ids -> the UVit's own ids: image codes (``code_offset ..``) become codes 0..K-1,
+        anything else (the mask, prompt positions) the UVit's mask token."""
+        is_code = (ids >= code_offset) & (ids < code_offset + self.codebook_size)
+        return torch.where(is_code, ids - code_offset, torch.full_like(ids, self.mask_token_id))
 
     @contextmanager
     def capture(self):
@@ -207,8 +213,7 @@ class AmusedBackbone(ModelInfo, PretrainedModule):
         is_code = image >= layout.code_offset
         if not bool((is_code | (image == MASK)).all()):
             raise MigmError("image positions must hold image codes or MASK")
-        uvit_ids = torch.where(is_code, image - layout.code_offset, torch.full_like(image, self.uvit.mask_token_id))
-        return input_ids[:, : layout.prompt_len], uvit_ids.view(-1, g, g)
+        return input_ids[:, : layout.prompt_len], self.uvit.uvit_ids(image, layout.code_offset).view(-1, g, g)
 
     def conditioning(self, prompt_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         states, pooled = self.prompt_encoder(prompt_ids)
@@ -233,9 +238,8 @@ class AmusedBackbone(ModelInfo, PretrainedModule):
         frozen embedding + 2D position code, prompt tokens through the prompt encoder."""
         layout = self.layout
         is_image = positions >= layout.prompt_len
-        uvit_ids = torch.where(ids >= layout.code_offset, ids - layout.code_offset,
-                               torch.full_like(ids, self.uvit.mask_token_id)).clamp(0, self.uvit.mask_token_id)
-        image = self.uvit.embed_image_tokens(uvit_ids, (positions - layout.prompt_len).clamp(min=0))
+        image = self.uvit.embed_image_tokens(self.uvit.uvit_ids(ids, layout.code_offset),
+                                            (positions - layout.prompt_len).clamp(min=0))
         text = self.prompt_encoder.embed(ids.clamp(max=layout.code_offset - 1), positions.clamp(max=layout.prompt_len - 1))
         return torch.where(is_image[..., None], image, text.to(image.dtype))
 
@@ -277,9 +281,7 @@ class CLIPPromptLayout:
         return seq
 
     def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
-        seq = seq.clone()
-        seq[:, self.prompt_len:] = torch.where(committed, codes + self.code_offset, torch.full_like(codes, self.mask_id))
-        return seq
+        return write_image_codes(self, seq, codes, committed)
 
 
 class AmusedPipelineBackbone(ModelInfo, nn.Module):
@@ -322,8 +324,7 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         check_sequence_shape(input_ids, self.layout.seq_len)
         lay, g = self.layout, self.uvit.grid_size
-        image = input_ids[:, lay.prompt_len:]
-        uvit_ids = torch.where(image == lay.mask_id, self.uvit.mask_token_id, image - lay.code_offset).view(-1, g, g)
+        uvit_ids = self.uvit.uvit_ids(input_ids[:, lay.prompt_len:], lay.code_offset).view(-1, g, g)
         hidden, pooled = self.text_states(input_ids[:, : lay.prompt_len])
         micro = torch.tensor(self.micro, device=hidden.device, dtype=hidden.dtype).expand(len(input_ids), -1)
         _, features = self.uvit.image_features(self.transformer, uvit_ids, micro_conds=micro, pooled_text_emb=pooled,
@@ -340,9 +341,7 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
         prompt positions embed to zero (the prompt never changes while an image is sampled)."""
         lay = self.layout
         is_image = positions >= lay.prompt_len
-        uvit_ids = torch.where(ids >= lay.code_offset, ids - lay.code_offset, self.uvit.mask_token_id)
-        uvit_ids = torch.where(ids == lay.mask_id, self.uvit.mask_token_id, uvit_ids).clamp(0, self.uvit.mask_token_id)
-        image = self.uvit.embed_image_tokens(uvit_ids, (positions - lay.prompt_len).clamp(min=0))
+        image = self.uvit.embed_image_tokens(self.uvit.uvit_ids(ids, lay.code_offset), (positions - lay.prompt_len).clamp(min=0))
         return torch.where(is_image[..., None], image, torch.zeros_like(image))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:

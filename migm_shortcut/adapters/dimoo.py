@@ -45,7 +45,7 @@ from ..errors import MigmError
 from ..interface import ModelInfo
 from ..io import read_json, tensor_digest
 from ..models import LoadedModel, load_vqvae, vq_decode
-from ..sequence import check_sequence_shape, grid_positions
+from ..sequence import check_sequence_shape, grid_positions, write_image_codes
 
 # -- facts from the published Lumina-DiMOO code ----------------------------------------------
 DIMOO_SPECIAL_IDS = {
@@ -148,10 +148,7 @@ class LLaDAImageLayout:
         return seq
 
     def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
-        image = torch.where(committed, codes + self.code_offset, torch.full_like(codes, self.mask_id))
-        seq = seq.clone()
-        seq[:, self.image_positions.to(seq.device)] = image
-        return seq
+        return write_image_codes(self, seq, codes, committed)
 
 
 # -- the adapter ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ..errors import MigmError
 from ..interface import ModelInfo
 from ..io import load_torch, read_json, tensor_digest
 from ..models import LoadedModel, load_vqvae, vq_decode
-from ..sequence import check_sequence_shape
+from ..sequence import check_sequence_shape, write_image_codes
 
 MASKGIT_DEFAULTS = {"num_steps": 12, "guidance_scale": 3.0, "temperature": 1.0}
 
@@ -83,9 +83,7 @@ class MaskGITLayout:
         return seq
 
     def with_codes(self, seq: torch.Tensor, codes: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
-        seq = seq.clone()
-        seq[:, : self.num_image_tokens] = torch.where(committed, codes, torch.full_like(codes, self.mask_id))
-        return seq
+        return write_image_codes(self, seq, codes, committed)
 
 
 class _FeaturesReady(Exception):
