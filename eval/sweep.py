@@ -36,6 +36,7 @@ from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.models import load_model
 from migm_shortcut.samplers import POLICIES, POLICY_FILES, make_policy, make_policy_for_model, policy_files
 
+from .pipeline_rows import PIPELINE_METHODS, check_blocks, check_pipeline_setting, pipeline_of, run_pipeline_setting
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
 
@@ -100,8 +101,9 @@ def _parse_setting(raw: Any, where: str) -> Setting:
     for key in ("policy", "steps"):
         if key not in raw:
             raise MigmError(f"{where} lacks the field {key!r}")
-    if raw["policy"] not in POLICIES:
-        raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: {', '.join(sorted(POLICIES))}")
+    if raw["policy"] not in POLICIES and raw["policy"] not in PIPELINE_METHODS:
+        raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: "
+                        f"{', '.join(sorted(POLICIES) + list(PIPELINE_METHODS))}")
     if not isinstance(raw["steps"], int) or raw["steps"] < 1:
         raise MigmError(f"{where}: steps must be a whole number >= 1, got {raw['steps']!r}")
     sampling = {}
@@ -115,6 +117,9 @@ def _parse_setting(raw: Any, where: str) -> Setting:
             sampling[key] = float(value)
     params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature")}
     setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling)
+    if setting.policy in PIPELINE_METHODS:
+        check_pipeline_setting(setting.policy, setting.steps, setting.params, where)
+        return setting
     # Bad parameters fail before any work; a policy whose head or calibration comes from the
     # model (not named here) is checked once the model is loaded (``setting_policy``).
     if all(setting.params.get(key) is not None for key, users in POLICY_FILES.items() if setting.policy in users):
@@ -141,7 +146,13 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 def setting_policy(model, setting: Setting):
     """The setting's policy on ``model`` (its head and calibration unless the setting names them),
-    checked against the model and the setting's N: a bad setting fails before any work."""
+    checked against the model and the setting's N: a bad setting fails before any work.
+    Pipeline rows have no policy (None); their pipeline and cache-dit's block counts are checked."""
+    if setting.policy in PIPELINE_METHODS:
+        pipe = pipeline_of(model)
+        if setting.policy == "cache-dit":
+            check_blocks(pipe, setting.params)
+        return None
     policy = make_policy_for_model(setting.policy, model, **setting.params)
     policy.reset(1, setting.steps)
     if hasattr(policy, "check_base"):
@@ -182,6 +193,11 @@ SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS, "clip": None}
 
 def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
     """Content hashes of the files a setting samples with (its head, its calibration table)."""
+    if setting.policy in PIPELINE_METHODS:
+        head = setting.params.get("head") or getattr(model, "head_path", None)
+        if setting.policy != "pipeline-shortcut" or head is None:
+            return {}
+        return {"head": file_digest(Path(head) / "model.safetensors")}
     return {key: file_digest(path) for key, path in policy_files(setting.policy, model, **setting.params).items()
             if path is not None and not hasattr(path, "state_dict")}
 
@@ -333,14 +349,24 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
                                            model.tokenizer if cfg.reconstruction_baseline else None, inputs)
 
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
+    # Pipeline rows are timed against the plain pipeline at the baseline's N, which runs first among them.
+    pipeline_baseline = Setting("pipeline", cfg.baseline.steps)
+    if any(s.policy in PIPELINE_METHODS for s in settings):
+        settings = [settings[0], pipeline_baseline] + [s for s in settings[1:] if s != pipeline_baseline]
     planned = []
     for setting in settings:
         guidance, temperature = setting.sampling(cfg)
+        if setting.policy in PIPELINE_METHODS:
+            temperature = None  # the pipeline's scheduler anneals its own
         row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
                "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, model)}
         planned.append((setting, row, reusable.get(_row_key(row))))
-    if any(old is None for _, _, old in planned[1:]):
-        planned[0] = planned[0][:2] + (None,)  # new rows need a baseline timed in this run
+    # New rows need their baseline timed in this run.
+    is_pipeline = [setting.policy in PIPELINE_METHODS for setting, _, _ in planned]
+    for group in (False, True):
+        members = [i for i, p in enumerate(is_pipeline) if p == group]
+        if members and any(planned[i][2] is None for i in members[1:]):
+            planned[members[0]] = planned[members[0]][:2] + (None,)
     reused = sum(old is not None for _, _, old in planned)
     if reused and progress:
         tqdm.write(f"sweep: reusing {reused} of {len(planned)} setting rows measured earlier")
@@ -350,14 +376,14 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         return real_rows + [measured.get(i) or old for i, (_, _, old) in enumerate(planned)
                             if i in measured or old is not None]
 
-    baseline_latency = None
+    baseline_latency = {}  # sampler rows / pipeline rows -> their baseline's latency
     for i, (setting, row, old) in enumerate(planned):
         if old is not None:
             continue
         scored = evaluator is not None or folder_fid is not None or clip_score is not None
-        images, speed = run_setting(model, setting, cfg, prompts, seeds, progress, decode=scored)
-        if baseline_latency is None:
-            baseline_latency = speed["latency_s"]
+        run = run_pipeline_setting if is_pipeline[i] else run_setting
+        images, speed = run(model, setting, cfg, prompts, seeds, progress, decode=scored)
+        baseline_latency.setdefault(is_pipeline[i], speed["latency_s"])
         if evaluator is not None:
             scores = evaluator.score(images, classes).as_dict()
         else:
@@ -365,7 +391,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
                       "prompt_accuracy": None, "num_images": len(prompts)}
             if clip_score is not None:
                 scores["clip_score"] = clip_score.score(images, prompts)
-        measured[i] = {**row, **speed, "speedup": baseline_latency / speed["latency_s"], **scores, "run": run_id}
+        measured[i] = {**row, **speed, "speedup": baseline_latency[is_pipeline[i]] / speed["latency_s"], **scores, "run": run_id}
         result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started
         write_json(out_dir / "results.json", result)

@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone forward while training")
     p.add_argument("--stop-at", type=_positive("--stop-at"),
                    help="end this run at that step (checkpointed); --resume later continues the same schedule")
-    p.add_argument("--architecture", default="mini-dimoo", choices=["mini-dimoo", "amused"],
+    p.add_argument("--architecture", default="mini-dimoo", choices=["mini-dimoo", "amused", "amused-pipeline"],
                    help="backbone: the mini Lumina-DiMOO, or a diffusers UVit2DModel (aMUSEd)")
     p.set_defaults(func=cmd_train_base)
 

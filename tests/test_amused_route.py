@@ -107,3 +107,66 @@ def test_a_sweep_of_any_model_scores_fid_against_a_folder_and_clipscore(pipeline
         code, _, err = run(capsys, "sweep", "--model", pipeline_folder, "--prompts-file", prompts, "--config", config,
                            *flags, "--out", tmp_path / "bad")
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_pipeline_rows_the_hook_and_cache_dit_side_by_side_on_the_same_pipeline(pipeline_folder, tmp_path, capsys):
+    """Sweep rows inside AmusedPipeline.__call__: timed against the plain pipeline at the baseline's N, the
+    hook running exactly B transformer passes with the head saved in the folder, cache-dit when installed."""
+    import importlib.util
+    import json
+    import shutil
+
+    folder = tmp_path / "pipeline"
+    shutil.copytree(pipeline_folder, folder)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    head_dir = collect_and_train(capsys, ["--model", folder], prompts, tmp_path)
+    shutil.copytree(head_dir, folder / "shortcut_head")  # the folder's own head: the default for pipeline-shortcut
+    have_cache_dit = importlib.util.find_spec("cache_dit") is not None
+    settings = [{"policy": "pipeline", "steps": 2}, {"policy": "pipeline-shortcut", "steps": 4, "budget": 2}]
+    if have_cache_dit:
+        settings.append({"policy": "cache-dit", "steps": 4, "threshold": 0.5, "warmup": 1})
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3, "settings": settings}))
+    reference = __import__("tiny_amused_pipeline").write_reference_images(tmp_path / "real")
+    code, _, err = run(capsys, "sweep", "--model", folder, "--prompts-file", prompts, "--config", config,
+                       "--reference", reference, "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]}
+    assert set(rows) >= {"vanilla N=4", "pipeline N=4", "pipeline N=2", "pipeline-shortcut N=4 (budget=2)"}
+    assert rows["pipeline N=4"]["speedup"] == 1.0 and rows["pipeline N=4"]["full_steps"] == 4
+    assert rows["pipeline-shortcut N=4 (budget=2)"]["full_steps"] == 2 and rows["pipeline N=2"]["fid"] > 0
+    assert rows["pipeline-shortcut N=4 (budget=2)"]["gflops"] < rows["pipeline N=4"]["gflops"]
+    if have_cache_dit:
+        row = rows["cache-dit N=4 (threshold=0.5, warmup=1)"]
+        assert 1 <= row["full_steps"] <= 4 and row["fid"] > 0 and row["temperature"] is None
+
+    bad = tmp_path / "bad.json"
+    for setting, message in (({"policy": "pipeline-shortcut", "steps": 4, "budget": 5}, "budget in 1..4"),
+                             ({"policy": "cache-dit", "steps": 4}, "needs a threshold"),
+                             ({"policy": "pipeline", "steps": 4, "budget": 2}, "takes no parameters")):
+        bad.write_text(json.dumps({"settings": [setting]}))
+        code, _, err = run(capsys, "sweep", "--model", folder, "--prompts-file", prompts, "--config", bad,
+                           "--out", tmp_path / "bad")
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    bad.write_text(json.dumps({"settings": [{"policy": "pipeline", "steps": 4}], "baseline": {"policy": "vanilla", "steps": 4}}))
+    code, _, err = run(capsys, "sweep", "--config", bad, "--out", tmp_path / "bad", "--per-class", "1")
+    assert code == 2 and "has none (pass --model PIPELINE_FOLDER" in err, err
+
+
+def test_cache_dit_rows_without_cache_dit_say_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import builtins
+    import json
+
+    real_import = builtins.__import__
+
+    def no_cache_dit(name, *args, **kwargs):
+        if name == "cache_dit" or name.startswith("cache_dit."):
+            raise ImportError("No module named 'cache_dit'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cache_dit)
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"settings": [{"policy": "cache-dit", "steps": 4, "threshold": 0.1}]}))
+    code, _, err = run(capsys, "sweep", "--config", config, "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "pip install" in err and "cache-dit" in err, err

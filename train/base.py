@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig
 from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.sequence import UNCOND
 from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
 from migm_shortcut.data import ImageDataset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
@@ -172,13 +171,18 @@ def evaluate_tokenizer(tok: VQTokenizer, test: ImageDataset, classifier: Fashion
     }
 
 
-def prompt_variants(layout) -> torch.Tensor:
-    """(10, M, prompt_len) token ids: every template x class phrase, cycled to a common count M."""
-    per_class: list[list[torch.Tensor]] = [[] for _ in range(10)]
+def prompt_texts() -> list[list[str]]:
+    """Per class, every template x class phrase."""
+    per_class: list[list[str]] = [[] for _ in range(10)]
     for phrase, c in CLASS_PHRASES.items():
         article = "an" if phrase[0] in "aeiou" else "a"
-        for template in TEMPLATES:
-            per_class[c].append(layout.encode_prompt(template.format(a=article, c=phrase)))
+        per_class[c] += [template.format(a=article, c=phrase) for template in TEMPLATES]
+    return per_class
+
+
+def prompt_variants(layout) -> torch.Tensor:
+    """(10, M, prompt_len) token ids: every template x class phrase, cycled to a common count M."""
+    per_class = [[layout.encode_prompt(text) for text in texts] for texts in prompt_texts()]
     m = max(len(v) for v in per_class)
     return torch.stack([torch.stack([v[i % len(v)] for i in range(m)]) for v in per_class])
 
@@ -191,9 +195,8 @@ def masked_token_batch(layout, codes: torch.Tensor, labels: torch.Tensor, varian
     pick = torch.randint(0, variants.shape[1], (b,), generator=gen, device=device)
     prompts = variants[labels, pick]
     drop = torch.rand(b, generator=gen, device=device) < uncond_prob
-    uncond = torch.zeros_like(prompts)
-    uncond[:, 0] = UNCOND
-    prompts = torch.where(drop[:, None], uncond, prompts)
+    uncond = layout.encode_prompt(None).to(device)  # the model's own unconditional input, for CFG
+    prompts = torch.where(drop[:, None], uncond[None], prompts)
     ratio = torch.cos(math.pi / 2 * torch.rand(b, generator=gen, device=device))
     n_mask = (ratio * n).ceil().clamp(1, n)
     rank = torch.rand(b, n, generator=gen, device=device).argsort(1).argsort(1)
@@ -202,10 +205,17 @@ def masked_token_batch(layout, codes: torch.Tensor, labels: torch.Tensor, varian
     return input_ids, mask
 
 
-ARCHITECTURES = ("mini-dimoo", "amused")
+# amused-pipeline: a UVit2DModel with a small CLIP text encoder, saved as a diffusers AmusedPipeline folder.
+ARCHITECTURES = ("mini-dimoo", "amused", "amused-pipeline")
 
 
 def new_backbone(cfg: BaseTrainConfig, tok: VQTokenizer):
+    if cfg.architecture == "amused-pipeline":
+        from .amused_pipeline import new_pipeline_backbone
+
+        corpus = [text for texts in prompt_texts() for text in texts]
+        return new_pipeline_backbone(corpus, Path(cfg.out) / "checkpoints" / "tokenizer", tok.codebook_size,
+                                     tok.grid_size(), image_size=28)
     if cfg.architecture == "mini-dimoo":
         return MiniDiMOO(BackboneConfig(codebook_size=tok.codebook_size, grid_size=tok.grid_size(), width=cfg.backbone_width,
                                         depth=cfg.backbone_depth, heads=max(1, cfg.backbone_width // 64)))
@@ -226,17 +236,36 @@ def warm_start_backbone(cfg: BaseTrainConfig, tok: VQTokenizer, log):
     """The backbone a run starts from: new, or ``cfg.init_backbone``'s weights (its own shape)."""
     if cfg.init_backbone is None:
         return new_backbone(cfg, tok)
-    if cfg.architecture != "mini-dimoo":
-        raise MigmError("--init-backbone warm-starts the mini-dimoo architecture only")
     folder = Path(cfg.init_backbone)
     if (folder / "backbone").is_dir():
         folder = folder / "backbone"
+    if cfg.architecture == "amused-pipeline":
+        return warm_start_uvit(cfg, tok, folder, log)
+    if cfg.architecture != "mini-dimoo":
+        raise MigmError("--init-backbone warm-starts the mini-dimoo and amused-pipeline architectures only")
     model = MiniDiMOO.from_pretrained(folder)
     if model.config.codebook_size != tok.codebook_size or model.config.grid_size != tok.grid_size():
         raise MigmError(f"{folder} was trained on another tokenizer ({model.config.codebook_size} codes, grid "
                         f"{model.config.grid_size}); warm-start from a backbone of this run's tokenizer")
     log(f"backbone: warm start from {folder}")
     return model.float()
+
+
+def warm_start_uvit(cfg: BaseTrainConfig, tok: VQTokenizer, folder: Path, log):
+    """A new amused-pipeline model whose UVit starts from a trained ``amused`` backbone's (its CLIP starts new)."""
+    model = new_backbone(cfg, tok)
+    try:
+        source = AmusedBackbone.from_pretrained(folder)
+    except MigmError as exc:
+        raise MigmError(f"--init-backbone {folder}: an amused-pipeline run warm-starts from an amused backbone folder "
+                        f"({exc})") from None
+    mine, theirs = model.transformer.state_dict(), source.transformer.state_dict()
+    wrong = next((k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape), None)
+    if wrong is not None:
+        raise MigmError(f"--init-backbone {folder}: its UVit does not match this run's (first difference: {wrong})")
+    model.transformer.load_state_dict({k: v.float() for k, v in theirs.items()})
+    log(f"backbone: UVit warm start from {folder}; new CLIP text encoder")
+    return model
 
 
 def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, device, log) -> dict:
@@ -300,7 +329,12 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
     final = ema.shadow.eval()
     n_val = cfg.validation_images
     val = masked_token_validation(final, test_codes[:n_val].to(device), test.labels[:n_val].to(device), variants, cfg.seed)
-    final.cpu().save_pretrained(out / "backbone")
+    if cfg.architecture == "amused-pipeline":
+        from .amused_pipeline import save_pipeline
+
+        save_pipeline(final.cpu(), tok.model.cpu(), out / "pipeline")
+    else:
+        final.cpu().save_pretrained(out / "backbone")
     metrics = {"train_seconds": round(seconds, 1), "steps": cfg.backbone_steps, "batch_size": cfg.backbone_batch_size,
                "parameters": final.num_parameters(), **val}
     log(f"backbone: {metrics}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -302,6 +303,7 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
         self.width = self.uvit.width
         self.micro = [float(image_size), float(image_size), 0.0, 0.0, float(aesthetic_score)]
         self._text_cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._text_version = -1
 
     @property
     def fingerprint(self) -> str:
@@ -309,6 +311,13 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
 
     def text_states(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden_states[-2], text_embeds) per row; each distinct prompt goes through CLIP once."""
+        if torch.is_grad_enabled():  # training the text encoder: its states must carry gradients, no cache
+            out = self.text_encoder(prompt_ids, return_dict=True, output_hidden_states=True)
+            return out.hidden_states[-2], out.text_embeds
+        version = sum(p._version for p in self.text_encoder.parameters())  # in-place updates (EMA, optimiser) bump it
+        if version != self._text_version:
+            self._text_cache.clear()
+            self._text_version = version
         rows = [r.tobytes() for r in prompt_ids.cpu().numpy()]
         todo = sorted({r for r in rows if r not in self._text_cache})
         if todo:
@@ -348,6 +357,9 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
         return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
 
 
+HEAD_FOLDER = "shortcut_head"
+
+
 class AmusedPipelineModel(LoadedModel):
     """A diffusers ``AmusedPipeline`` folder: its UVit and CLIP behind the interface, its VQ decoder.
 
@@ -363,6 +375,10 @@ class AmusedPipelineModel(LoadedModel):
 
     def __init__(self, pipe, path=None):
         self.pipe, self.path = pipe, path
+        # A head trained for this pipeline and saved next to its components (train-head --out FOLDER/shortcut_head)
+        # is its default head; AmusedPipeline.from_pretrained ignores the extra folder.
+        head = Path(path) / HEAD_FOLDER if path is not None else None
+        self.head_path = head if head is not None and (head / "config.json").is_file() else None
         size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
         self.backbone = AmusedPipelineBackbone(pipe.transformer, pipe.text_encoder, pipe.tokenizer, image_size=size)
 
