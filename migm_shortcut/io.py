@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -99,13 +100,19 @@ def save_torch(path: str | Path, obj: Any) -> None:
     _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
-def load_torch(path: str | Path) -> Any:
+def load_torch(path: str | Path, trust: bool = False) -> Any:
+    """A ``torch.save`` file, tensors and plain containers only (``weights_only``) unless ``trust``:
+    unpickling anything else can run code from the file, so only a user who trusts it opts in."""
     path = Path(path)
     if not path.is_file():
         raise MigmError(f"checkpoint not found: {path}")
     try:
-        # weights_only: a checkpoint from someone else's folder can never run code when loaded.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if not trust and "Weights only load failed" in str(exc):
+            raise MigmError(f"{path} holds Python objects besides tensors, and loading them can run code from the file; "
+                            "pass --trust-remote-code (trust_remote_code=True) only if you trust its source") from None
+        raise MigmError(f"checkpoint {path} is corrupt or truncated (UnpicklingError); delete it and rerun without --resume") from None
     except Exception as exc:  # torch raises many types for a truncated zip
         raise MigmError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); delete it and rerun without --resume") from None
 

@@ -135,7 +135,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     if kind == "maskgit":
         from .adapters.maskgit import MaskGITModel
 
-        return MaskGITModel.from_pretrained(path, device=device, dtype=dtype, class_names=class_names)
+        return MaskGITModel.from_pretrained(path, device=device, dtype=dtype, class_names=class_names,
+                                            trust_remote_code=trust_remote_code)
     if kind in ("embedded", "weights"):
         from .pipeline import EmbeddedModel
 

@@ -14,6 +14,8 @@ from migm_shortcut.adapters.maskgit_standin import MaskTransformer
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
 from migm_shortcut.samplers.schedule import maskgit_masked_counts
 
+from taming_standin import write_taming_vqgan
+from tiny_amused_pipeline import write_reference_images
 from cli_route import collect_and_train, run
 
 TINY = dict(img_size=64, hidden_dim=32, codebook_size=16, f_factor=4, depth=2, heads=2, mlp_dim=64, dropout=0.0, nclass=5)
@@ -150,6 +152,7 @@ def maskgit_folder(tmp_path_factory):
     torch.save({"model_state_dict": tiny_maskgit().state_dict(), "iter": 10, "global_epoch": 1},
                folder / "MaskGIT" / "MaskGIT_ImageNet_64.pth")
     (folder / "MaskGIT" / "config.json").write_text(json.dumps(TINY))
+    write_taming_vqgan(folder / "VQGAN")  # the released tokenizer layout: VQGAN/last.ckpt + VQGAN/model.yaml
     return folder
 
 
@@ -165,10 +168,52 @@ def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys
     config = tmp_path / "sweep.json"
     config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3,
                                   "settings": [{"policy": "shortcut", "steps": 4, "budget": 2, "head": str(head)}]}))
-    code, _, err = run(capsys, "sweep", *m, "--prompts-file", classes, "--config", config, "--out", tmp_path / "sweep")
+    reference = write_reference_images(tmp_path / "imagenet_style", size=8)
+    code, _, err = run(capsys, "sweep", *m, "--prompts-file", classes, "--config", config, "--reference", reference,
+                       "--out", tmp_path / "sweep")
     assert code == 0, err
     rows = json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]
-    assert [r["full_steps"] for r in rows] == [4, 2]
+    assert [r["full_steps"] for r in rows] == [4, 2] and all(r["fid"] > 0 for r in rows)
+    code, _, err = run(capsys, "sample", *m, "--prompt", "3", "--steps", "4", "--out-dir", tmp_path / "png")
+    assert code == 0, err
+    from PIL import Image
+
+    assert Image.open(next((tmp_path / "png").glob("*.png"))).size == (8, 8)  # 4x4 codes through the VQGAN (f=2)
+
+
+def test_the_released_taming_vqgan_converts_to_a_diffusers_vqmodel_exactly(tmp_path):
+    from migm_shortcut.adapters.taming_vqgan import load_taming_vqgan
+    from migm_shortcut.models import vq_decode
+
+    taming = write_taming_vqgan(tmp_path / "VQGAN", seed=3)
+    vq = load_taming_vqgan(tmp_path / "VQGAN")
+    codes = torch.randint(0, 16, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(vq_decode(vq, codes, "t"), taming.decode_code(codes), atol=1e-4)
+        x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        _, _, (_, _, indices) = vq.quantize(vq.quant_conv(vq.encoder(x)))
+        assert torch.equal(indices.view(2, 8, 8), taming.encode_codes(x))
+
+
+def test_taming_checkpoints_that_are_not_plain_tensors_mismatched_or_broken_are_one_line(tmp_path, capsys):
+    import argparse
+
+    from migm_shortcut.adapters.taming_vqgan import load_taming_vqgan
+    from migm_shortcut.errors import MigmError
+
+    write_taming_vqgan(tmp_path / "pickled", extra={"hyper_parameters": argparse.Namespace(lr=1.0)})
+    with pytest.raises(MigmError, match="--trust-remote-code"):
+        load_taming_vqgan(tmp_path / "pickled")
+    assert load_taming_vqgan(tmp_path / "pickled", trust_remote_code=True).config.num_vq_embeddings == 16
+
+    write_taming_vqgan(tmp_path / "wide")
+    config = (tmp_path / "wide" / "model.yaml").read_text().replace("ch: 32", "ch: 64")
+    (tmp_path / "wide" / "model.yaml").write_text(config)
+    with pytest.raises(MigmError, match="encoder.conv_in.weight has shape"):
+        load_taming_vqgan(tmp_path / "wide")
+    (tmp_path / "wide" / "model.yaml").write_text("model: {params: {n_embed: 4}}")
+    with pytest.raises(MigmError, match="not a taming VQGAN config|lacks"):
+        load_taming_vqgan(tmp_path / "wide")
 
 
 def test_bad_classes_and_checkpoints_are_one_line(maskgit_folder, tmp_path, capsys):

@@ -17,7 +17,8 @@ grid² + 1 positions), the codebook size and the number of classes (``codebook_s
 ``MaskGITModel.from_pretrained(folder)`` reads the released layout: ``MaskGIT/*.pth`` (a
 ``torch.save`` dict with ``model_state_dict``, loaded with ``weights_only=True``), the
 architecture settings from ``MaskGIT/config.json`` when present, else inferred from the
-tensors; decoding needs a diffusers ``VQModel`` in ``vqvae/``.
+tensors. Images are decoded by the released taming VQGAN (``VQGAN/last.ckpt`` + ``VQGAN/model.yaml``,
+converted to a diffusers ``VQModel`` on load: ``taming_vqgan``) or by a diffusers ``VQModel`` in ``vqvae/``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,18 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: Path) -
                             f"{tuple(tensor.shape)}")
 
 
+def maskgit_vqvae(folder: Path, device, trust_remote_code: bool = False):
+    """The folder's image decoder: a diffusers ``VQModel`` in ``vqvae/``, else the released taming VQGAN
+    in ``VQGAN/`` (``last.ckpt`` + ``model.yaml``, converted on load), else None (codes only)."""
+    if (folder / "vqvae" / "config.json").is_file():
+        return load_vqvae(folder, device)
+    if (folder / "VQGAN").is_dir():
+        from .taming_vqgan import load_taming_vqgan
+
+        return load_taming_vqgan(folder / "VQGAN", device, trust_remote_code)
+    return None
+
+
 class MaskGITModel(LoadedModel):
     """A MaskGIT checkpoint folder: the backbone behind the model interface, and its VQ decoder if present."""
 
@@ -201,7 +214,7 @@ class MaskGITModel(LoadedModel):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device="cpu", dtype: torch.dtype | None = None,
-                        class_names: Sequence[str] | None = None) -> "MaskGITModel":
+                        class_names: Sequence[str] | None = None, trust_remote_code: bool = False) -> "MaskGITModel":
         from .maskgit_standin import MaskTransformer
 
         folder = Path(folder)
@@ -222,7 +235,7 @@ class MaskGITModel(LoadedModel):
         check_state(state, model, files[0])
         model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
         model = model.to(device, dtype or torch.float32).eval()
-        return cls(model, class_names, load_vqvae(folder, device), folder)
+        return cls(model, class_names, maskgit_vqvae(folder, device, trust_remote_code), folder)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> images in [-1, 1] (the VQGAN's range)."""

@@ -1,0 +1,189 @@
+"""A stand-in for taming-transformers' VQGAN as MaskGIT-pytorch ships it (``Network/Taming``), written for
+the tests: the same module names, nesting and forward rules (GroupNorm(32, eps 1e-6) + swish resnets with a
+1x1 ``nin_shortcut``, single-head attention with 1x1-convolution q/k/v/proj_out, (0, 1, 0, 1)-padded stride-2
+downsampling, nearest upsampling, ``up`` indexed by resolution level, a codebook in ``quantize.embedding``)
+and a Lightning-style ``last.ckpt`` + ``model.yaml`` writer. Nothing in the package imports it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+
+def norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, c, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+
+
+class AttnBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = norm(c)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        h = self.norm(x)
+        b, c, hh, ww = x.shape
+        q, k, v = (layer(h).reshape(b, c, hh * ww) for layer in (self.q, self.k, self.v))
+        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) * c ** -0.5, dim=2)  # (b, query, key)
+        return x + self.proj_out(torch.bmm(v, weights.transpose(1, 2)).reshape(b, c, hh, ww))
+
+
+class Downsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 2, 0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _mid(c: int) -> nn.Module:
+    mid = nn.Module()
+    mid.block_1, mid.attn_1, mid.block_2 = ResnetBlock(c, c), AttnBlock(c), ResnetBlock(c, c)
+    return mid
+
+
+class Encoder(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels, **_):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
+        self.down, res, cin = nn.ModuleList(), resolution, ch
+        for i, m in enumerate(ch_mult):
+            level = nn.Module()
+            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(num_res_blocks):
+                level.block.append(ResnetBlock(cin, ch * m))
+                cin = ch * m
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(cin))
+            if i != len(ch_mult) - 1:
+                level.downsample = Downsample(cin)
+                res //= 2
+            self.down.append(level)
+        self.mid, self.norm_out, self.conv_out = _mid(cin), norm(cin), nn.Conv2d(cin, z_channels, 3, 1, 1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for i, level in enumerate(self.down):
+            for j, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[j](h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch, out_ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z_channels, **_):
+        super().__init__()
+        cin, res = ch * ch_mult[-1], resolution // 2 ** (len(ch_mult) - 1)
+        self.conv_in, self.mid = nn.Conv2d(z_channels, cin, 3, 1, 1), _mid(cin)
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(ch_mult))):
+            level = nn.Module()
+            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                level.block.append(ResnetBlock(cin, ch * ch_mult[i]))
+                cin = ch * ch_mult[i]
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(cin))
+            if i != 0:
+                level.upsample = Upsample(cin)
+                res *= 2
+            self.up.insert(0, level)  # up[i] is resolution level i, as in taming
+        self.norm_out, self.conv_out = norm(cin), nn.Conv2d(cin, out_ch, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        for i in reversed(range(len(self.up))):
+            level = self.up[i]
+            for j, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[j](h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, n_e: int, e_dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(n_e, e_dim)
+
+    def forward(self, z):
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        dist = flat.pow(2).sum(1, keepdim=True) + self.embedding.weight.pow(2).sum(1) - 2 * flat @ self.embedding.weight.T
+        return dist.argmin(1)
+
+    def get_codebook_entry(self, indices, shape):
+        return self.embedding(indices).view(shape).permute(0, 3, 1, 2).contiguous()
+
+
+class VQModel(nn.Module):
+    def __init__(self, ddconfig: dict, n_embed: int, embed_dim: int, **_):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.encoder, self.decoder = Encoder(**ddconfig), Decoder(**ddconfig)
+        self.quantize = VectorQuantizer(n_embed, embed_dim)
+        self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
+
+    def encode_codes(self, x):
+        z = self.quant_conv(self.encoder(x))
+        return self.quantize(z).view(z.shape[0], z.shape[2], z.shape[3])
+
+    def decode_code(self, code):
+        quant = self.quantize.get_codebook_entry(code.reshape(-1), (-1, code.shape[1], code.shape[2], self.embed_dim))
+        return self.decoder(self.post_quant_conv(quant))
+
+
+TINY_PARAMS = {"embed_dim": 4, "n_embed": 16, "ddconfig": {
+    "double_z": False, "z_channels": 8, "resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2],
+    "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}}
+
+
+def write_taming_vqgan(folder: Path, seed: int = 0, extra: dict | None = None) -> VQModel:
+    """A random tiny VQGAN saved as MaskGIT-pytorch releases one: ``model.yaml`` + a Lightning ``last.ckpt``
+    (with a ``loss.`` tensor of the training loss, which loaders skip). Returns the stand-in module."""
+    torch.manual_seed(seed)
+    model = VQModel(**TINY_PARAMS).eval()
+    for p in model.parameters():  # GroupNorm starts at identity; random affine makes the check meaningful
+        nn.init.normal_(p, std=0.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model": {"base_learning_rate": 4.5e-6, "target": "taming.models.vqgan.VQModel",
+                        "params": {**TINY_PARAMS, "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"}}}}
+    (folder / "model.yaml").write_text(yaml.safe_dump(config))
+    state = {**model.state_dict(), "loss.discriminator.main.0.weight": torch.zeros(2, 3, 4, 4)}
+    torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.8", "state_dict": state, **(extra or {})},
+               folder / "last.ckpt")
+    return model
