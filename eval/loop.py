@@ -249,7 +249,7 @@ def format_loop_row(row: dict) -> str:
         what = "vanilla" if r["budget"] is None else f"B={r['budget']}"
         extra = "" if r["budget"] is None else (f", head {r['head_ms_per_shortcut_step']} ms, e2e {r['e2e_speedup']}x "
                                                 f"vs ideal {r.get('ideal_speedup', '—')}x")
-        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, logits {r['logits_ms_per_step']} ms, "
+        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, logits {fmt(r.get('logits_ms_per_step'))} ms, "
                      f"loop {r['loop_ms_per_step']} ms/step{extra}")
     return " ".join(parts)
 
@@ -265,7 +265,7 @@ def markdown_loop_table(results: list[dict]) -> str:
             what = "vanilla" if r["budget"] is None else f"shortcut B={r['budget']}"
             fmt = lambda v, suffix="": "—" if v is None else f"{v}{suffix}"  # noqa: E731
             lines.append(f"| {row['size']} | {row['device']} | {row.get('batch', 1)} | {what} N={row['num_steps']} | {r['e2e_ms']} | "
-                         f"{r['model_ms_per_full_step']} | {fmt(r['head_ms_per_shortcut_step'])} | {r['logits_ms_per_step']} | "
+                         f"{r['model_ms_per_full_step']} | {fmt(r['head_ms_per_shortcut_step'])} | {fmt(r.get('logits_ms_per_step'))} | "
                          f"{r['loop_ms_per_step']} | "
                          f"{fmt(r.get('e2e_speedup'), 'x')} | {fmt(r.get('ideal_speedup'), 'x')} | {fmt(r.get('share_of_ideal'))} |")
     return "\n".join(lines)

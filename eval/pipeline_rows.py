@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -44,7 +43,7 @@ _PARAMS = {
     "cache-dit": {"threshold": float, "fn": int, "bn": int, "warmup": int, "taylorseer": int},
 }
 CACHE_DIT_DEFAULTS = {"fn": 1, "bn": 0, "warmup": 2, "taylorseer": 0}
-CACHE_DIT_INSTALL = "pip install 'migm-shortcut[cache-dit]' (or pip install cache-dit)"
+CACHE_DIT_INSTALL = "pip install 'migm-shortcut[cachedit]' (or pip install cache-dit)"
 
 
 def check_pipeline_setting(method: str, steps: int, params: dict, where: str) -> None:

@@ -63,44 +63,68 @@ def write_markdown(result: dict, path: str | Path) -> None:
     write_bytes(path, markdown_table(result).encode())
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+HIGHER_IS_BETTER = {"prompt_accuracy", "clip_score"}
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both speedup (higher) and quality, by speedup."""
+    better = (lambda a, b: a >= b) if higher_is_better else (lambda a, b: a <= b)
+    front = [p for p in points
+             if not any(q != p and q[0] >= p[0] and better(q[1], p[1]) for q in points)]
+    return sorted(set(front))
+
+
 def write_pareto(result: dict, path: str | Path) -> None:
+    """Quality against speedup, one panel per metric: a marker style per method, every point numbered
+    and keyed in a table beside the panels (no colliding labels), the Pareto front drawn, the y axis
+    zoomed to the measured settings, and the real-image rows as a note rather than an axis stretcher."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has = lambda key: any(r.get(key) is not None for r in result["rows"])  # noqa: E731
+    timed = [r for r in result["rows"] if r.get("speedup") is not None]
+    real = [r for r in result["rows"] if r["method"] == "real"]
+    has = lambda key: any(r.get(key) is not None for r in timed)  # noqa: E731
     panels = [(key, title) for key, title in (("fid", "Inception FID (lower is better)"),
                                               ("domain_fid", "domain FID* (lower is better)"),
-                                              ("prompt_accuracy", "prompt accuracy"),
+                                              ("prompt_accuracy", "prompt accuracy (higher is better)"),
                                               ("clip_score", "CLIPScore (higher is better)")) if has(key)]
-    if not panels:  # a speed-only sweep: speedup against backbone passes
-        panels = [("speedup", "speedup over the baseline (higher is better)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    timed = [r for r in result["rows"] if r["latency_s"] is not None]
+    if not panels:  # a speed-only sweep: backbone passes against speedup
+        panels = [("full_steps", "full backbone passes per image")]
     methods = list(dict.fromkeys(r["method"] for r in timed))
-    real = [r for r in result["rows"] if r["method"] == "real"]
+    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.6 * len(panels) + 3.6, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [4.6] * len(panels) + [3.6]})
     for ax, (key, title) in zip(axes[0], panels):
-        for r, style in zip(real, ("--", ":")):
-            if r[key] is not None:
-                label = "real images (same count)" if r["setting"] == "real train images" else r["setting"]
-                ax.axhline(r[key], color="gray", linestyle=style, linewidth=1, label=label)
+        rows = [(i, r) for i, r in enumerate(timed, 1) if r.get(key) is not None]
         for method in methods:
-            rows = sorted((r for r in timed if r["method"] == method and r[key] is not None),
-                          key=lambda r: r["latency_s"])
-            if not rows:
-                continue
-            xs = [1000 * r["latency_s"] for r in rows]
-            ys = [r[key] for r in rows]
-            ax.plot(xs, ys, marker="o", label=method)
-            for r, x, y in zip(rows, xs, ys):
-                ax.annotate(r["setting"].replace(f"{method} ", ""), (x, y), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
-        ax.set_xlabel("latency per image, ms (sampling loop)")
+            pts = [(r["speedup"], r[key]) for _, r in rows if r["method"] == method]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker[method], color=colour[method], s=36, label=method, zorder=3)
+        for i, r in rows:
+            ax.annotate(str(i), (r["speedup"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front([(r["speedup"], r[key]) for _, r in rows], key in HIGHER_IS_BETTER)
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="black", linestyle="--", linewidth=0.8, label="Pareto front", zorder=2)
+        values = [r[key] for _, r in rows]
+        if values:
+            pad = 0.08 * ((max(values) - min(values)) or abs(max(values)) or 1.0)
+            ax.set_ylim(min(values) - pad, max(values) + pad)
+        notes = [f"{r['setting']}: {r[key]:.3g}" for r in real if r.get(key) is not None]
+        if notes:
+            ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7, color="gray", va="bottom")
+        ax.set_xlabel("speedup over its method's baseline (higher is better)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"quality vs latency, {result['num_images_per_setting']} images per setting", fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="best")
+    key_ax = axes[0][-1]
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, "\n".join(f"{i:>2}  {r['setting']}" for i, r in enumerate(timed, 1)), fontsize=7,
+                family="monospace", va="top", transform=key_ax.transAxes)
+    fig.suptitle(f"quality vs speedup, {result['num_images_per_setting']} images per setting", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import MigmError
 from .io import write_json
-from .modeling import SHIPPED_WEIGHTS
 from .samplers import POLICIES
 
 
@@ -63,8 +61,8 @@ def _budget_list(text: str) -> tuple[int, ...]:
 
 def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--model", "--weights", dest="model", default=None,
-                   help="model folder: a migm-shortcut weights folder or a Lumina-DiMOO checkpoint "
-                        "(default: the embedded model)")
+                   help="model folder: a Lumina-DiMOO checkpoint, a diffusers AmusedPipeline folder, a MaskGIT-pytorch "
+                        "folder (MaskGIT/, VQGAN/) or a migm-shortcut weights folder (default: the embedded model)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model folder's own Python code to run (transformers remote code): code execution")
     p.add_argument("--height", type=_positive("--height"), help="image height in pixels (Lumina-DiMOO; default 1024)")
@@ -163,32 +161,16 @@ POLICY_FLAGS = {
 def policy_from_args(args: argparse.Namespace, model):
     """The step policy the sampling flags describe, with the model's own head and calibration unless
     named; bad settings (a head for another model, a budget outside 1..N) fail here, before any work."""
-    from .samplers import make_policy_for_model
+    from .samplers import POLICY_FILES, make_policy_for_model
 
     params = {param: getattr(args, flag) for flag, param in POLICY_FLAGS.get(args.policy, {}).items()
               if getattr(args, flag) is not None}
-    if args.policy in ("shortcut", "adaptive"):
-        params["head"] = args.head
-    if args.policy in ("sencache", "adaptive"):
-        params["calibration"] = args.calibration
+    params.update({key: getattr(args, key) for key, users in POLICY_FILES.items() if args.policy in users})
     policy = make_policy_for_model(args.policy, model, **params)
     policy.reset(1, args.steps)  # budget outside 1..N, a calibration for another N: one line, now
     if hasattr(policy, "check_base"):
         policy.check_base(model.backbone)
     return policy
-
-
-def generate_batched(model, prompts: Sequence, seeds: Sequence[int], args: argparse.Namespace,
-                     policy=None, desc: str = "generating"):
-    """Images for every (prompt, seed), batch by batch; returns images, loop seconds, full steps per image."""
-    images, full_steps, loop_seconds = [], [], 0.0
-    sampler = model.sampler(args.steps, args.guidance_scale, args.temperature, policy)
-    for i in tqdm(range(0, len(prompts), args.batch_size), desc=desc, unit="batch"):
-        out = sampler.generate(prompts[i : i + args.batch_size], seeds[i : i + args.batch_size])
-        loop_seconds += out.loop_seconds
-        full_steps.append(out.full_steps)
-        images.append(model.decode(out.codes))
-    return torch.cat(images), loop_seconds, torch.cat(full_steps)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -203,7 +185,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
     all_prompts = [p for p in prompts for _ in range(args.per_prompt)]
     seeds = [args.seed + i for i in range(len(all_prompts))]
-    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, args, policy)
+    from .eval.demo import generate_batched
+
+    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, args.steps, args.guidance_scale,
+                                                        args.temperature, args.batch_size, policy)
     out_dir = Path(args.out_dir)
     save_pngs(images, out_dir)
     if args.grid:
@@ -220,19 +205,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(all_prompts)} images to {out_dir} ({loop_seconds:.1f} s sampling loop)")
 
 
-def method_label(policy) -> str:
-    """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.3 K=3``."""
-    short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",
-             "warmup": "w", "early_eps": "eps0", "shortcut_guidance": "s_short"}
-    shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
-    return " ".join([policy.name] + shown)
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     """Every requested method on the same prompts and seeds: a labelled grid and the measured speedups."""
     import copy
-
-    from .images import save_grid
 
     model = load_model_from_args(args)
     fill_sampling_defaults(args, model)
@@ -242,8 +217,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
         distinct = model.demo_prompts()
     else:
         raise MigmError("this model has no built-in demo prompts; pass --prompt TEXT or --prompts-file FILE")
-    prompts = [p for p in distinct for _ in range(args.per_prompt)]
-    seeds = [args.seed + i for i in range(len(prompts))]
     from .samplers import policy_files
 
     if args.methods is None:  # every policy this model has the files for (its head, its calibration)
@@ -254,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     unknown = [m for m in names if m not in POLICY_CHOICES]
     if unknown or not names or names[0] != "vanilla":
         raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICY_CHOICES)}; got {args.methods!r}")
-    methods = []
+    policies = []
     for name in names:
         method_args = copy.copy(args)
         method_args.policy = name
@@ -262,30 +235,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
             policy = policy_from_args(method_args, model)
         except MigmError as exc:
             raise MigmError(f"cannot run {name}: {exc} (or leave it out of --methods)") from None
-        methods.append((method_label(policy), policy))
-    start = time.perf_counter()
-    results = []
-    for name, policy in methods:
-        model.sampler(args.steps, args.guidance_scale, args.temperature, policy).generate(prompts[:2], seeds[:2])  # warm-up
-        images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, args, policy, desc=name)
-        results.append((name, images, loop_seconds, full_steps.float().mean().item()))
-    rows, labels = [], []
-    n = args.per_prompt
-    for c, prompt in enumerate(distinct):
-        for name, images, _, _ in results:
-            rows.append(images[c * n : (c + 1) * n])
-            labels.append(f"{str(prompt)[:30]}\n{name}" if len(results) > 1 else str(prompt)[:40])
-    vanilla_seconds = results[0][2]
-    title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)" for name, _, sec, _ in results)
-    path = save_grid(rows, labels, Path(args.out_dir) / "demo_grid.png", title=f"N={args.steps}, seed {args.seed} | {title}")
-    print(f"demo grid: {path}")
-    for name, images, seconds, full in results:
-        accuracy = (f", prompt accuracy {model.prompt_accuracy(images, prompts):.1%}"
-                    if hasattr(model, "prompt_accuracy") else "")
-        print(f"{name:>22}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
-              f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla{accuracy}")
-    judged = " (accuracy by the project classifier)" if hasattr(model, "prompt_accuracy") else ""
-    print(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method){judged}")
+        policies.append(policy)
+    from .eval.demo import method_label, run_demo
+
+    run_demo(model, distinct, args.per_prompt, args.seed, [(method_label(p), p) for p in policies], args.steps,
+             args.guidance_scale, args.temperature, args.batch_size, Path(args.out_dir))
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:
@@ -444,18 +398,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     from .io import read_json
 
     print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
-
-
-def cmd_bench_hook(args: argparse.Namespace) -> None:
-    from .eval.pipeline_speed import bench_hook
-    from .samplers import load_head
-
-    model = load_model_from_args(args)
-    head = load_head(args.head or model.head_path)
-    result = bench_hook(model, head, args.budget, args.steps, args.batch_size, args.batches)
-    if args.out:
-        write_json(Path(args.out), result)
-        print(f"wrote {args.out}")
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
@@ -654,16 +596,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the Markdown table of results JSON files (sweep, bench-cost, bench-loop, ...)")
     p.add_argument("results", nargs="+", help="results JSON files")
     p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("bench-hook", help="AmusedPipeline.__call__ with and without enable_shortcut (aMUSEd weights)")
-    p.add_argument("--head", default=None, help="head folder (default: the model's head/)")
-    p.add_argument("--budget", type=int, default=4)
-    p.add_argument("--steps", type=_positive("--steps"), default=16)
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
-    p.add_argument("--batches", type=_positive("--batches"), default=4)
-    p.add_argument("--out", default=None)
-    _add_model_args(p)
-    p.set_defaults(func=cmd_bench_hook, model=str(SHIPPED_WEIGHTS / "amused"))
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
     p.add_argument("--images", required=True)

@@ -22,7 +22,6 @@ by this package's sampler instead (``migm_shortcut.adapters.dimoo``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,21 +29,10 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from .errors import MigmError
-from .shortcut import ShortcutHead, budget_full_steps, new_tokens
+from .schedule import amused_masked_counts
+from .shortcut import ShortcutHead, budget_full_steps, new_tokens, shortcut_step
 
 HOOK_NAME = "migm_shortcut"
-
-
-def cosine_masked_counts(num_tokens: int, num_steps: int) -> list[int]:
-    """Masked tokens in the input of every call after the first, as ``AmusedScheduler`` (cosine) leaves them."""
-    counts, masked = [], num_tokens
-    for i in range(num_steps - 1):
-        # float32, as the scheduler computes it: a float64 cosine rounds differently at exact halves.
-        ratio = torch.tensor([i + 1]) / num_steps
-        keep = int((num_tokens * torch.cos(ratio * math.pi / 2)).floor())
-        masked = max(1, min(masked - 1, keep))
-        counts.append(masked)
-    return counts
 
 
 class ShortcutHook(ModelHook):
@@ -74,7 +62,7 @@ class ShortcutHook(ModelHook):
         self.adapter = UVit2DFeatures(module)  # refuses anything but a UVit2DModel
         self.head.check_base(self.adapter)
         self.head.to(device=module.device)
-        self.expected_masked = cosine_masked_counts(self.adapter.grid_size ** 2, self.num_steps)
+        self.expected_masked = amused_masked_counts(self.adapter.grid_size ** 2, self.num_steps)
         return module
 
     def reset_state(self, module):
@@ -110,10 +98,9 @@ class ShortcutHook(ModelHook):
             newly = self.prev_masked & ~masked
             positions = torch.arange(flat.shape[1], device=flat.device)
             tokens = new_tokens(flat, newly, positions, None, 0, num_branches=1)
-            embeddings = self.adapter.embed_image_tokens(tokens.ids, tokens.positions)
-            ratio = masked.float().mean(1)
-            with torch.no_grad():
-                features = self.head(self.prev_features, embeddings, tokens.valid, ratio).to(self.prev_features.dtype)
+            with torch.no_grad():  # the sampler's shortcut step, on the UVit's own ids and grid positions
+                features = shortcut_step(self.head, self.adapter, self.prev_features, tokens, masked.float().mean(1))
+            features = features.to(self.prev_features.dtype)
             self.prev_features = features
             image = features[:, -flat.shape[1]:]
             g = self.adapter.grid_size

@@ -3,7 +3,7 @@
 from .caching import FixedIntervalPolicy, MLCachePolicy, SenCachePolicy
 from .dimoo import DiMOOSampler, SampleOutput, guided_logits
 from .policies import POLICIES, StepOutput, StepPolicy, StepState, VanillaPolicy, make_policy, register_policy
-from .schedule import committed_counts, masked_counts
+from migm_shortcut.schedule import committed_counts, masked_counts
 from .sensitivity import SensitivityTable, calibrate, load_calibration
 from .shortcut import AdaptiveShortcutPolicy, ShortcutPolicy, load_head
 

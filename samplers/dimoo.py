@@ -31,7 +31,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import check_model
 
 from .policies import StepPolicy, StepState, VanillaPolicy
-from .schedule import maskgit_masked_counts, masked_counts
+from migm_shortcut.schedule import maskgit_masked_counts, masked_counts
 
 RULES = ("dimoo", "maskgit")
 

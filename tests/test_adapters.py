@@ -10,8 +10,8 @@ from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig, UVit2DFe
 from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, LLaDAImageLayout
 from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.eval.cost import bench_cost
-from migm_shortcut.eval.pipeline_speed import prompt_kwargs
-from migm_shortcut.hooks import cosine_masked_counts, disable_shortcut, enable_shortcut
+from migm_shortcut.hooks import disable_shortcut, enable_shortcut
+from migm_shortcut.schedule import amused_masked_counts
 from migm_shortcut.interface import MaskedImageModel, check_model, load_backbone
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
 from migm_shortcut.shortcut import new_tokens
@@ -126,6 +126,16 @@ def test_shortcut_with_full_budget_equals_vanilla_on_adapters(models, name):
 
 
 # -- the diffusers pipeline hook ------------------------------------------------------------------
+def prompt_kwargs(backbone, prompts: list[str]) -> dict:
+    """The pipeline's text inputs precomputed by the backbone's prompt encoder (no CLIP in this pipeline)."""
+    layout = backbone.layout
+    with torch.no_grad():
+        cond = backbone.conditioning(torch.stack([layout.encode_prompt(p) for p in prompts]))
+        uncond = backbone.conditioning(torch.stack([layout.encode_prompt(None)] * len(prompts)))
+    return dict(prompt_embeds=cond["pooled_text_emb"], encoder_hidden_states=cond["encoder_hidden_states"],
+                negative_prompt_embeds=uncond["pooled_text_emb"], negative_encoder_hidden_states=uncond["encoder_hidden_states"])
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     model = tiny_amused()
@@ -202,7 +212,7 @@ def test_cosine_counts_follow_the_amused_scheduler():
     for t in sched.timesteps[:-1]:
         sample = sched.step(torch.randn(1, 36, 8), t, sample, generator=torch.Generator().manual_seed(0)).prev_sample
         seen.append(int((sample == 9).sum()))
-    assert seen == cosine_masked_counts(36, 7)
+    assert seen == amused_masked_counts(36, 7)
 
 
 # -- Lumina-DiMOO (a stand-in with the published classes' names, signatures and padding) -------------
@@ -287,13 +297,18 @@ def test_uvit_features_adapter_rejects_other_models():
         UVit2DFeatures(nn.Linear(2, 2))
 
 
-def test_shipped_amused_model_and_head_belong_together():
+def test_the_shipped_amused_pipeline_is_a_real_pipeline_folder_with_its_own_head():
+    from diffusers import AmusedPipeline
+
     from migm_shortcut import load_model
+    from migm_shortcut.adapters.amused import AmusedPipelineModel
     from migm_shortcut.modeling import SHIPPED_WEIGHTS
     from migm_shortcut.samplers import load_head
 
-    model = load_model(SHIPPED_WEIGHTS / "amused")
-    assert isinstance(model.backbone, AmusedBackbone)
+    folder = SHIPPED_WEIGHTS / "amused_pipeline"
+    assert AmusedPipeline.from_pretrained(str(folder)).vqvae.config.lookup_from_codebook
+    model = load_model(folder)
+    assert isinstance(model, AmusedPipelineModel) and model.head_path == folder / "shortcut_head"
     head = load_head(model.head_path)
     head.check_base(model.backbone)
     assert head.num_parameters() * 10 <= model.backbone.num_parameters()

@@ -266,3 +266,19 @@ def test_sweep_resume_reruns_only_what_changed(tmp_path, capsys, monkeypatch, ti
     assert "was measured with batch_size=5, this sweep uses 4" in err and ran == []
     assert main(args[:-2] + ["--reuse-from", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such file" in capsys.readouterr().err
+
+
+def test_pareto_front_keeps_only_undominated_settings_and_the_plot_is_written(tmp_path):
+    from migm_shortcut.eval.report import pareto_front, write_pareto
+
+    points = [(1.0, 50.0), (2.0, 52.0), (2.0, 60.0), (3.0, 51.0), (4.0, 70.0)]
+    assert pareto_front(points, higher_is_better=False) == [(1.0, 50.0), (3.0, 51.0), (4.0, 70.0)]
+    assert pareto_front([(1.0, 0.5), (2.0, 0.9), (3.0, 0.4)], higher_is_better=True) == [(2.0, 0.9), (3.0, 0.4)]
+    row = lambda method, setting, speedup, fid: {"method": method, "setting": setting, "speedup": speedup,  # noqa: E731
+                                                 "latency_s": 0.1 / speedup, "fid": fid, "full_steps": 4}
+    result = {"num_images_per_setting": 10, "rows": [
+        {"method": "real", "setting": "real train images", "speedup": None, "latency_s": None, "fid": 18.0},
+        row("vanilla", "vanilla N=12", 1.0, 60.0), row("shortcut", "shortcut N=12 (budget=4)", 2.5, 62.0),
+        row("cache-dit", "cache-dit N=12 (threshold=0.2)", 1.4, 61.0)]}
+    write_pareto(result, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

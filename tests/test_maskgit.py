@@ -12,7 +12,7 @@ from migm_shortcut import MigmError, ShortcutHead, load_model
 from migm_shortcut.adapters.maskgit import MaskGITBackbone
 from migm_shortcut.adapters.maskgit_standin import MaskTransformer
 from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
-from migm_shortcut.samplers.schedule import maskgit_masked_counts
+from migm_shortcut.schedule import maskgit_masked_counts
 
 from taming_standin import write_taming_vqgan
 from tiny_amused_pipeline import write_reference_images

@@ -117,6 +117,10 @@ class UVit2DFeatures:
         x = embed.layer_norm(embed.embeddings(uvit_ids))
         return x + self.position_code.to(x.device, x.dtype)[image_index]
 
+    def embed_tokens(self, uvit_ids: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """What ``shortcut_step`` embeds new tokens with, in the hook: the UVit's own ids at grid indices."""
+        return self.embed_image_tokens(uvit_ids, image_index)
+
     @property
     def fingerprint(self) -> str:
         c = self.transformer.config

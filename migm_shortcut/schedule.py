@@ -1,4 +1,8 @@
-"""The cosine keep-schedule of Lumina-DiMOO's sampler.
+"""Unmasking schedules: how many image tokens stay masked after each step. One module for the
+package's sampler (``masked_counts``: Lumina-DiMOO's; ``maskgit_masked_counts``: MaskGIT's) and the
+diffusers hook (``amused_masked_counts``: what ``AmusedScheduler`` leaves, to check a pipeline's N).
+
+The cosine keep-schedule of Lumina-DiMOO's sampler:
 
 After step k (0-based) of N, ``floor(L * cos(pi/2 * (k+1)/N))`` image tokens stay masked.
 Departure from DiMOO's rule (as MaskGIT's scheduler does): every step commits at least one
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import math
 
-from migm_shortcut.errors import MigmError
+import torch
+
+from .errors import MigmError
 
 
 def check_steps(num_tokens: int, num_steps: int) -> None:
@@ -65,5 +71,17 @@ def maskgit_masked_counts(num_tokens: int, num_steps: int, mode: str = "arccos")
     counts, masked = [], num_tokens
     for k, t in enumerate(per_step):
         masked = 0 if k == num_steps - 1 else max(masked - max(t, 0), 0)
+        counts.append(masked)
+    return counts
+
+
+def amused_masked_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """Masked tokens in the input of every call after the first, as ``AmusedScheduler`` (cosine) leaves them."""
+    counts, masked = [], num_tokens
+    for i in range(num_steps - 1):
+        # float32, as the scheduler computes it: a float64 cosine rounds differently at exact halves.
+        ratio = torch.tensor([i + 1]) / num_steps
+        keep = int((num_tokens * torch.cos(ratio * math.pi / 2)).floor())
+        masked = max(1, min(masked - 1, keep))
         counts.append(masked)
     return counts

@@ -1,0 +1,69 @@
+"""``migm-shortcut demo``: every requested method on the same prompts and seeds, side by side in one
+labelled grid, with each one's measured sampling time, speedup over vanilla and (where the model can
+judge it) prompt accuracy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: int, guidance_scale: float,
+                     temperature: float, batch_size: int, policy=None, desc: str = "generating"):
+    """Images for every (prompt, seed), batch by batch; returns images, loop seconds, full steps per image."""
+    images, full_steps, loop_seconds = [], [], 0.0
+    sampler = model.sampler(num_steps, guidance_scale, temperature, policy)
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
+        out = sampler.generate(prompts[i : i + batch_size], seeds[i : i + batch_size])
+        loop_seconds += out.loop_seconds
+        full_steps.append(out.full_steps)
+        images.append(model.decode(out.codes))
+    return torch.cat(images), loop_seconds, torch.cat(full_steps)
+
+
+def method_label(policy) -> str:
+    """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.3 K=3``."""
+    short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",
+             "warmup": "w", "early_eps": "eps0", "shortcut_guidance": "s_short"}
+    shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
+    return " ".join([policy.name] + shown)
+
+
+def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, methods: list[tuple[str, object]],
+             num_steps: int, guidance_scale: float, temperature: float, batch_size: int, out_dir: Path,
+             log=print) -> Path:
+    """Sample ``per_prompt`` images of each prompt with every (label, policy), the first being vanilla;
+    write ``out_dir/demo_grid.png`` (a row per prompt and method) and print the measured speedups."""
+    from migm_shortcut.images import save_grid
+
+    prompts = [p for p in distinct_prompts for _ in range(per_prompt)]
+    seeds = [seed + i for i in range(len(prompts))]
+    start = time.perf_counter()
+    results = []
+    for name, policy in methods:
+        model.sampler(num_steps, guidance_scale, temperature, policy).generate(prompts[:2], seeds[:2])  # warm-up
+        images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, num_steps, guidance_scale,
+                                                            temperature, batch_size, policy, desc=name)
+        results.append((name, images, loop_seconds, full_steps.float().mean().item()))
+    rows, labels = [], []
+    for c, prompt in enumerate(distinct_prompts):
+        for name, images, _, _ in results:
+            rows.append(images[c * per_prompt : (c + 1) * per_prompt])
+            labels.append(f"{str(prompt)[:30]}\n{name}" if len(results) > 1 else str(prompt)[:40])
+    vanilla_seconds = results[0][2]
+    title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)"
+                      for name, _, sec, _ in results)
+    path = save_grid(rows, labels, Path(out_dir) / "demo_grid.png", title=f"N={num_steps}, seed {seed} | {title}")
+    log(f"demo grid: {path}")
+    for name, images, seconds, full in results:
+        accuracy = (f", prompt accuracy {model.prompt_accuracy(images, prompts):.1%}"
+                    if hasattr(model, "prompt_accuracy") else "")
+        log(f"{name:>22}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
+            f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla{accuracy}")
+    judged = " (accuracy by the project classifier)" if hasattr(model, "prompt_accuracy") else ""
+    log(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method){judged}")
+    return path
