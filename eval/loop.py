@@ -249,7 +249,7 @@ def format_loop_row(row: dict) -> str:
         what = "vanilla" if r["budget"] is None else f"B={r['budget']}"
         extra = "" if r["budget"] is None else (f", head {r['head_ms_per_shortcut_step']} ms, e2e {r['e2e_speedup']}x "
                                                 f"vs ideal {r.get('ideal_speedup', '—')}x")
-        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, logits {fmt(r.get('logits_ms_per_step'))} ms, "
+        parts.append(f"{what}: {r['e2e_ms']} ms/img, model {r['model_ms_per_full_step']} ms, logits {r['logits_ms_per_step']} ms, "
                      f"loop {r['loop_ms_per_step']} ms/step{extra}")
     return " ".join(parts)
 

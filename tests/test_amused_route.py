@@ -70,6 +70,16 @@ def test_collect_train_sample_and_the_same_head_in_the_pipeline(pipeline_folder,
     assert code == 0, err
     assert len(list((tmp_path / "fast").glob("*.png"))) == 3
 
+    code, _, err = run(capsys, "validate-head", *m, "--data", tmp_path / "traj", "--head", head_dir, "--num", "1",
+                       "--split", "train", "--out", tmp_path / "val.json")
+    assert code == 0, err
+    code, _, err = run(capsys, "calibrate", *m, "--prompts-file", prompts, "--num", "2", "--steps", "4",
+                       "--out", tmp_path / "calibration.json")
+    assert code == 0, err
+    code, _, err = run(capsys, "sample", *m, "--prompts-file", prompts, "--steps", "4", "--policy", "adaptive", "--head",
+                       head_dir, "--calibration", tmp_path / "calibration.json", "--out-dir", tmp_path / "adaptive")
+    assert code == 0, err
+
     pipe = load_model(pipeline_folder).pipe
     hook = apply_shortcut(pipe.transformer, ShortcutConfig(head=head_dir, budget=2, num_steps=4))
     try:
