@@ -306,7 +306,11 @@ def test_the_shipped_amused_pipeline_is_a_real_pipeline_folder_with_its_own_head
     from migm_shortcut.samplers import load_head
 
     folder = SHIPPED_WEIGHTS / "amused_pipeline"
-    assert AmusedPipeline.from_pretrained(str(folder)).vqvae.config.lookup_from_codebook
+    pipe = AmusedPipeline.from_pretrained(str(folder))  # as a user loads it: default dtypes, every component
+    assert pipe.vqvae.config.lookup_from_codebook
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(["a photo of a bag"], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (28, 28)
     model = load_model(folder)
     assert isinstance(model, AmusedPipelineModel) and model.head_path == folder / "shortcut_head"
     head = load_head(model.head_path)

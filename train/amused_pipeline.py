@@ -98,11 +98,15 @@ def pipeline_vqvae(vq: VQModel) -> VQModel:
 
 
 def save_pipeline(backbone: AmusedPipelineBackbone, vq: VQModel, folder: Path, dtype=torch.float16) -> Path:
-    """Write ``folder`` as an ``AmusedPipeline`` (atomically; weights in ``dtype``)."""
+    """Write ``folder`` as an ``AmusedPipeline`` (atomically; UVit and VQ weights in ``dtype``)."""
     pipe = AmusedPipeline(vqvae=pipeline_vqvae(vq), tokenizer=backbone.layout.tokenizer, text_encoder=backbone.text_encoder,
                           transformer=backbone.transformer,
                           scheduler=AmusedScheduler(mask_token_id=backbone.uvit.mask_token_id))
     with atomic_dir(folder) as tmp:
-        pipe.to(dtype).save_pretrained(str(tmp))
+        # The text encoder stays fp32 (it is tiny): transformers loads a checkpoint in its saved dtype by
+        # default while diffusers loads fp32, and a plain AmusedPipeline.from_pretrained must not mix them.
+        pipe.to(dtype)
+        pipe.text_encoder.to(torch.float32)
+        pipe.save_pretrained(str(tmp))
     pipe.to(torch.float32)
     return folder
