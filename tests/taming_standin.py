@@ -22,13 +22,13 @@ class ResnetBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.norm2, self.dropout, self.conv2 = norm(cout), nn.Dropout(0.0), nn.Conv2d(cout, cout, 3, 1, 1)
         if cin != cout:
             self.nin_shortcut = nn.Conv2d(cin, cout, 1)
 
-    def forward(self, x):
+    def forward(self, x, temb):  # taming's signature; its VQGAN has no timestep (temb is None, no temb_proj)
         h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
 
 
@@ -80,7 +80,7 @@ def _level(cin: int, cout: int, blocks: int, attention: bool) -> nn.Module:
 
 def _run_level(level: nn.Module, h):
     for j, block in enumerate(level.block):
-        h = block(h)
+        h = block(h, None)
         if len(level.attn):
             h = level.attn[j](h)
     return h
@@ -105,7 +105,7 @@ class Encoder(nn.Module):
             h = _run_level(level, h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, None)), None)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -124,7 +124,7 @@ class Decoder(nn.Module):
         self.norm_out, self.conv_out = norm(cin), nn.Conv2d(cin, out_ch, 3, 1, 1)
 
     def forward(self, z):
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z), None)), None)
         for i in reversed(range(len(self.up))):
             level = self.up[i]
             h = _run_level(level, h)
@@ -139,9 +139,13 @@ class VectorQuantizer(nn.Module):
         self.embedding = nn.Embedding(n_e, e_dim)
 
     def forward(self, z):
+        """taming's return shape: (quantised z, loss, (perplexity, one-hot encodings, indices)); the loss
+        and the middle two are not used by any loader, so they are None here."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         dist = flat.pow(2).sum(1, keepdim=True) + self.embedding.weight.pow(2).sum(1) - 2 * flat @ self.embedding.weight.T
-        return dist.argmin(1)
+        indices = dist.argmin(1)
+        quant = self.get_codebook_entry(indices, (z.shape[0], z.shape[2], z.shape[3], z.shape[1]))
+        return quant, None, (None, None, indices)
 
     def get_codebook_entry(self, indices, shape):
         return self.embedding(indices).view(shape).permute(0, 3, 1, 2).contiguous()
@@ -156,13 +160,15 @@ class VQModel(nn.Module):
         self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
 
-    def encode_codes(self, x):
-        z = self.quant_conv(self.encoder(x))
-        return self.quantize(z).view(z.shape[0], z.shape[2], z.shape[3])
+    def encode(self, x):
+        return self.quantize(self.quant_conv(self.encoder(x)))
 
-    def decode_code(self, code):
-        quant = self.quantize.get_codebook_entry(code.reshape(-1), (-1, code.shape[1], code.shape[2], self.embed_dim))
+    def decode(self, quant):
         return self.decoder(self.post_quant_conv(quant))
+
+    def decode_code(self, code_b):
+        quant = self.quantize.get_codebook_entry(code_b.view(-1), (-1, code_b.size(1), code_b.size(2), self.embed_dim))
+        return self.decode(quant)
 
 
 TINY_PARAMS = {"embed_dim": 4, "n_embed": 16, "ddconfig": {
