@@ -247,7 +247,7 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
     cfg = BaseTrainConfig(out=args.out, data=args.data, stages=tuple(args.stages.split(",")), device=args.device,
                           seed=args.seed, resume=args.resume, architecture=args.architecture,
-                          init_backbone=args.init_backbone, compile=args.compile)
+                          init_backbone=args.init_backbone, compile=args.compile, continue_from=args.continue_from)
     for name in ("classifier_steps", "vq_steps", "backbone_steps", "backbone_lr", "backbone_batch_size",
                  "backbone_width", "backbone_depth", "backbone_warmup", "checkpoint_every", "curve_images", "stop_at"):
         if getattr(args, name) is not None:
@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-depth", type=_positive("--backbone-depth"))
     p.add_argument("--backbone-warmup", type=_positive("--backbone-warmup"), help="LR warm-up steps (default 150)")
     p.add_argument("--init-backbone", help="warm start: a backbone (or weights) folder to start from; its shape is kept")
+    p.add_argument("--continue-from", metavar="MILESTONE",
+                   help="continue a long run from a milestone folder (scripts/base_milestone.py) when --out has no "
+                        "checkpoint: its weights, step and clock, fresh optimizer state")
     p.add_argument("--curve-images", type=_positive("--curve-images"),
                    help="after every checkpoint, held-out masked-token CE on this many test images, to curve.jsonl")
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"))

@@ -101,6 +101,37 @@ def test_train_base_on_tiny_data_then_resume(tmp_path, capsys):
     assert (tmp_path / "w" / "backbone" / "model.safetensors").read_bytes() == before
 
 
+def test_a_long_run_continues_on_a_new_machine_from_its_milestone(tmp_path, capsys):
+    import numpy as np
+
+    from migm_shortcut.train.base import export_milestone
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), labels=np.arange(40) % 10)
+    common = ["--data", str(tmp_path / "d.npz"), "--device", "cpu", "--classifier-steps", "2", "--vq-steps", "2",
+              "--backbone-steps", "6", "--checkpoint-every", "2", "--curve-images", "4"]
+    assert run(capsys, "train-base", "--out", str(tmp_path / "a"), *common, "--stop-at", "4")[0] == 0
+    info = export_milestone(tmp_path / "a", tmp_path / "milestone")
+    assert info["step"] == 4 and info["backbone_steps"] == 6 and info["backbone_batch_size"] == 64
+    assert (tmp_path / "milestone" / "backbone" / "model.safetensors").is_file()
+
+    # A fresh folder (the old machine gone) continues the schedule from step 4, keeping the curve.
+    code, out, err = run(capsys, "train-base", "--out", str(tmp_path / "b"), *common, "--stages", "backbone",
+                         "--resume", "--continue-from", str(tmp_path / "milestone"))
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "curve.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "continuing the schedule at step 4" in log and "backbone: step 6/6" in log
+    assert "backbone: step 2/6" in log  # the milestone's own history came along
+    assert (tmp_path / "b" / "backbone" / "model.safetensors").is_file()
+
+    # Another schedule cannot continue it: one line, non-zero.
+    code, out, err = run(capsys, "train-base", "--out", str(tmp_path / "c"), *common[:-6], "--backbone-steps", "8",
+                         "--stages", "backbone", "--continue-from", str(tmp_path / "milestone"))
+    assert code == 2 and "used backbone-steps 6, this one 8" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.fixture
 def weights_with_head(tmp_path, tiny_weights):
     import shutil

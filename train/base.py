@@ -14,7 +14,9 @@ with ``--resume`` continues exactly from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,9 @@ class BaseTrainConfig:
     curve_images: int = 0
     compile: bool = False   # torch.compile the backbone's forward for training
     stop_at: int | None = None  # end this run at that step (checkpointed; resume later with the same schedule)
+    # A milestone folder (``export_milestone``) whose EMA weights, step and clock a run continues from
+    # when --out holds no checkpoint: a long run carried across machines. Ignored when resuming.
+    continue_from: str | None = None
     checkpoint_every: int = 250
     validation_images: int = 2000
 
@@ -280,7 +285,15 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         train_codes, test_codes = encode(train).flatten(1), encode(test).flatten(1)
         save_tensors(codes_path, {"train": train_codes, "test": test_codes})
     torch.manual_seed(cfg.seed)
+    checkpoint = out / "checkpoints" / "backbone.pt"
+    start = None
+    if cfg.continue_from is not None and not (cfg.resume and checkpoint.is_file()):
+        start = read_milestone(Path(cfg.continue_from), cfg)
+        cfg = dataclasses.replace(cfg, init_backbone=str(Path(cfg.continue_from) / "backbone"))
     model = warm_start_backbone(cfg, tok, log).to(device)
+    if cfg.architecture == "mini-dimoo":  # the shape export_milestone rebuilds the model with
+        write_json(out / "checkpoints" / "backbone_config" / "config.json",
+                   {"model_type": model.model_type, **dataclasses.asdict(model.config)})
     layout = model.layout
     log(f"backbone: {model.num_parameters():,} parameters, sequence length {layout.seq_len}")
     decay, no_decay = [], []
@@ -320,9 +333,10 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         log(f"backbone: step {step} held-out {val}")
 
     seconds = train_loop(name="backbone", model=model, optimizer=opt, total_steps=cfg.backbone_steps,
-                         warmup=cfg.backbone_warmup, loss_at=loss_at, checkpoint=out / "checkpoints" / "backbone.pt",
+                         warmup=cfg.backbone_warmup, loss_at=loss_at, checkpoint=checkpoint,
                          log=log, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, ema=ema,
-                         on_checkpoint=record_curve if cfg.curve_images > 0 else None, stop_at=cfg.stop_at)
+                         on_checkpoint=record_curve if cfg.curve_images > 0 else None, stop_at=cfg.stop_at,
+                         start=start)
     if cfg.stop_at is not None and cfg.stop_at < cfg.backbone_steps:
         log(f"backbone: stopped at step {cfg.stop_at} of {cfg.backbone_steps} (--stop-at); resume to continue")
         return {"stopped_at": cfg.stop_at, "train_seconds": round(seconds, 1)}
@@ -360,6 +374,56 @@ def masked_token_validation(model: MiniDiMOO, codes: torch.Tensor, labels: torch
     return {"val_masked_ce": round(total_loss / total, 4), "val_masked_accuracy": round(total_correct / total, 4)}
 
 
+# What must match for a run to continue a milestone's schedule.
+SCHEDULE_FIELDS = ("backbone_steps", "backbone_batch_size", "backbone_lr", "backbone_warmup", "seed")
+
+
+def export_milestone(run: Path, dest: Path) -> dict:
+    """Write a run's latest backbone checkpoint as a milestone folder that outlives the machine.
+
+    ``dest/backbone/`` holds the EMA weights in fp16 (about 5 MB where the full checkpoint with its
+    optimizer state is 40), ``milestone.json`` the step, clock and schedule, and the run's
+    ``curve.jsonl`` and ``train.log`` come along. ``train-base --continue-from dest`` carries on
+    from there with fresh optimizer state: not bit-exact like ``--resume``, but nothing is retrained.
+    """
+    checkpoint, config_dir = run / "checkpoints" / "backbone.pt", run / "checkpoints" / "backbone_config"
+    for path in (checkpoint, config_dir / "config.json"):
+        if not path.is_file():
+            raise MigmError(f"{path} not found: export a mini-dimoo train-base run folder that has checkpointed")
+    from migm_shortcut.io import atomic_dir, load_torch
+
+    state = load_torch(checkpoint)
+    if "ema" not in state:
+        raise MigmError(f"{checkpoint} has no EMA weights; it is not a backbone checkpoint")
+    model = MiniDiMOO(MiniDiMOO.load_config(config_dir)[0])
+    model.load_state_dict(state["ema"])
+    run_config = read_json(run / "run_config.json") if (run / "run_config.json").is_file() else {}
+    info = {"step": state["step"], "train_seconds": round(state["elapsed"], 1),
+            **{k: run_config[k] for k in SCHEDULE_FIELDS if k in run_config}}
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp / "backbone")
+        write_json(tmp / "milestone.json", info)
+        for name in ("curve.jsonl", "train.log"):
+            if (run / name).is_file():
+                shutil.copyfile(run / name, tmp / name)
+    return info
+
+
+def read_milestone(folder: Path, cfg: BaseTrainConfig) -> tuple[int, float]:
+    """The (step, seconds) a run continues from; refuses a milestone of another schedule."""
+    info = read_json(folder / "milestone.json")
+    if cfg.architecture != "mini-dimoo":
+        raise MigmError("--continue-from continues mini-dimoo runs only")
+    for key in SCHEDULE_FIELDS:
+        if key in info and info[key] != getattr(cfg, key):
+            raise MigmError(f"--continue-from {folder}: its run used {key.replace('_', '-')} {info[key]}, this one "
+                            f"{getattr(cfg, key)}; pass the same schedule to continue it")
+    if not 0 < info["step"] < cfg.backbone_steps:
+        raise MigmError(f"--continue-from {folder}: it stopped at step {info['step']}, outside this schedule's "
+                        f"1..{cfg.backbone_steps - 1}")
+    return int(info["step"]), float(info["train_seconds"])
+
+
 def train_base(cfg: BaseTrainConfig) -> dict:
     if cfg.architecture not in ARCHITECTURES:
         raise MigmError(f"unknown architecture {cfg.architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -369,10 +433,15 @@ def train_base(cfg: BaseTrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
+    if cfg.continue_from is not None:  # a continued run keeps its history: the curve and log go on
+        for name in ("curve.jsonl", "train.log"):
+            if not (out / name).is_file() and (Path(cfg.continue_from) / name).is_file():
+                shutil.copyfile(Path(cfg.continue_from) / name, out / name)
     log = RunLog(out / "train.log")
     train, test = load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    write_json(out / "run_config.json", dataclasses.asdict(cfg))
     log(f"train-base on {device}: stages {', '.join(cfg.stages)}; {len(train)} train / {len(test)} test images")
     runners = {"classifier": train_classifier, "vq": train_vq, "backbone": train_backbone}
     for stage in STAGES:

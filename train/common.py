@@ -93,12 +93,15 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
                resume: bool, checkpoint_every: int, ema: EMA | None = None, grad_clip: float = 1.0,
                on_interval: Callable[[int], None] | None = None, interval: int = 250,
                on_checkpoint: Callable[[int, float], None] | None = None, is_main: bool = True,
-               stop_at: int | None = None) -> float:
+               stop_at: int | None = None, start: tuple[int, float] | None = None, rewarmup: int = 50) -> float:
     """The loop every trainer here shares; returns the wall-clock seconds it took (resumes included).
 
     The batch of step ``s`` must be a pure function of ``s`` (see ``batch_generator``), so a
     resumed run continues exactly. ``stop_at`` ends this run early at that step (with a checkpoint;
     the schedule still spans ``total_steps``, so a later ``--resume`` carries on unchanged).
+    ``start=(step, elapsed)`` continues a schedule from a milestone (weights already loaded, fresh
+    optimizer state) when there is no checkpoint to resume: the learning rate ramps back up over
+    ``rewarmup`` steps, because new AdamW moments at full rate would jolt the weights.
     ``on_checkpoint(step, elapsed)`` runs after each checkpoint
     is written (held-out validation curves); it must not draw from the training's random
     state. Under DDP pass the unwrapped module as ``model`` (its
@@ -106,6 +109,7 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
     process writes checkpoints and logs.
     """
     start_step, elapsed = 0, 0.0
+    ramp_from = None   # the step a milestone continuation started at (its LR ramp), kept across resumes
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
@@ -114,12 +118,19 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
         if ema is not None:
             ema.shadow.load_state_dict(state["ema"])
         start_step, elapsed = state["step"], state["elapsed"]
+        ramp_from = state.get("ramp_from")
         log(f"{name}: resumed at step {start_step}")
+    elif start is not None:
+        start_step, elapsed = start
+        ramp_from = start_step
+        log(f"{name}: continuing the schedule at step {start_step} (fresh optimizer state, {rewarmup}-step LR ramp)")
     t0 = time.perf_counter()
     end = total_steps if stop_at is None else min(total_steps, stop_at)
     bar = tqdm(range(start_step, end), desc=name, initial=start_step, total=total_steps, disable=not is_main)
     for step in bar:
         mult = warmup_cosine(step, total_steps, warmup)
+        if ramp_from is not None and step - ramp_from < rewarmup:
+            mult *= (step - ramp_from + 1) / rewarmup
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * mult
         model.train()
@@ -141,6 +152,8 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
                          elapsed=elapsed + time.perf_counter() - t0)
             if ema is not None:
                 state["ema"] = ema.shadow.state_dict()
+            if ramp_from is not None:
+                state["ramp_from"] = ramp_from
             save_checkpoint(checkpoint, **state)
             log(f"{name}: step {done}/{total_steps} loss {loss.item():.4f}")
             if on_checkpoint is not None:
