@@ -25,6 +25,34 @@ def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: 
     return torch.cat(images), loop_seconds, torch.cat(full_steps)
 
 
+def sample_to_folder(model, prompts: Sequence, per_prompt: int, seed: int, num_steps: int, guidance_scale: float,
+                     temperature: float, batch_size: int, policy, out_dir: Path, grid: str | None = None,
+                     run_info: dict | None = None) -> dict:
+    """``migm-shortcut sample``: ``per_prompt`` images of each prompt (seeds ``seed, seed + 1, ...``) as PNGs
+    in ``out_dir``, an optional labelled grid, and ``run.json`` with the settings and measured loop time."""
+    from migm_shortcut.images import save_grid, save_pngs
+    from migm_shortcut.io import write_json
+
+    all_prompts = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [seed + i for i in range(len(all_prompts))]
+    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, num_steps, guidance_scale,
+                                                        temperature, batch_size, policy)
+    out_dir = Path(out_dir)
+    save_pngs(images, out_dir)
+    if grid:
+        rows = [images[i * per_prompt : (i + 1) * per_prompt][:16] for i in range(min(len(prompts), 20))]
+        save_grid(rows, [str(p) for p in prompts[:20]], grid)
+    record = {
+        "prompts": list(prompts), "per_prompt": per_prompt, "num_images": len(all_prompts), "steps": num_steps,
+        "seed": seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
+        "guidance_scale": guidance_scale, "temperature": temperature, "batch_size": batch_size,
+        "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
+        "mean_full_steps": round(full_steps.float().mean().item(), 3), **(run_info or {}),
+    }
+    write_json(out_dir / "run.json", record)
+    return record
+
+
 def method_label(policy) -> str:
     """Short label of a policy's settings for grids and printouts, e.g. ``sencache eps=0.3 K=3``."""
     short = {"budget": "B", "max_reuse": "K", "final_full": "final", "interval": "k", "recompute": "r",

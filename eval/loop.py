@@ -154,7 +154,7 @@ class Stopwatch:
 
 
 def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool,
-             batch: int = 1):
+             batch: int = 1, compile_step: bool = False):
     """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
     and the model/head split per image."""
     from migm_shortcut.adapters.maskgit import MaskGITBackbone
@@ -162,7 +162,8 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
 
     policy = VanillaPolicy() if budget is None else ShortcutPolicy(head, budget=budget)
     rule = "maskgit" if isinstance(backbone, MaskGITBackbone) else "dimoo"  # each model with its own sampling rule
-    sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule)
+    sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule,
+                           compile_step=compile_step)
     model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
     original_features, original_head, original_logits = backbone.features, head.forward, backbone.logits_from_features
     if instrument:
@@ -170,7 +171,8 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
         head.forward = head_watch.wrap(original_head)
         backbone.logits_from_features = logits_watch.wrap(original_logits)
     try:
-        sampler.generate([prompt] * batch, list(range(batch)))  # warm-up
+        for _ in range(2 if compile_step else 1):  # warm-up (compiling takes two: the first step's shapes, then the rest)
+            sampler.generate([prompt] * batch, list(range(batch)))
         for watch in (model_watch, head_watch, logits_watch):
             watch.seconds, watch.calls = 0.0, 0
         times = [sampler.generate([prompt] * batch, [i * batch + j for j in range(batch)]).loop_seconds / batch
@@ -186,7 +188,7 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
 
 
 def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budgets: tuple[int, ...] = (4, 6, 8),
-               repeats: int = 3, log=print, batch: int = 1) -> list[dict]:
+               repeats: int = 3, log=print, batch: int = 1, compile_step: bool = False) -> list[dict]:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -205,12 +207,14 @@ def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budg
             continue
         backbone, head, prompt = build_backbone(size, dev, dtype)
         row = {"size": size, "device": name, "dtype": str(dtype).replace("torch.", ""), "num_steps": num_steps, "batch": batch,
+               "compile_step": compile_step,
                "image_tokens": backbone.layout.num_image_tokens, "codebook": backbone.layout.codebook_size, "runs": []}
         with torch.no_grad():
             for budget in (None, *budgets):
-                e2e = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False, batch=batch)[0]
+                e2e = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False, batch=batch,
+                               compile_step=compile_step)[0]
                 total, model_s, head_s, logits_s = run_loop(backbone, head, prompt, num_steps, budget, repeats,
-                                                            instrument=True, batch=batch)
+                                                            instrument=True, batch=batch, compile_step=compile_step)
                 full = num_steps if budget is None else budget
                 loop_s = max(total - model_s - head_s - logits_s, 0.0)
                 row["runs"].append({"budget": budget, "e2e_ms": round(1000 * e2e, 2),

@@ -69,3 +69,26 @@ class SampleEvaluator:
             domain_fid=self.domain.score(images),
             fid=self.inception.score(images) if self.inception is not None else None,
         )
+
+
+def score_image_folder(folder, model, reference: str, reference_size: int | None, backend: str = "torchmetrics") -> dict:
+    """``migm-shortcut fid``: a folder of PNGs against a reference, by Inception FID and the domain FID
+    of ``model``'s classifier, or by clean-fid (``backend="clean-fid"``, no model needed)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MigmError(f"--images {folder} is not a folder of PNG images")
+    if backend == "clean-fid":
+        from .cleanfid_backend import cleanfid_score
+
+        images, name = reference_images(reference, reference_size)
+        return {"images": str(folder), "reference": name, "backend": "clean-fid",
+                "fid": cleanfid_score(folder, images, name)}
+    images = to_model_range(load_dataset(folder).images)
+    if not hasattr(model, "classifier"):
+        raise MigmError("fid --model needs a migm-shortcut weights folder (its classifier gives the domain FID)")
+    evaluator = SampleEvaluator(model.classifier, reference, reference_size, inception=True)
+    scores = evaluator.score(images, None)
+    return {"images": str(folder), "num_images": len(images), "reference": evaluator.reference_name,
+            "reference_images": evaluator.reference_count, "backend": "torchmetrics", **scores.as_dict()}

@@ -137,6 +137,21 @@ def write_pareto(result: dict, path: str | Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def markdown_milestones(rows: list[dict]) -> str:
+    """The head's edge over copying vs base quality (scripts/base_milestone_eval.py), a row per checkpoint."""
+    lines = ["| base step | held-out CE | accuracy | FID N=16 | FID N=4 | prompt acc. | head MSE (copy) | MSE removed "
+             "| guided KL head (copy) | KL removed | argmax agree head (copy) |",
+             "|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|"]
+    for r in rows:
+        h = r["head"]
+        lines.append(f"| {r['step']}{' (quick)' if r.get('quick') else ''} | {r['val_masked_ce']:.4f} | "
+                     f"{100 * r['val_masked_accuracy']:.1f}% | {r['fid_n16']:.1f} | {r['fid_n4']:.1f} | "
+                     f"{100 * r['prompt_accuracy_n16']:.1f}% | {h['mse_head']:.4f} ({h['mse_copy']:.4f}) | "
+                     f"{100 * r['mse_removed']:.1f}% | {h['kl_head']:.4f} ({h['kl_copy']:.4f}) | {100 * r['kl_removed']:.1f}% | "
+                     f"{h['agree_head']:.3f} ({h['agree_copy']:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_for(result, source: str = "") -> str:
     """The Markdown table of any results JSON this package writes: a sweep, bench-cost, bench-loop,
     scripts/loop_overhead.py or scripts/logits_dtype.py."""
@@ -158,6 +173,8 @@ def markdown_for(result, source: str = "") -> str:
         return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
                 f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
                 f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and isinstance(result.get("milestones"), list):
+        return markdown_milestones(result["milestones"])
     if isinstance(result, dict) and "token_agreement" in result:
         acc = result["prompt_accuracy"]
         return ("| logits dtype | prompt accuracy | tokens equal to fp32 | images equal to fp32 |\n|---|---:|---:|---:|\n"
@@ -165,4 +182,4 @@ def markdown_for(result, source: str = "") -> str:
                 f"| bfloat16 | {100 * acc['bfloat16']:.1f}% | {100 * result['token_agreement']:.1f}% | "
                 f"{result['identical_images']} of {result['num_images']} |\n")
     raise MigmError(f"{source or 'the file'} is not a results JSON this package writes (sweep, bench-cost, bench-loop, "
-                    "loop_overhead, logits_dtype)")
+                    "loop_overhead, logits_dtype, base_milestone_eval)")

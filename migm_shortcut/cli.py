@@ -174,8 +174,6 @@ def policy_from_args(args: argparse.Namespace, model):
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .images import save_grid, save_pngs
-
     model = load_model_from_args(args)
     prompts = parse_prompts(model, _read_prompts(args))
     fill_sampling_defaults(args, model)
@@ -183,26 +181,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         model.backbone.layout.encode_prompt(p)
     policy = policy_from_args(args, model)
     model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
-    all_prompts = [p for p in prompts for _ in range(args.per_prompt)]
-    seeds = [args.seed + i for i in range(len(all_prompts))]
-    from .eval.demo import generate_batched
+    from .eval.demo import sample_to_folder
 
-    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, args.steps, args.guidance_scale,
-                                                        args.temperature, args.batch_size, policy)
-    out_dir = Path(args.out_dir)
-    save_pngs(images, out_dir)
-    if args.grid:
-        rows = [images[i * args.per_prompt : (i + 1) * args.per_prompt][:16] for i in range(min(len(prompts), 20))]
-        save_grid(rows, [str(p) for p in prompts[:20]], args.grid)
-    write_json(out_dir / "run.json", {
-        "prompts": prompts, "per_prompt": args.per_prompt, "num_images": len(all_prompts),
-        "steps": args.steps, "seed": args.seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
-        "guidance_scale": args.guidance_scale, "temperature": args.temperature, "batch_size": args.batch_size,
-        "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
-        "mean_full_steps": round(full_steps.float().mean().item(), 3),
-        "model": str(args.model or "embedded"), "model_kind": model.kind, "device": args.device, "version": __version__,
-    })
-    print(f"wrote {len(all_prompts)} images to {out_dir} ({loop_seconds:.1f} s sampling loop)")
+    record = sample_to_folder(model, prompts, args.per_prompt, args.seed, args.steps, args.guidance_scale,
+                              args.temperature, args.batch_size, policy, Path(args.out_dir), args.grid,
+                              {"model": str(args.model or "embedded"), "model_kind": model.kind, "device": args.device,
+                               "version": __version__})
+    print(f"wrote {record['num_images']} images to {args.out_dir} ({record['loop_seconds']:.1f} s sampling loop)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -386,7 +371,7 @@ def cmd_bench_loop(args: argparse.Namespace) -> None:
     from .eval.loop import bench_loop, markdown_loop_table
 
     results = bench_loop([s for s in args.sizes.split(",") if s], device=args.device, num_steps=args.steps,
-                         budgets=args.budgets, repeats=args.repeats, batch=args.batch_size)
+                         budgets=args.budgets, repeats=args.repeats, batch=args.batch_size, compile_step=args.compile_step)
     print(markdown_loop_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results, "version": __version__})
@@ -401,30 +386,18 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
-    from .data import load_dataset, to_model_range
-    from .eval.quality import SampleEvaluator, reference_images
+    from .eval.quality import score_image_folder
 
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise MigmError(f"--images {folder} is not a folder of PNG images")
-    if args.backend == "clean-fid":
-        from .eval.cleanfid_backend import cleanfid_score
-
-        reference, name = reference_images(args.reference, args.reference_size)
-        print(f"clean-fid FID: {cleanfid_score(folder, reference, name):.3f} (against {name})")
-        return
-    images = to_model_range(load_dataset(folder).images)
-    model = load_model_from_args(args)
-    if not hasattr(model, "classifier"):
-        raise MigmError("fid --model needs a migm-shortcut weights folder (its classifier gives the domain FID)")
-    evaluator = SampleEvaluator(model.classifier, args.reference, args.reference_size, inception=True)
-    scores = evaluator.score(images, None)
-    result = {"images": str(folder), "reference": evaluator.reference_name,
-              "reference_images": evaluator.reference_count, **scores.as_dict()}
+    model = None if args.backend == "clean-fid" else load_model_from_args(args)
+    result = score_image_folder(args.images, model, args.reference, args.reference_size, args.backend)
     if args.out:
         write_json(args.out, result)
-    print(f"{len(images)} images vs {evaluator.reference_name} ({evaluator.reference_count}): "
-          f"FID {scores.fid:.3f}, domain FID {scores.domain_fid:.3f} (project classifier features, not comparable with papers)")
+    if result["backend"] == "clean-fid":
+        print(f"clean-fid FID: {result['fid']:.3f} (against {result['reference']})")
+    else:
+        print(f"{result['num_images']} images vs {result['reference']} ({result['reference_images']}): FID "
+              f"{result['fid']:.3f}, domain FID {result['domain_fid']:.3f} (project classifier features, not comparable "
+              "with papers)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -525,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-target", choices=("branches", "guided"),
                    help="KL per CFG branch (default) or of the guided logits the sampler draws from")
     p.add_argument("--init-head", help="fine-tune this saved head (its architecture replaces --ratio/--heads/...)")
+    p.add_argument("--rebind-init-head", action="store_true", default=None,
+                   help="--init-head may be a head of another checkpoint of this model's architecture (a base "
+                        "being retrained); the result is bound to this model")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     _add_model_args(p, device="auto")
     p.set_defaults(func=cmd_train_head)
@@ -593,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=_budget_list, default=(4, 6, 8))
     p.add_argument("--repeats", type=_positive("--repeats"), default=3)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per generation (times are per image)")
+    p.add_argument("--compile-step", action="store_true", help="torch.compile the sampler's per-step sampling math")
     p.add_argument("--out", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench_loop)
 

@@ -72,8 +72,56 @@ def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float
     if num_branches == 1:
         return logits
     cond, uncond = logits.chunk(2)
-    return (1 + guidance_scale) * cond - guidance_scale * uncond
+    # lerp(u, c, 1 + s) = u + (1 + s)(c - u): one pass over the logits instead of three.
+    weight = 1 + guidance_scale
+    return torch.lerp(uncond, cond, weight.to(cond.dtype) if isinstance(weight, torch.Tensor) else float(weight))
 
+
+def sample_and_commit(logits: torch.Tensor, uniform: torch.Tensor, where: torch.Tensor, masked: torch.Tensor,
+                      codes: torch.Tensor, commit_step: torch.Tensor, step: int, keep: int, tau: float,
+                      noise_scale: float, maskgit: bool):
+    """One step's sampling and commit, after the guided logits of the ``where`` positions.
+
+    A token is drawn at each of them from ``softmax(logits / tau)`` by inverse CDF with the first
+    half of ``uniform``; its score is its log-confidence plus ``noise_scale`` times Gumbel noise
+    from the second half; the ``keep`` lowest-scoring stay masked, the rest are committed.
+    Returns the new (masked, newly committed, codes, commit step, softmax normaliser sum). The
+    last is non-finite exactly when some logit is NaN or +inf (or a row is all -inf): the
+    sampler's check on the model output, at no extra pass.
+
+    The (B, M, K) logits are the loop's only large tensors (at Lumina-DiMOO's grid and codebook,
+    32 M numbers per sample), so they are passed over as few times as possible: max, subtract and
+    exponentiate in place, cumulative sum in place; the log-confidence comes from the logit of the
+    drawn token and the normaliser, with no log-softmax over K. Pure tensor code with no host
+    reads, so ``torch.compile`` can fuse it (``DiMOOSampler(compile_step=True)``).
+    """
+    num_masked = where.shape[1]
+    # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
+    scaled = logits / tau if (maskgit and tau > 0) else logits
+    peak = scaled.amax(-1, keepdim=True)
+    if tau > 0:
+        unnormalised = (scaled - peak if (maskgit or tau == 1) else (scaled - peak) / tau).exp_()
+        cdf = unnormalised.cumsum_(-1)
+        total = cdf[..., -1:]
+        sampled = torch.searchsorted(cdf, uniform[:, :num_masked, None] * total).squeeze(-1)
+        sampled = sampled.clamp_(max=logits.shape[-1] - 1)
+        if maskgit or tau == 1:
+            normaliser = total
+        else:  # tempered sampling, untempered confidence: one more pass for its normaliser
+            normaliser = (scaled - peak).exp_().sum(-1, keepdim=True)
+    else:
+        sampled = scaled.argmax(-1)
+        normaliser = (scaled - peak).exp_().sum(-1, keepdim=True)
+    log_conf = (scaled.gather(-1, sampled[..., None]) - peak - normaliser.log())[..., 0]
+    score = log_conf + noise_scale * gumbel(uniform[:, num_masked:])
+    stays = torch.zeros_like(where, dtype=torch.bool)
+    if keep > 0:
+        stays.scatter_(1, score.topk(keep, dim=1, largest=False).indices, True)
+    still_masked = torch.zeros_like(masked).scatter_(1, where, stays)
+    newly = masked & ~still_masked
+    codes = torch.where(newly, torch.zeros_like(codes).scatter_(1, where, sampled), codes)
+    commit_step = torch.where(newly, step, commit_step)
+    return still_masked, newly, codes, commit_step, normaliser.sum()
 
 class DiMOOSampler:
     """Batched masked-token sampler with a pluggable step policy.
@@ -85,7 +133,7 @@ class DiMOOSampler:
     def __init__(self, backbone, num_steps: int = 16, guidance_scale: float = 4.0,
                  temperature: float = 1.0, policy: StepPolicy | None = None,
                  logits_dtype: torch.dtype = torch.float32, rule: str = "dimoo", choice_temperature: float = 4.5,
-                 maskgit_schedule: str = "arccos"):
+                 maskgit_schedule: str = "arccos", compile_step: bool = False):
         check_model(backbone)
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise MigmError(f"steps must be a whole number >= 1, got {num_steps!r}")
@@ -113,6 +161,11 @@ class DiMOOSampler:
         # Guidance, softmax and the cumulative sum run in this dtype. fp32 by default: bf16 logits
         # changed the sampled tokens measurably on the embedded model (docs/results/logits_dtype.json).
         self.logits_dtype = logits_dtype
+        # torch.compile of the per-step sampling math: dynamic shapes, so the shrinking number of
+        # masked positions does not recompile every step.
+        self.compile_step = bool(compile_step)
+        self._sample_and_commit = (torch.compile(sample_and_commit, dynamic=True) if compile_step
+                                   else sample_and_commit)
 
     @property
     def num_branches(self) -> int:
@@ -163,7 +216,7 @@ class DiMOOSampler:
         masked = torch.ones(batch, n_img, dtype=torch.bool, device=device)
         commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device)
         full_steps = torch.zeros(batch, dtype=torch.long, device=device)
-        checksum = torch.zeros((), device=device)  # NaN or inf anywhere in the logits makes it non-finite
+        checksum = torch.zeros((), device=device)  # NaN or +inf in any step's logits makes it non-finite
         step_full: list[torch.Tensor] = []
         prev_features, newly, num_newly = None, None, 0
         self.policy.reset(batch, self.num_steps)
@@ -191,7 +244,6 @@ class DiMOOSampler:
             positions = image_positions[where].repeat(branches, 1)
             rows = out.features.gather(1, positions[..., None].expand(-1, -1, out.features.shape[-1]))
             logits = self.backbone.logits_from_features(rows, positions).to(self.logits_dtype)
-            checksum = checksum + logits.sum()
             logits = guided_logits(logits, branches, self.step_guidance(out, k))  # (B, num_masked, K)
 
             # One uniform per masked position for the token, one for the ranking noise: the token is
@@ -199,28 +251,11 @@ class DiMOOSampler:
             # without K random numbers per position (33.5 M per step at DiMOO's grid and codebook).
             uniform = draw_uniform(generators, 2 * num_masked, device)
             maskgit = self.rule == "maskgit"
-            # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
-            log_probs = torch.log_softmax(logits / tau if (maskgit and tau > 0) else logits, -1)
-            if tau > 0:
-                cdf = (log_probs.exp() if (maskgit or tau == 1) else torch.softmax(logits / tau, -1)).cumsum(-1)
-                target = uniform[:, :num_masked, None] * cdf[..., -1:]
-                sampled = torch.searchsorted(cdf, target).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
-            else:
-                sampled = logits.argmax(-1)
-            rank_noise = gumbel(uniform[:, num_masked:])
-            log_conf = log_probs.gather(-1, sampled[..., None])[..., 0]
             noise_scale = self.choice_temperature * (1 - self.progress(k)) if maskgit else tau
-            score = log_conf + noise_scale * rank_noise
-
-            keep = self.schedule[k]
-            stays = torch.zeros_like(where, dtype=torch.bool)
-            if keep > 0:
-                stays.scatter_(1, score.topk(keep, dim=1, largest=False).indices, True)
-            still_masked = torch.zeros_like(masked).scatter_(1, where, stays)
-            newly = masked & ~still_masked
-            codes = torch.where(newly, torch.zeros_like(codes).scatter_(1, where, sampled), codes)
-            commit_step = torch.where(newly, k, commit_step)
-            masked, num_newly = still_masked, num_masked - keep
+            masked, newly, codes, commit_step, normaliser = self._sample_and_commit(
+                logits, uniform, where, masked, codes, commit_step, k, self.schedule[k], tau, noise_scale, maskgit)
+            checksum = checksum + normaliser
+            num_newly = num_masked - self.schedule[k]
 
             committed = (~masked).repeat(branches, 1)
             seq = layout.with_codes(base_seq, codes.repeat(branches, 1), committed)

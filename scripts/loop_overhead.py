@@ -18,7 +18,6 @@ import importlib
 import json
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 

@@ -306,6 +306,8 @@ def test_the_shipped_amused_pipeline_is_a_real_pipeline_folder_with_its_own_head
     from migm_shortcut.samplers import load_head
 
     folder = SHIPPED_WEIGHTS / "amused_pipeline"
+    # the tokenizer files of the published aMUSEd folders: transformers before 5 reads only these two
+    assert {"vocab.json", "merges.txt", "tokenizer.json"} <= {p.name for p in (folder / "tokenizer").iterdir()}
     pipe = AmusedPipeline.from_pretrained(str(folder))  # as a user loads it: default dtypes, every component
     assert pipe.vqvae.config.lookup_from_codebook
     pipe.set_progress_bar_config(disable=True)

@@ -253,6 +253,25 @@ def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories
                    backbone=tiny_backbone, model_prompts=FM_PROMPTS)
 
 
+def test_a_head_of_another_checkpoint_is_fine_tuned_only_when_asked(tiny_backbone, trajectories, tmp_path):
+    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+
+    torch.manual_seed(5)  # the same architecture, other weights: an earlier checkpoint of a base being retrained
+    earlier = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
+    ShortcutHead.for_base(earlier).save_pretrained(tmp_path / "earlier_head")
+    train_head(tiny_train_config(tmp_path / "run", trajectories, init_head=str(tmp_path / "earlier_head"),
+                                 rebind_init_head=True), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    tuned = ShortcutHead.from_pretrained(tmp_path / "run" / "head_run" / "head")
+    assert tuned.config.base_fingerprint == tiny_backbone.fingerprint != earlier.fingerprint
+    tuned.check_base(tiny_backbone)
+    # another architecture is refused even when asked
+    wider = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=3, heads=2)).eval()
+    ShortcutHead.for_base(wider).save_pretrained(tmp_path / "wider_head")
+    with pytest.raises(MigmError, match="another architecture"):
+        train_head(tiny_train_config(tmp_path / "bad", trajectories, init_head=str(tmp_path / "wider_head"),
+                                     rebind_init_head=True), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backbone, trajectories, tmp_path):
     train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     for shard in trajectories.glob("shard-*.safetensors"):

@@ -108,5 +108,18 @@ def save_pipeline(backbone: AmusedPipelineBackbone, vq: VQModel, folder: Path, d
         pipe.to(dtype)
         pipe.text_encoder.to(torch.float32)
         pipe.save_pretrained(str(tmp))
+        write_slow_tokenizer_files(tmp / "tokenizer")
     pipe.to(torch.float32)
     return folder
+
+
+def write_slow_tokenizer_files(folder: Path) -> None:
+    """Add vocab.json and merges.txt, as the published aMUSEd tokenizer folders have them, beside the
+    tokenizer.json that recent transformers writes alone: transformers before 5 builds a
+    CLIPTokenizer from those two files only."""
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return
+    model = json.loads((folder / "tokenizer.json").read_text())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges))

@@ -66,6 +66,9 @@ class HeadTrainConfig:
     kl_target: str = "branches"      # "branches": KL per CFG branch; "guided": KL of the guided logits
     rollout: int = 1                 # consecutive steps the head is rolled forward in training
     init_head: str | None = None     # start from this saved head (fine-tuning); its architecture wins
+    # Let init_head be a head of another checkpoint of this base's architecture (a base being
+    # retrained): its weights start this head, which is bound to this base. Off: such a head is refused.
+    rebind_init_head: bool = False
     ratio: int = 2
     heads: int = 2
     mlp_ratio: float = 2.0
@@ -373,6 +376,14 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.init_head:
         head = ShortcutHead.from_pretrained(cfg.init_head, device=device)
+        trained_for = head.config.base_fingerprint
+        if cfg.rebind_init_head and trained_for and trained_for != backbone.fingerprint:
+            if trained_for.rsplit(":", 1)[0] != backbone.fingerprint.rsplit(":", 1)[0]:
+                raise MigmError(f"--init-head was trained for a base of another architecture ({trained_for[:60]}...); "
+                                "--rebind-init-head only carries a head across checkpoints of one architecture")
+            if is_main:
+                log(f"train-head: --init-head was trained for {trained_for}; fine-tuning it for {backbone.fingerprint}")
+            head.config.base_fingerprint = backbone.fingerprint
         head.check_base(backbone)
     else:
         head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)

@@ -296,7 +296,9 @@ def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
     name = next((n for n in ("AutoModelForCausalLM", "AutoModel") if n in auto_map), "AutoModel")
     hf_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
     try:
-        return getattr(transformers, name).from_pretrained(str(folder), trust_remote_code=True, dtype=dtype)
+        # transformers renamed torch_dtype to dtype in 4.56; both sides of the rename are supported
+        dtype_arg = "dtype" if _version_tuple(transformers.__version__) >= (4, 56) else "torch_dtype"
+        return getattr(transformers, name).from_pretrained(str(folder), trust_remote_code=True, **{dtype_arg: dtype})
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise MigmError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -348,3 +350,8 @@ class DiMOOModel(LoadedModel):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder (which outputs [0, 1])."""
         return vq_decode(self.vqvae, codes, self.path).clamp(0, 1) * 2 - 1
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """(major, minor) of a version string such as '4.40.0' or '5.0.0.dev0'."""
+    return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in version.split(".")[:2])
