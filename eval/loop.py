@@ -267,7 +267,7 @@ def markdown_loop_table(results: list[dict]) -> str:
         for r in row["runs"]:
             what = "vanilla" if r["budget"] is None else f"shortcut B={r['budget']}"
             fmt = lambda v, suffix="": "—" if v is None else f"{v}{suffix}"  # noqa: E731
-            lines.append(f"| {row['size']} | {row['device']} | {row.get('batch', 1)} | {what} N={row['num_steps']} | {r['e2e_ms']} | "
+            lines.append(f"| {row['size']} | {row['device']} | {row.get('batch', 1)} | {what} N={row['num_steps']}{' (compiled step)' if row.get('compile_step') else ''} | {r['e2e_ms']} | "
                          f"{r['model_ms_per_full_step']} | {fmt(r['head_ms_per_shortcut_step'])} | {fmt(r.get('logits_ms_per_step'))} | "
                          f"{r['loop_ms_per_step']} | "
                          f"{fmt(r.get('e2e_speedup'), 'x')} | {fmt(r.get('ideal_speedup'), 'x')} | {fmt(r.get('share_of_ideal'))} |")

@@ -77,3 +77,24 @@ def test_same_seed_same_tokens_whatever_the_batch(tiny_backbone, device):
             assert torch.equal(together, alone) and torch.equal(together, reordered)
     finally:
         tiny_backbone.to("cpu")
+
+
+def test_the_compiled_step_samples_the_same_tokens(tiny_backbone):
+    # torch.compile of the per-step math is an option (off by default): it must not change the samples
+    eager = DiMOOSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy())
+    compiled = DiMOOSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy(), compile_step=True)
+    seeds = [3, 4, 5, 6]
+    assert torch.equal(eager.generate(FOUR, seeds).codes, compiled.generate(FOUR, seeds).codes)
+
+
+def test_non_finite_logits_are_refused_after_the_loop(tiny_backbone):
+    from migm_shortcut.errors import MigmError
+
+    sampler = DiMOOSampler(tiny_backbone, num_steps=3, policy=VanillaPolicy())
+    original = tiny_backbone.logits_from_features
+    tiny_backbone.logits_from_features = lambda *a, **k: original(*a, **k).index_fill(-1, torch.tensor([3]), float("nan"))
+    try:
+        with pytest.raises(MigmError, match="non-finite logits"):
+            sampler.generate(PROMPTS[:2], [0, 1])
+    finally:
+        del tiny_backbone.logits_from_features
