@@ -7,6 +7,7 @@ project classifier, and scores any batch of images with known target classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -74,8 +75,6 @@ class SampleEvaluator:
 def score_image_folder(folder, model, reference: str, reference_size: int | None, backend: str = "torchmetrics") -> dict:
     """``migm-shortcut fid``: a folder of PNGs against a reference, by Inception FID and the domain FID
     of ``model``'s classifier, or by clean-fid (``backend="clean-fid"``, no model needed)."""
-    from pathlib import Path
-
     folder = Path(folder)
     if not folder.is_dir():
         raise MigmError(f"--images {folder} is not a folder of PNG images")

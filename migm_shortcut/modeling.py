@@ -44,8 +44,12 @@ class PretrainedModule(nn.Module):
         directory = Path(directory)
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state_dict().items()}
         save_tensors(directory / WEIGHTS_NAME, state)
+        self.save_config(directory)
+
+    def save_config(self, directory: str | Path) -> None:
+        """``config.json`` alone: what ``load_config`` (and ``from_pretrained``) read back."""
         meta = {"model_type": self.model_type, **dataclasses.asdict(self.config), **self.extra_metadata()}
-        write_json(directory / CONFIG_NAME, meta)
+        write_json(Path(directory) / CONFIG_NAME, meta)
 
     @classmethod
     def load_config(cls, directory: str | Path) -> tuple[Any, dict[str, Any]]:

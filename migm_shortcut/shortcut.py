@@ -144,6 +144,19 @@ class ShortcutHead(PretrainedModule):
             raise MigmError(f"this shortcut head was trained for base model {expected[:60]}..., not for "
                             f"{backbone.fingerprint[:60]}...; train a head for this model (migm-shortcut train-head)")
 
+    def rebind(self, backbone) -> bool:
+        """Bind a head trained for another checkpoint of ``backbone``'s architecture to ``backbone`` (to
+        fine-tune it there); True if it was bound to another. A fingerprint is ``architecture:digest``:
+        another architecture is refused."""
+        trained_for = self.config.base_fingerprint
+        if not trained_for or trained_for == backbone.fingerprint:
+            return False
+        if trained_for.rsplit(":", 1)[0] != backbone.fingerprint.rsplit(":", 1)[0]:
+            raise MigmError(f"--init-head was trained for a base of another architecture ({trained_for[:60]}...); "
+                            "--rebind-init-head only carries a head across checkpoints of one architecture")
+        self.config.base_fingerprint = backbone.fingerprint
+        return True
+
     @classmethod
     def for_base(cls, backbone, **overrides) -> "ShortcutHead":
         """A fresh head sized for ``backbone`` and bound to its fingerprint."""

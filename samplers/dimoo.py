@@ -99,19 +99,17 @@ def sample_and_commit(logits: torch.Tensor, uniform: torch.Tensor, where: torch.
     # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
     scaled = logits / tau if (maskgit and tau > 0) else logits
     peak = scaled.amax(-1, keepdim=True)
+    confidence_is_sampled = tau > 0 and (maskgit or tau == 1)  # the softmax sampled from is the one scored
     if tau > 0:
-        unnormalised = (scaled - peak if (maskgit or tau == 1) else (scaled - peak) / tau).exp_()
+        unnormalised = (scaled - peak if confidence_is_sampled else (scaled - peak) / tau).exp_()
         cdf = unnormalised.cumsum_(-1)
         total = cdf[..., -1:]
         sampled = torch.searchsorted(cdf, uniform[:, :num_masked, None] * total).squeeze(-1)
         sampled = sampled.clamp_(max=logits.shape[-1] - 1)
-        if maskgit or tau == 1:
-            normaliser = total
-        else:  # tempered sampling, untempered confidence: one more pass for its normaliser
-            normaliser = (scaled - peak).exp_().sum(-1, keepdim=True)
     else:
         sampled = scaled.argmax(-1)
-        normaliser = (scaled - peak).exp_().sum(-1, keepdim=True)
+    # Otherwise (tempered or greedy sampling, untempered confidence) its normaliser takes one more pass.
+    normaliser = total if confidence_is_sampled else (scaled - peak).exp_().sum(-1, keepdim=True)
     log_conf = (scaled.gather(-1, sampled[..., None]) - peak - normaliser.log())[..., 0]
     score = log_conf + noise_scale * gumbel(uniform[:, num_masked:])
     stays = torch.zeros_like(where, dtype=torch.bool)

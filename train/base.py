@@ -292,8 +292,7 @@ def train_backbone(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset
         cfg = dataclasses.replace(cfg, init_backbone=str(Path(cfg.continue_from) / "backbone"))
     model = warm_start_backbone(cfg, tok, log).to(device)
     if cfg.architecture == "mini-dimoo":  # the shape export_milestone rebuilds the model with
-        write_json(out / "checkpoints" / "backbone_config" / "config.json",
-                   {"model_type": model.model_type, **dataclasses.asdict(model.config)})
+        model.save_config(out / "checkpoints" / "backbone_config")
     layout = model.layout
     log(f"backbone: {model.num_parameters():,} parameters, sequence length {layout.seq_len}")
     decay, no_decay = [], []

@@ -377,13 +377,8 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
     if cfg.init_head:
         head = ShortcutHead.from_pretrained(cfg.init_head, device=device)
         trained_for = head.config.base_fingerprint
-        if cfg.rebind_init_head and trained_for and trained_for != backbone.fingerprint:
-            if trained_for.rsplit(":", 1)[0] != backbone.fingerprint.rsplit(":", 1)[0]:
-                raise MigmError(f"--init-head was trained for a base of another architecture ({trained_for[:60]}...); "
-                                "--rebind-init-head only carries a head across checkpoints of one architecture")
-            if is_main:
-                log(f"train-head: --init-head was trained for {trained_for}; fine-tuning it for {backbone.fingerprint}")
-            head.config.base_fingerprint = backbone.fingerprint
+        if cfg.rebind_init_head and head.rebind(backbone) and is_main:
+            log(f"train-head: --init-head was trained for {trained_for}; fine-tuning it for {backbone.fingerprint}")
         head.check_base(backbone)
     else:
         head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)

@@ -290,6 +290,7 @@ def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
         raise MigmError(f"{folder} ships its own model code ({', '.join(code) or 'auto_map'}); loading it runs that code. "
                         "Pass --trust-remote-code (Python: trust_remote_code=True) if you trust this folder")
     import transformers
+    from packaging.version import Version
     from transformers.utils import logging as hf_logging
 
     auto_map = raw.get("auto_map") or {}
@@ -297,7 +298,7 @@ def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
     hf_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
     try:
         # transformers renamed torch_dtype to dtype in 4.56; both sides of the rename are supported
-        dtype_arg = "dtype" if _version_tuple(transformers.__version__) >= (4, 56) else "torch_dtype"
+        dtype_arg = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
         return getattr(transformers, name).from_pretrained(str(folder), trust_remote_code=True, **{dtype_arg: dtype})
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise MigmError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from None
@@ -350,8 +351,3 @@ class DiMOOModel(LoadedModel):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder (which outputs [0, 1])."""
         return vq_decode(self.vqvae, codes, self.path).clamp(0, 1) * 2 - 1
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """(major, minor) of a version string such as '4.40.0' or '5.0.0.dev0'."""
-    return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in version.split(".")[:2])
