@@ -165,10 +165,12 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
     sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule,
                            compile_step=compile_step)
     model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
-    original_features, original_head, original_logits = backbone.features, head.forward, backbone.logits_from_features
+    # Head time is the shortcut step's prediction: embedding the new tokens with the base model, then the head
+    # (bench-cost's shortcut step, less the output layer, which is timed on its own).
+    original_features, original_head, original_logits = backbone.features, head.advance, backbone.logits_from_features
     if instrument:
         backbone.features = model_watch.wrap(original_features)
-        head.forward = head_watch.wrap(original_head)
+        head.advance = head_watch.wrap(original_head)
         backbone.logits_from_features = logits_watch.wrap(original_logits)
     try:
         for _ in range(2 if compile_step else 1):  # warm-up (compiling takes two: the first step's shapes, then the rest)
@@ -180,7 +182,7 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
     finally:
         if instrument:
             del backbone.features
-            del head.forward
+            del head.advance
             del backbone.logits_from_features
     total = statistics.median(times)
     per_image = lambda watch: watch.seconds / repeats / batch  # noqa: E731

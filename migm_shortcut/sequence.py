@@ -46,6 +46,12 @@ def write_image_codes(layout, seq: torch.Tensor, codes: torch.Tensor, committed:
     return seq
 
 
+def per_branch(x: torch.Tensor, num_branches: int) -> torch.Tensor:
+    """``x`` (B, ...) once per CFG branch: (branches * B, ...), branch-major like the sampler's batch.
+    A concatenation: at the loop's sizes it costs half of ``repeat``, and this runs several times a step."""
+    return x if num_branches == 1 else torch.cat([x] * num_branches)
+
+
 def split_words(prompt: str) -> list[str]:
     import re
 

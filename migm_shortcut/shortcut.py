@@ -38,6 +38,7 @@ from torch import nn
 
 from .errors import MigmError
 from .modeling import PretrainedModule
+from .sequence import per_branch
 
 
 @dataclass
@@ -212,8 +213,9 @@ class NewTokens:
         return NewTokens(self.ids.to(device), self.positions.to(device), self.valid.to(device))
 
 
-def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: torch.Tensor,
-               prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int, width: int | None = None) -> NewTokens:
+def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor | None, image_positions: torch.Tensor,
+               prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int, width: int | None = None,
+               index: torch.Tensor | None = None) -> NewTokens:
     """The shortcut head's control input for every sequence of a CFG batch.
 
     image_ids: (B, N_img) vocabulary ids of the image tokens; newly: (B, N_img) bool, the ones
@@ -223,27 +225,31 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor, image_positions: to
     (a constant conditioning signal, as in the Lumina-DiMOO variant of the method); the
     unconditional branch sees only the image tokens. ``width``: the most tokens any row committed,
     when the caller knows it (the sampler does, from its schedule): then nothing is read back
-    from the device.
+    from the device. ``index`` (B, M): the committed image indices themselves, when every row
+    committed M (the sampler's case): then ``newly`` is not read and no sort is needed.
     """
-    counts = newly.sum(1)
-    if width is None:
-        width = max(int(counts.max()), 1)
-    # Stable sort puts each row's committed indices first, in image order.
-    order = torch.sort((~newly).to(torch.int8), dim=1, stable=True).indices[:, :width]
-    valid = torch.arange(width, device=newly.device)[None] < counts[:, None]
-    ids = torch.where(valid, image_ids.gather(1, order), torch.full_like(order, pad_id))
-    positions = torch.where(valid, image_positions.to(newly.device)[order], torch.zeros_like(order))
+    if index is not None:
+        ids, positions = image_ids.gather(1, index), image_positions.to(index.device)[index]
+        valid = torch.ones_like(index, dtype=torch.bool)
+    else:
+        counts = newly.sum(1)
+        if width is None:
+            width = max(int(counts.max()), 1)
+        # Stable sort puts each row's committed indices first, in image order.
+        order = torch.sort((~newly).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        valid = torch.arange(width, device=newly.device)[None] < counts[:, None]
+        ids = torch.where(valid, image_ids.gather(1, order), pad_id)
+        positions = torch.where(valid, image_positions.to(order.device)[order], 0)
+    ids, positions, valid = (per_branch(t, num_branches) for t in (ids, positions, valid))
     if prompt_ids is None:  # the prompt is not in the model's sequence: every branch sees image tokens only
-        return NewTokens(ids.repeat(num_branches, 1), positions.repeat(num_branches, 1), valid.repeat(num_branches, 1))
+        return NewTokens(ids, positions, valid)
+    # The conditional rows see their prompt; the unconditional rows padding there, which is invalid.
     prompt_ids = prompt_ids.to(ids.device)
+    if num_branches == 2:
+        prompt_ids = torch.cat([prompt_ids, torch.full_like(prompt_ids, pad_id)])
     prompt_positions = torch.arange(prompt_ids.shape[1], device=ids.device).expand_as(prompt_ids)
-    cond = NewTokens(torch.cat([prompt_ids, ids], 1), torch.cat([prompt_positions, positions], 1),
+    return NewTokens(torch.cat([prompt_ids, ids], 1), torch.cat([prompt_positions, positions], 1),
                      torch.cat([prompt_ids != pad_id, valid], 1))
-    if num_branches == 1:
-        return cond
-    uncond_valid = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), valid], 1)
-    return NewTokens(torch.cat([cond.ids, torch.cat([torch.full_like(prompt_ids, pad_id), ids], 1)]),
-                     torch.cat([cond.positions, cond.positions]), torch.cat([cond.valid, uncond_valid]))
 
 
 def budget_full_steps(num_steps: int, budget: int) -> list[int]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import check_model
+from migm_shortcut.sequence import per_branch
 
 from .policies import StepPolicy, StepState, VanillaPolicy
 from migm_shortcut.schedule import maskgit_masked_counts, masked_counts
@@ -53,8 +54,38 @@ def gumbel(uniform: torch.Tensor) -> torch.Tensor:
 
 def draw_uniform(generators: Sequence[torch.Generator], count: int, device: torch.device) -> torch.Tensor:
     """(B, count) uniforms, row i from sample i's own generator (on ``device``): a sample's draws
-    depend on its seed and the step, never on the other samples in the batch."""
+    depend on its seed, never on the other samples in the batch."""
     return torch.stack([torch.rand(count, generator=g, device=device) for g in generators])
+
+
+class StepNoise:
+    """Every step's random numbers, drawn once per generation (one call per sample, not one per
+    sample per step): step k uses ``2 M_k`` uniforms, M_k positions still masked, the first half
+    for the tokens, the second (as Gumbel noise) for the ranking. On CPU a generator's stream
+    does not depend on how it is split into calls, so the tokens are those of drawing step by step."""
+
+    def __init__(self, generators: Sequence[torch.Generator], masked_per_step: Sequence[int], device: torch.device):
+        self.offsets = [0]
+        for m in masked_per_step:
+            self.offsets.append(self.offsets[-1] + 2 * m)
+        self.uniform = draw_uniform(generators, self.offsets[-1], device)
+        self.gumbel = gumbel(self.uniform)
+
+    def step(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token uniforms, ranking Gumbel noise) of step k, each (B, M_k)."""
+        start, end = self.offsets[k], self.offsets[k + 1]
+        middle = (start + end) // 2
+        return self.uniform[:, start:middle], self.gumbel[:, middle:end]
+
+
+def select_rows(features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``features[i, positions[i]]`` for every row i: (R, L, C), (R, M) -> (R, M, C). One
+    ``index_select`` over the flattened rows; a ``gather`` with an expanded index is several
+    times slower on CPU."""
+    rows, length, width = features.shape
+    offsets = torch.arange(0, rows * length, length, device=positions.device)[:, None]
+    flat = features.reshape(rows * length, width).index_select(0, (positions + offsets).view(-1))
+    return flat.view(*positions.shape, width)
 
 
 def sync(device: torch.device) -> None:
@@ -77,25 +108,25 @@ def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float
     return torch.lerp(uncond, cond, weight.to(cond.dtype) if isinstance(weight, torch.Tensor) else float(weight))
 
 
-def sample_and_commit(logits: torch.Tensor, uniform: torch.Tensor, where: torch.Tensor, masked: torch.Tensor,
-                      codes: torch.Tensor, commit_step: torch.Tensor, step: int, keep: int, tau: float,
-                      noise_scale: float, maskgit: bool):
+def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gumbel: torch.Tensor,
+                      where: torch.Tensor, keep: int, tau: float, noise_scale: float, maskgit: bool):
     """One step's sampling and commit, after the guided logits of the ``where`` positions.
 
-    A token is drawn at each of them from ``softmax(logits / tau)`` by inverse CDF with the first
-    half of ``uniform``; its score is its log-confidence plus ``noise_scale`` times Gumbel noise
-    from the second half; the ``keep`` lowest-scoring stay masked, the rest are committed.
-    Returns the new (masked, newly committed, codes, commit step, softmax normaliser sum). The
-    last is non-finite exactly when some logit is NaN or +inf (or a row is all -inf): the
-    sampler's check on the model output, at no extra pass.
+    ``where`` (B, M): the image indices still masked, in image order. A token is drawn at each
+    from ``softmax(logits / tau)`` by inverse CDF with ``token_uniform``; its score is its
+    log-confidence plus ``noise_scale`` times ``rank_gumbel``; the ``keep`` lowest-scoring stay
+    masked, the rest are committed. Returns (still masked indices (B, keep), committed indices
+    (B, M - keep), their tokens, softmax normaliser sum), the indices in image order. The last is
+    non-finite exactly when some logit is NaN or +inf (or a row is all -inf): the sampler's check
+    on the model output, at no extra pass.
 
     The (B, M, K) logits are the loop's only large tensors (at Lumina-DiMOO's grid and codebook,
     32 M numbers per sample), so they are passed over as few times as possible: max, subtract and
     exponentiate in place, cumulative sum in place; the log-confidence comes from the logit of the
-    drawn token and the normaliser, with no log-softmax over K. Pure tensor code with no host
-    reads, so ``torch.compile`` can fuse it (``DiMOOSampler(compile_step=True)``).
+    drawn token and the normaliser, with no log-softmax over K. Everything else is (B, M): one
+    ranking sort splits the positions, so no (B, N_img) mask is rebuilt. Pure tensor code with no
+    host reads, so ``torch.compile`` can fuse it (``DiMOOSampler(compile_step=True)``).
     """
-    num_masked = where.shape[1]
     # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
     scaled = logits / tau if (maskgit and tau > 0) else logits
     peak = scaled.amax(-1, keepdim=True)
@@ -104,22 +135,21 @@ def sample_and_commit(logits: torch.Tensor, uniform: torch.Tensor, where: torch.
         unnormalised = (scaled - peak if confidence_is_sampled else (scaled - peak) / tau).exp_()
         cdf = unnormalised.cumsum_(-1)
         total = cdf[..., -1:]
-        sampled = torch.searchsorted(cdf, uniform[:, :num_masked, None] * total).squeeze(-1)
+        sampled = torch.searchsorted(cdf, token_uniform[..., None] * total).squeeze(-1)
         sampled = sampled.clamp_(max=logits.shape[-1] - 1)
     else:
         sampled = scaled.argmax(-1)
     # Otherwise (tempered or greedy sampling, untempered confidence) its normaliser takes one more pass.
     normaliser = total if confidence_is_sampled else (scaled - peak).exp_().sum(-1, keepdim=True)
     log_conf = (scaled.gather(-1, sampled[..., None]) - peak - normaliser.log())[..., 0]
-    score = log_conf + noise_scale * gumbel(uniform[:, num_masked:])
-    stays = torch.zeros_like(where, dtype=torch.bool)
-    if keep > 0:
-        stays.scatter_(1, score.topk(keep, dim=1, largest=False).indices, True)
-    still_masked = torch.zeros_like(masked).scatter_(1, where, stays)
-    newly = masked & ~still_masked
-    codes = torch.where(newly, torch.zeros_like(codes).scatter_(1, where, sampled), codes)
-    commit_step = torch.where(newly, step, commit_step)
-    return still_masked, newly, codes, commit_step, normaliser.sum()
+    score = log_conf + noise_scale * rank_gumbel
+    # Lowest scores first (stable: ties keep image order), then each part back in image order.
+    ranked = score.argsort(dim=1, stable=True)
+    stay_slots = ranked[:, :keep].sort(dim=1).values
+    commit_slots = ranked[:, keep:].sort(dim=1).values
+    return (where.gather(1, stay_slots), where.gather(1, commit_slots), sampled.gather(1, commit_slots),
+            normaliser.sum())
+
 
 class DiMOOSampler:
     """Batched masked-token sampler with a pluggable step policy.
@@ -212,55 +242,60 @@ class DiMOOSampler:
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         codes = torch.zeros(batch, n_img, dtype=torch.long, device=device)
         masked = torch.ones(batch, n_img, dtype=torch.bool, device=device)
+        # Each row's still-masked image indices, in image order (every row has as many: the schedule's).
+        where = torch.arange(n_img, device=device).expand(batch, n_img)
         commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device)
         full_steps = torch.zeros(batch, dtype=torch.long, device=device)
-        checksum = torch.zeros((), device=device)  # NaN or +inf in any step's logits makes it non-finite
+        normalisers: list[torch.Tensor] = []  # NaN or +inf in any step's logits makes their sum non-finite
         step_full: list[torch.Tensor] = []
-        prev_features, newly, num_newly = None, None, 0
+        prev_features, newly, newly_index, num_newly = None, None, None, 0
+        masked_per_step = [n_img, *self.schedule[:-1]]
+        maskgit = self.rule == "maskgit"
         self.policy.reset(batch, self.num_steps)
 
         sync(device)
         start = time.perf_counter()
+        noise = StepNoise(generators, masked_per_step, device)
         for k in tqdm(range(self.num_steps), desc="sampling", leave=False, disable=not progress):
-            num_masked = n_img if k == 0 else self.schedule[k - 1]  # the same for every sample
+            num_masked, keep = masked_per_step[k], self.schedule[k]  # the same for every sample
             if num_masked == 0:  # MaskGIT's rounding can finish early: nothing left to sample
                 break
             state = StepState(
                 step=k, num_steps=self.num_steps, backbone=self.backbone, input_ids=seq,
                 num_branches=branches, prev_features=prev_features, newly_committed=newly,
-                masked=masked, mask_ratio=masked.float().mean(1), num_newly=num_newly,
+                masked=masked, mask_ratio=torch.full((batch,), num_masked / n_img, device=device),
+                num_newly=num_newly, newly_index=newly_index,
             )
             out = self.policy.step(state)
             if out.features.shape[:2] != seq.shape:
                 raise MigmError(f"policy {self.policy.name!r} returned features of shape {tuple(out.features.shape)}, expected {tuple(seq.shape)} + (C,)")
             full = out.full.to(device)
-            full_steps += full.long()
+            full_steps += full
             step_full.append(full)
 
-            # Only the still-masked positions are sampled: each row's masked indices, in image order.
-            where = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :num_masked]
-            positions = image_positions[where].repeat(branches, 1)
-            rows = out.features.gather(1, positions[..., None].expand(-1, -1, out.features.shape[-1]))
-            logits = self.backbone.logits_from_features(rows, positions).to(self.logits_dtype)
-            logits = guided_logits(logits, branches, self.step_guidance(out, k))  # (B, num_masked, K)
+            # Only the still-masked positions are sampled.
+            positions = per_branch(image_positions[where], branches)
+            logits = self.backbone.logits_from_features(select_rows(out.features, positions), positions)
+            logits = guided_logits(logits.to(self.logits_dtype), branches, self.step_guidance(out, k))  # (B, M, K)
 
             # One uniform per masked position for the token, one for the ranking noise: the token is
             # drawn by inverse CDF, which samples exactly the categorical that DiMOO's Gumbel-max does
             # without K random numbers per position (33.5 M per step at DiMOO's grid and codebook).
-            uniform = draw_uniform(generators, 2 * num_masked, device)
-            maskgit = self.rule == "maskgit"
+            token_uniform, rank_gumbel = noise.step(k)
             noise_scale = self.choice_temperature * (1 - self.progress(k)) if maskgit else tau
-            masked, newly, codes, commit_step, normaliser = self._sample_and_commit(
-                logits, uniform, where, masked, codes, commit_step, k, self.schedule[k], tau, noise_scale, maskgit)
-            checksum = checksum + normaliser
-            num_newly = num_masked - self.schedule[k]
+            where, newly_index, new_codes, normaliser = self._sample_and_commit(
+                logits, token_uniform, rank_gumbel, where, keep, tau, noise_scale, maskgit)
+            normalisers.append(normaliser)
+            codes.scatter_(1, newly_index, new_codes)
+            commit_step.scatter_(1, newly_index, k)
+            still_masked = masked.scatter(1, newly_index, False)
+            newly, masked, num_newly = masked ^ still_masked, still_masked, num_masked - keep
 
-            committed = (~masked).repeat(branches, 1)
-            seq = layout.with_codes(base_seq, codes.repeat(branches, 1), committed)
+            seq = layout.with_codes(base_seq, per_branch(codes, branches), per_branch(~masked, branches))
             prev_features = out.features
         sync(device)
         loop_seconds = time.perf_counter() - start
-        if not bool(torch.isfinite(checksum)):
+        if not bool(torch.isfinite(torch.stack(normalisers).sum())):
             raise MigmError(f"non-finite logits (policy {self.policy.name!r}); the model or head weights are broken")
 
         return SampleOutput(codes.view(batch, *layout.grid_shape).cpu(), full_steps.cpu(), self.num_steps, loop_seconds,

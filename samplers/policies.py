@@ -29,6 +29,7 @@ class StepState:
     masked: torch.Tensor          # (B, N_img) bool: image tokens still masked before this step
     mask_ratio: torch.Tensor      # (B,) fraction of image tokens still masked
     num_newly: int = 0            # tokens each sample committed at the previous step (the schedule's, known on the host)
+    newly_index: torch.Tensor | None = None  # (B, num_newly) their image indices, in image order (None: derive from the mask)
 
     @property
     def batch_size(self) -> int:
@@ -47,7 +48,7 @@ class StepState:
             input_ids=self.input_ids[rows.to(self.input_ids.device)], num_branches=self.num_branches,
             prev_features=None if self.prev_features is None else self.prev_features[rows.to(self.prev_features.device)],
             newly_committed=pick(self.newly_committed), masked=pick(self.masked), mask_ratio=pick(self.mask_ratio),
-            num_newly=self.num_newly,
+            num_newly=self.num_newly, newly_index=pick(self.newly_index),
         )
 
     def flags(self, value: bool) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.sequence import per_branch
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 from .caching import check_eps, check_nonnegative
@@ -41,13 +42,16 @@ def state_new_tokens(state: StepState):
     b = state.batch_size
     image_ids = state.input_ids[:b, layout.image_positions.to(state.input_ids.device)]
     prompt_ids = state.input_ids[:b, : layout.prompt_len] if layout.prompt_in_sequence else None
+    if state.newly_index is not None and state.num_newly > 0:  # the sampler's own indices: no sort
+        return new_tokens(image_ids, None, layout.image_positions, prompt_ids, layout.pad_id, state.num_branches,
+                          index=state.newly_index.to(image_ids.device))
     return new_tokens(image_ids, state.newly_committed.to(image_ids.device), layout.image_positions, prompt_ids,
                       layout.pad_id, state.num_branches, width=max(state.num_newly, 1))
 
 
 def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
     """Predicted features of every sequence in the batch (both branches)."""
-    ratio = state.mask_ratio.to(state.prev_features.device).repeat(state.num_branches)
+    ratio = per_branch(state.mask_ratio.to(state.prev_features.device), state.num_branches)
     tokens = state_new_tokens(state).to(state.prev_features.device)
     return head.advance(state.backbone, state.prev_features, tokens, ratio).to(state.prev_features.dtype)
 

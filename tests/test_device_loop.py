@@ -98,3 +98,27 @@ def test_non_finite_logits_are_refused_after_the_loop(tiny_backbone):
             sampler.generate(PROMPTS[:2], [0, 1])
     finally:
         del tiny_backbone.logits_from_features
+
+
+def test_noise_drawn_once_per_generation_is_the_step_by_step_stream():
+    # StepNoise draws every step's uniforms in one call per sample; on CPU a generator's stream does
+    # not depend on how it is split into calls, so the tokens are those of drawing at each step.
+    from migm_shortcut.samplers.dimoo import StepNoise, gumbel
+
+    masked_per_step = [16, 11, 5, 0]
+    noise = StepNoise([torch.Generator().manual_seed(s) for s in (3, 4)], masked_per_step, torch.device("cpu"))
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    for k, m in enumerate(masked_per_step):
+        drawn = torch.stack([torch.rand(2 * m, generator=g) for g in generators])
+        token_uniform, rank_gumbel = noise.step(k)
+        assert torch.equal(token_uniform, drawn[:, :m])
+        assert torch.equal(rank_gumbel, gumbel(drawn[:, m:]))
+
+
+def test_selecting_rows_equals_gather():
+    from migm_shortcut.samplers.dimoo import select_rows
+
+    features = torch.randn(4, 9, 5)
+    positions = torch.randint(0, 9, (4, 6))
+    expected = features.gather(1, positions[..., None].expand(-1, -1, 5))
+    assert torch.equal(select_rows(features, positions), expected)

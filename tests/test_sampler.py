@@ -63,6 +63,9 @@ def test_schedule_followed_and_no_token_is_remasked(tiny_backbone):
             assert torch.equal(cond_image[was_committed], previous_ids[was_committed])  # committed stays
         if k > 0:
             assert state.newly_committed.sum(1).tolist() == [schedule[k - 1] - schedule[k]] * 3
+            # the sampler's own indices of those tokens, in image order, agree with the mask
+            assert torch.equal(state.newly_committed.nonzero()[:, 1].view(3, -1), state.newly_index)
+            assert torch.allclose(state.mask_ratio, state.masked.float().mean(1))
         previous_ids = cond_image
     final = out.codes.flatten(1) + layout.code_offset
     committed_before_last = previous_ids != MASK

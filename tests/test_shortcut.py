@@ -50,6 +50,21 @@ def test_new_tokens_are_ragged_padded_and_branch_specific():
     assert t.valid[3].tolist() == [False, False, False, True, False]
 
 
+@pytest.mark.parametrize("branches,with_prompt", [(1, False), (2, False), (1, True), (2, True)])
+def test_new_tokens_from_the_samplers_indices_equal_the_mask_path(branches, with_prompt):
+    # The sampler knows which indices it committed (every row as many): that path skips the sort.
+    generator = torch.Generator().manual_seed(0)
+    image_ids = torch.randint(10, 99, (3, 12), generator=generator)
+    index = torch.stack([torch.randperm(12, generator=generator)[:4].sort().values for _ in range(3)])
+    newly = torch.zeros(3, 12, dtype=torch.bool).scatter_(1, index, True)
+    positions = torch.arange(12) + 5
+    prompts = torch.tensor([[7, 8, PAD], [9, PAD, PAD], [7, 7, 7]]) if with_prompt else None
+    from_mask = new_tokens(image_ids, newly, positions, prompts, PAD, branches, width=4)
+    from_index = new_tokens(image_ids, None, positions, prompts, PAD, branches, index=index)
+    for field in ("ids", "positions", "valid"):
+        assert torch.equal(getattr(from_mask, field), getattr(from_index, field)), field
+
+
 def test_head_shapes_and_padding_does_not_change_a_prediction(tiny_backbone):
     head = random_head(tiny_backbone)
     L, C = tiny_backbone.layout.seq_len, tiny_backbone.width
