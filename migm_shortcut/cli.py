@@ -111,21 +111,21 @@ def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> 
     if with_policy:  # the demo compares several policies (--methods); a single --policy would be ignored there
         p.add_argument("--policy", default="vanilla",
                        help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
-    p.add_argument("--budget", type=int, help="shortcut: full backbone steps B out of N (default 4)")
-    p.add_argument("--head", default=None, help="shortcut/adaptive: head folder (default: the model's head/)")
-    p.add_argument("--final-full", action="store_true", help="shortcut: also run the backbone on the last step")
+    p.add_argument("--budget", type=int, help="shortcut/hybrid: full backbone steps B out of N (default 4)")
+    p.add_argument("--head", default=None, help="shortcut/adaptive/hybrid: head folder (default: the model's head/)")
+    p.add_argument("--final-full", action="store_true", help="shortcut/hybrid: also run the backbone on the last step")
     p.add_argument("--compile-head", action="store_true", default=None,
                    help="shortcut: torch.compile the head (off by default: it did not pay on CPU)")
-    p.add_argument("--full-steps", type=_step_list, help="shortcut: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
+    p.add_argument("--full-steps", type=_step_list, help="shortcut/hybrid: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
     p.add_argument("--shortcut-guidance", type=_finite,
-                   help="shortcut/adaptive: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
+                   help="shortcut/adaptive/hybrid: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
     p.add_argument("--eps", type=_finite, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
     p.add_argument("--early-eps", type=_finite, help="sencache: stricter eps for the first 20%% of steps")
     p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
     p.add_argument("--calibration", help="sencache/adaptive: sensitivity table from `calibrate` (default: the model's)")
     p.add_argument("--warmup", type=_finite, help="mlcache: warm-up ratio of full steps (default 0.3)")
     p.add_argument("--interval", type=int, help="mlcache: refresh interval (default 5); fixed: compute every k-th step (default 2)")
-    p.add_argument("--recompute", type=_finite, help="mlcache: ratio of positions recomputed on partial steps (default 0.1)")
+    p.add_argument("--recompute", type=_finite, help="mlcache/hybrid: ratio of positions recomputed on partial steps (default 0.1; hybrid 0.05)")
     _add_model_args(p)
 
 
@@ -155,6 +155,8 @@ POLICY_FLAGS = {
     "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
     "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
     "fixed": {"interval": "interval"},
+    "hybrid": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps",
+               "shortcut_guidance": "shortcut_guidance", "recompute": "recompute"},
 }
 
 

@@ -2,6 +2,7 @@
 
 from .caching import FixedIntervalPolicy, MLCachePolicy, SenCachePolicy
 from .dimoo import DiMOOSampler, SampleOutput, guided_logits
+from .hybrid import HybridShortcutPolicy
 from .policies import POLICIES, StepOutput, StepPolicy, StepState, VanillaPolicy, make_policy, register_policy
 from migm_shortcut.schedule import committed_counts, masked_counts
 from .sensitivity import SensitivityTable, calibrate, load_calibration
@@ -12,9 +13,10 @@ register_policy("adaptive", AdaptiveShortcutPolicy)
 register_policy("sencache", SenCachePolicy)
 register_policy("mlcache", MLCachePolicy)
 register_policy("fixed", FixedIntervalPolicy)
+register_policy("hybrid", HybridShortcutPolicy)
 
 
-POLICY_FILES = {"head": ("shortcut", "adaptive"), "calibration": ("sencache", "adaptive")}
+POLICY_FILES = {"head": ("shortcut", "adaptive", "hybrid"), "calibration": ("sencache", "adaptive")}
 
 
 def policy_files(name: str, model=None, **params) -> dict:
@@ -36,7 +38,7 @@ def make_policy_for_model(name: str, model=None, **params) -> StepPolicy:
 
 __all__ = [
     "DiMOOSampler", "SampleOutput", "guided_logits", "POLICIES", "StepOutput", "StepPolicy", "StepState",
-    "VanillaPolicy", "ShortcutPolicy", "AdaptiveShortcutPolicy", "SenCachePolicy", "MLCachePolicy",
+    "VanillaPolicy", "ShortcutPolicy", "AdaptiveShortcutPolicy", "HybridShortcutPolicy", "SenCachePolicy", "MLCachePolicy",
     "FixedIntervalPolicy", "SensitivityTable", "calibrate", "load_calibration", "load_head", "make_policy",
     "make_policy_for_model", "policy_files", "POLICY_FILES", "register_policy",
     "committed_counts", "masked_counts",

@@ -105,6 +105,40 @@ class SenCachePolicy(StepPolicy):
         return {"policy": self.name, "eps": self.eps, "max_reuse": self.max_reuse, "early_eps": self.early_eps}
 
 
+def check_recompute(recompute: Any) -> None:
+    if isinstance(recompute, bool) or not isinstance(recompute, (int, float)) or not 0 < recompute <= 1:
+        raise MigmError(f"recompute ratio must be in (0, 1], got {recompute!r}")
+
+
+def require_partial_forward(backbone, who: str) -> None:
+    if not hasattr(backbone, "features_at"):
+        raise MigmError(f"{who} needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
+
+
+def least_confident_positions(state: StepState, features: torch.Tensor, recompute: float,
+                              cached_ids: torch.Tensor) -> torch.Tensor:
+    """(branches*B, ceil(recompute * L)) positions per sequence for a partial pass, the same in both branches.
+
+    First the still-masked image positions whose prediction from ``features`` is least confident
+    (lowest max probability of the conditional branch), then positions whose token changed since
+    ``cached_ids`` (their cached keys and values are stale), then the rest in a fixed order.
+    """
+    layout = state.backbone.layout
+    length = state.input_ids.shape[1]
+    b, device = state.batch_size, state.input_ids.device
+    # Priority key per position: confidence in [0, 1] at masked image positions, 2 where the
+    # token changed since the cache, 3 + position / L elsewhere (a fixed, deterministic order).
+    key = 3 + torch.arange(length, device=device).float().div(length).expand(b, length).clone()
+    changed = (state.input_ids != cached_ids).view(state.num_branches, b, length).any(0)  # in any branch
+    key = torch.where(changed, 2.0, key)  # (a boolean-mask write would read the mask back to the host)
+    image_positions = layout.image_positions.to(device)
+    cond_logits = state.backbone.logits_from_features(features[:b, image_positions], image_positions).float()
+    confidence = cond_logits.softmax(-1).amax(-1)
+    key[:, image_positions] = torch.where(state.masked.to(device), confidence, key[:, image_positions])
+    index = key.topk(math.ceil(recompute * length), dim=1, largest=False).indices
+    return index.repeat(state.num_branches, 1)
+
+
 class MLCachePolicy(StepPolicy):
     """Lumina-DiMOO's ML-Cache.
 
@@ -125,8 +159,7 @@ class MLCachePolicy(StepPolicy):
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 1:
             raise MigmError(f"warmup must be a ratio in [0, 1], got {warmup!r}")
         check_whole(interval, "refresh interval")
-        if isinstance(recompute, bool) or not isinstance(recompute, (int, float)) or not 0 < recompute <= 1:
-            raise MigmError(f"recompute ratio must be in (0, 1], got {recompute!r}")
+        check_recompute(recompute)
         self.warmup, self.interval, self.recompute = float(warmup), interval, float(recompute)
 
     def reset(self, batch_size: int, num_steps: int) -> None:
@@ -142,29 +175,12 @@ class MLCachePolicy(StepPolicy):
         return math.ceil(self.recompute * length)
 
     def recompute_index(self, state: StepState) -> torch.Tensor:
-        """(branches*B, P) positions to recompute, lowest priority key first."""
-        backbone, layout = state.backbone, state.backbone.layout
-        length = state.input_ids.shape[1]
-        b = state.batch_size
-        device = state.input_ids.device
-        # Priority key per position: confidence in [0, 1] at masked image positions, 2 where the
-        # token changed since the cache, 3 + position / L elsewhere (a fixed, deterministic order).
-        key = 3 + torch.arange(length, device=device).float().div(length).expand(b, length).clone()
-        changed = (state.input_ids != self.cached_ids).view(state.num_branches, b, length).any(0)  # in any branch
-        key = torch.where(changed, 2.0, key)  # (a boolean-mask write would read the mask back to the host)
-        image_positions = layout.image_positions.to(device)
-        cond_logits = backbone.logits_from_features(state.prev_features[:b, image_positions], image_positions).float()
-        confidence = cond_logits.softmax(-1).amax(-1)
-        masked = state.masked.to(device)
-        image_key = torch.where(masked, confidence, key[:, image_positions])
-        key[:, image_positions] = image_key
-        index = key.topk(self.recompute_count(length), dim=1, largest=False).indices
-        return index.repeat(state.num_branches, 1)
+        """(branches*B, P) positions to recompute, ranked by the cached prediction's confidence."""
+        return least_confident_positions(state, state.prev_features, self.recompute, self.cached_ids)
 
     def step(self, state: StepState) -> StepOutput:
         backbone = state.backbone
-        if not hasattr(backbone, "features_at"):
-            raise MigmError(f"ML-Cache needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
+        require_partial_forward(backbone, "ML-Cache")
         full_step = self.cache is None or state.prev_features is None or self.is_full(state.step, state.num_steps) \
             or self.recompute_count(state.input_ids.shape[1]) >= state.input_ids.shape[1]
         if full_step:

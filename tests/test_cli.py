@@ -244,7 +244,8 @@ def test_calibrate_then_sample_with_every_policy(tmp_path, capsys, weights_with_
     for policy, flags, full in (("sencache", ["--eps", "0", "--calibration", str(cal)], 4),
                                 ("adaptive", ["--eps", "0", "--calibration", str(cal)], 4),
                                 ("mlcache", ["--warmup", "0.5", "--interval", "3", "--recompute", "0.1"], 2),
-                                ("fixed", ["--interval", "2"], 2)):
+                                ("fixed", ["--interval", "2"], 2),
+                                ("hybrid", ["--budget", "2", "--recompute", "0.1"], 2)):
         code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--per-prompt", "2", "--steps", "4",
                            "--policy", policy, *flags, "--out-dir", str(tmp_path / policy), "--weights", str(weights_with_head))
         assert code == 0, err
@@ -257,6 +258,7 @@ def test_calibrate_then_sample_with_every_policy(tmp_path, capsys, weights_with_
     (["--policy", "sencache", "--max-reuse", "0"], "max_reuse (K) must be"),
     (["--policy", "mlcache", "--interval", "0"], "refresh interval"),
     (["--policy", "fixed", "--interval", "0"], "interval must be"),
+    (["--policy", "hybrid", "--recompute", "0"], "recompute ratio must be in"),
     (["--policy", "sencache", "--steps", "5"], "calibration"),
     (["--policy", "shortcut", "--shortcut-guidance", "-1"], "shortcut_guidance must be a number >= 0"),
 ])

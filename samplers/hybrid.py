@@ -1,0 +1,73 @@
+"""The hybrid policy: the shortcut head on every cheap step, then a partial backbone pass.
+
+A change beyond the paper (issue: "if the head only ties feature reuse"). The head predicts the
+next step's features everywhere, as in ``ShortcutPolicy``; then the positions where that
+prediction matters most and is least sure — the still-masked image positions whose predicted
+distribution is least confident, then positions whose token changed since the last full step —
+are recomputed through every layer of the backbone against the keys and values cached at the last
+full step (ML-Cache's partial step, ``backbone.features_at``). The head corrects what reuse gets
+wrong everywhere; the partial pass makes the few decisions that are about to be taken exact up to
+the staleness of the cache.
+
+>>> policy = HybridShortcutPolicy(head, budget=4, recompute=0.05)
+
+A cheap step costs the head plus a partial pass (about ``recompute`` of a full one); the step
+still counts as cheap in ``SampleOutput.full_steps``: sweeps measure the latency itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from migm_shortcut.sequence import KVCache
+from migm_shortcut.shortcut import ShortcutHead
+
+from .caching import check_recompute, least_confident_positions, require_partial_forward
+from .policies import StepOutput, StepState
+from .shortcut import ShortcutPolicy, shortcut_features
+
+
+class HybridShortcutPolicy(ShortcutPolicy):
+    """B full steps at the published places (each stores every layer's keys/values); on the others the
+    head's prediction, with ``ceil(recompute * L)`` positions per sequence recomputed by the backbone."""
+
+    name = "hybrid"
+
+    def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
+                 recompute: float = 0.05, final_full: bool = False, full_steps: Sequence[int] | None = None,
+                 shortcut_guidance: float | None = None):
+        check_recompute(recompute)
+        super().__init__(head, budget=budget, final_full=final_full, full_steps=full_steps,
+                         shortcut_guidance=shortcut_guidance)
+        self.recompute = float(recompute)
+
+    def reset(self, batch_size: int, num_steps: int) -> None:
+        super().reset(batch_size, num_steps)
+        self.cache: KVCache | None = None
+        self.cached_ids: torch.Tensor | None = None
+
+    def step(self, state: StepState) -> StepOutput:
+        backbone = state.backbone
+        require_partial_forward(backbone, "the hybrid policy")
+        self.check_base(backbone)
+        length = state.input_ids.shape[1]
+        if self.is_full_step(state) or self.cache is None or math.ceil(self.recompute * length) >= length:
+            self.cache = KVCache()
+            features = backbone.features(state.input_ids, kv_cache=self.cache)
+            self.cached_ids = state.input_ids.clone()
+            return StepOutput(features, state.flags(True))
+        predicted = shortcut_features(self.head, state)
+        index = least_confident_positions(state, predicted, self.recompute, self.cached_ids)
+        fresh = backbone.features_at(state.input_ids, index, self.cache)
+        features = predicted.scatter(1, index[..., None].expand(-1, -1, predicted.shape[-1]).to(predicted.device),
+                                     fresh.to(predicted.dtype))
+        self.cached_ids.scatter_(1, index, state.input_ids.gather(1, index))
+        return StepOutput(features, state.flags(False), self.shortcut_guidance)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "policy": self.name, "recompute": self.recompute}
