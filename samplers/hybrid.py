@@ -1,13 +1,13 @@
 """The hybrid policy: the shortcut head on every cheap step, then a partial backbone pass.
 
-A change beyond the paper (issue: "if the head only ties feature reuse"). The head predicts the
-next step's features everywhere, as in ``ShortcutPolicy``; then the positions where that
-prediction matters most and is least sure — the still-masked image positions whose predicted
-distribution is least confident, then positions whose token changed since the last full step —
-are recomputed through every layer of the backbone against the keys and values cached at the last
-full step (ML-Cache's partial step, ``backbone.features_at``). The head corrects what reuse gets
-wrong everywhere; the partial pass makes the few decisions that are about to be taken exact up to
-the staleness of the cache.
+A change beyond the published method, for bases on which the head alone only ties plain feature
+reuse. The head predicts the next step's features everywhere, as in ``ShortcutPolicy``; then the
+positions where that prediction matters most and is least sure (the still-masked image positions
+whose predicted distribution is least confident, then positions whose token changed since the
+last full step) are recomputed through every layer of the backbone against the keys and values
+cached at the last full step (ML-Cache's partial step, ``backbone.features_at``). The head
+corrects what reuse gets wrong everywhere; the partial pass makes the few decisions about to be
+taken exact, up to the staleness of the cache.
 
 >>> policy = HybridShortcutPolicy(head, budget=4, recompute=0.05)
 
