@@ -115,6 +115,38 @@ def require_partial_forward(backbone, who: str) -> None:
         raise MigmError(f"{who} needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
 
 
+def recompute_count(recompute: float, length: int) -> int:
+    """Positions per sequence a partial pass recomputes; ``length`` or more is a full pass."""
+    return math.ceil(recompute * length)
+
+
+class CachedPasses:
+    """ML-Cache's two kinds of pass, shared by the policies that use them (``mlcache``, ``hybrid``): a
+    full pass that stores every layer's keys and values, and partial passes that recompute some
+    positions through every layer against them (the cache then holds those positions' new keys
+    and values; ``cached_ids`` the tokens they were computed for)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache: KVCache | None = None
+        self.cached_ids: torch.Tensor | None = None
+
+    def full(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
+        self.cache = KVCache()
+        features = backbone.features(input_ids, kv_cache=self.cache)
+        self.cached_ids = input_ids.clone()
+        return features
+
+    def partial(self, backbone, input_ids: torch.Tensor, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``features`` with the positions in ``index`` (rows, P) recomputed by the backbone."""
+        fresh = backbone.features_at(input_ids, index, self.cache)
+        where = index[..., None].expand(-1, -1, features.shape[-1]).to(features.device)
+        self.cached_ids.scatter_(1, index, input_ids.gather(1, index))
+        return features.scatter(1, where, fresh.to(features.dtype))
+
+
 def least_confident_positions(state: StepState, features: torch.Tensor, recompute: float,
                               cached_ids: torch.Tensor) -> torch.Tensor:
     """(branches*B, ceil(recompute * L)) positions per sequence for a partial pass, the same in both branches.
@@ -135,7 +167,7 @@ def least_confident_positions(state: StepState, features: torch.Tensor, recomput
     cond_logits = state.backbone.logits_from_features(features[:b, image_positions], image_positions).float()
     confidence = cond_logits.softmax(-1).amax(-1)
     key[:, image_positions] = torch.where(state.masked.to(device), confidence, key[:, image_positions])
-    index = key.topk(math.ceil(recompute * length), dim=1, largest=False).indices
+    index = key.topk(recompute_count(recompute, length), dim=1, largest=False).indices
     return index.repeat(state.num_branches, 1)
 
 
@@ -163,36 +195,26 @@ class MLCachePolicy(StepPolicy):
         self.warmup, self.interval, self.recompute = float(warmup), interval, float(recompute)
 
     def reset(self, batch_size: int, num_steps: int) -> None:
-        self.cache = None
-        self.cached_ids: torch.Tensor | None = None
+        self.passes = CachedPasses()
 
     def is_full(self, step: int, num_steps: int) -> bool:
         warm = int(self.warmup * num_steps)
         last_warm = max(warm - 1, 0)  # the interval counts from the last warm-up (full) step
         return step < warm or (step - last_warm) % self.interval == 0
 
-    def recompute_count(self, length: int) -> int:
-        return math.ceil(self.recompute * length)
-
     def recompute_index(self, state: StepState) -> torch.Tensor:
         """(branches*B, P) positions to recompute, ranked by the cached prediction's confidence."""
-        return least_confident_positions(state, state.prev_features, self.recompute, self.cached_ids)
+        return least_confident_positions(state, state.prev_features, self.recompute, self.passes.cached_ids)
 
     def step(self, state: StepState) -> StepOutput:
         backbone = state.backbone
         require_partial_forward(backbone, "ML-Cache")
-        full_step = self.cache is None or state.prev_features is None or self.is_full(state.step, state.num_steps) \
-            or self.recompute_count(state.input_ids.shape[1]) >= state.input_ids.shape[1]
+        length = state.input_ids.shape[1]
+        full_step = self.passes.cache is None or state.prev_features is None \
+            or self.is_full(state.step, state.num_steps) or recompute_count(self.recompute, length) >= length
         if full_step:
-            self.cache = KVCache()
-            features = backbone.features(state.input_ids, kv_cache=self.cache)
-            self.cached_ids = state.input_ids.clone()
-            return StepOutput(features, state.flags(True))
-        index = self.recompute_index(state)
-        fresh = backbone.features_at(state.input_ids, index, self.cache)
-        features = state.prev_features.clone()
-        features.scatter_(1, index[..., None].expand(-1, -1, features.shape[-1]).to(features.device), fresh.to(features.dtype))
-        self.cached_ids.scatter_(1, index, state.input_ids.gather(1, index))
+            return StepOutput(self.passes.full(backbone, state.input_ids), state.flags(True))
+        features = self.passes.partial(backbone, state.input_ids, state.prev_features, self.recompute_index(state))
         return StepOutput(features, state.flags(False))
 
     def describe(self) -> dict[str, Any]:

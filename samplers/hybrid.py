@@ -17,17 +17,13 @@ still counts as cheap in ``SampleOutput.full_steps``: sweeps measure the latency
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from migm_shortcut.sequence import KVCache
 from migm_shortcut.shortcut import ShortcutHead
 
-from .caching import check_recompute, least_confident_positions, require_partial_forward
+from .caching import CachedPasses, check_recompute, least_confident_positions, recompute_count, require_partial_forward
 from .policies import StepOutput, StepState
 from .shortcut import ShortcutPolicy, shortcut_features
 
@@ -48,25 +44,18 @@ class HybridShortcutPolicy(ShortcutPolicy):
 
     def reset(self, batch_size: int, num_steps: int) -> None:
         super().reset(batch_size, num_steps)
-        self.cache: KVCache | None = None
-        self.cached_ids: torch.Tensor | None = None
+        self.passes = CachedPasses()
 
     def step(self, state: StepState) -> StepOutput:
         backbone = state.backbone
         require_partial_forward(backbone, "the hybrid policy")
         self.check_base(backbone)
         length = state.input_ids.shape[1]
-        if self.is_full_step(state) or self.cache is None or math.ceil(self.recompute * length) >= length:
-            self.cache = KVCache()
-            features = backbone.features(state.input_ids, kv_cache=self.cache)
-            self.cached_ids = state.input_ids.clone()
-            return StepOutput(features, state.flags(True))
+        if self.is_full_step(state) or self.passes.cache is None or recompute_count(self.recompute, length) >= length:
+            return StepOutput(self.passes.full(backbone, state.input_ids), state.flags(True))
         predicted = shortcut_features(self.head, state)
-        index = least_confident_positions(state, predicted, self.recompute, self.cached_ids)
-        fresh = backbone.features_at(state.input_ids, index, self.cache)
-        features = predicted.scatter(1, index[..., None].expand(-1, -1, predicted.shape[-1]).to(predicted.device),
-                                     fresh.to(predicted.dtype))
-        self.cached_ids.scatter_(1, index, state.input_ids.gather(1, index))
+        index = least_confident_positions(state, predicted, self.recompute, self.passes.cached_ids)
+        features = self.passes.partial(backbone, state.input_ids, predicted, index)
         return StepOutput(features, state.flags(False), self.shortcut_guidance)
 
     def describe(self) -> dict[str, Any]:
