@@ -25,7 +25,7 @@ import torch
 from migm_shortcut.backbone import MiniDiMOO
 from migm_shortcut.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import read_json, write_json
+from migm_shortcut.io import atomic_dir, read_json, write_json
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.tokenizer import VQTokenizer
 from migm_shortcut.train.base import masked_token_validation, prompt_variants
@@ -45,12 +45,10 @@ def weights_folder(backbone: Path, work: Path) -> Path:
     """The shipped tokenizer and classifier with this backbone (no head, no calibration)."""
     folder = work / "weights"
     if not folder.is_dir():
-        tmp = work / ".weights.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        for part in ("vq", "classifier"):
-            shutil.copytree(SHIPPED_WEIGHTS / part, tmp / part)
-        shutil.copytree(backbone, tmp / "backbone")
-        tmp.rename(folder)
+        with atomic_dir(folder) as tmp:
+            for part in ("vq", "classifier"):
+                shutil.copytree(SHIPPED_WEIGHTS / part, tmp / part)
+            shutil.copytree(backbone, tmp / "backbone")
     return folder
 
 

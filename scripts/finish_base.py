@@ -27,7 +27,7 @@ from pathlib import Path
 from base_milestone_eval import cli, weights_folder
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import read_json, write_json
+from migm_shortcut.io import atomic_dir, read_json, write_json
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 
 CONFIGS = SHIPPED_WEIGHTS.parent / "configs"
@@ -54,23 +54,17 @@ def install(work: Path, milestone: Path) -> None:
     missing = [str(p) for p in parts.values() if not p.exists()]
     if missing:
         raise MigmError(f"nothing installed: {missing[0]} is missing; run the stages first")
-    staged = SHIPPED_WEIGHTS.parent / ".weights.new"
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(SHIPPED_WEIGHTS, staged)
-    for name, source in parts.items():
-        target = staged / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
-    metrics = read_json(staged / "metrics.json")
-    metrics["backbone"] = backbone_metrics(milestone, metrics["backbone"])
-    write_json(staged / "metrics.json", metrics)
-    shutil.copy2(milestone / "curve.jsonl", staged / "backbone_curve.jsonl")
-    old = SHIPPED_WEIGHTS.parent / ".weights.old"
-    shutil.rmtree(old, ignore_errors=True)
-    SHIPPED_WEIGHTS.rename(old)
-    staged.rename(SHIPPED_WEIGHTS)
-    shutil.rmtree(old)
+    with atomic_dir(SHIPPED_WEIGHTS) as staged:
+        shutil.copytree(SHIPPED_WEIGHTS, staged, dirs_exist_ok=True)
+        for name, source in parts.items():
+            target = staged / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        metrics = read_json(staged / "metrics.json")
+        metrics["backbone"] = backbone_metrics(milestone, metrics["backbone"])
+        write_json(staged / "metrics.json", metrics)
+        shutil.copy2(milestone / "curve.jsonl", staged / "backbone_curve.jsonl")
     print(f"installed the backbone, head and calibration from {work} into {SHIPPED_WEIGHTS}")
 
 
