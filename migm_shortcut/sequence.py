@@ -46,6 +46,17 @@ def write_image_codes(layout, seq: torch.Tensor, codes: torch.Tensor, committed:
     return seq
 
 
+def write_committed(layout, seq: torch.Tensor, positions: torch.Tensor, codes: torch.Tensor,
+                    num_branches: int) -> torch.Tensor:
+    """A copy of ``seq`` (branches * B, L) with image codes (B, M) written at sequence ``positions``
+    (B, M) in every CFG branch: the sampler's commit. One scatter over the branch-major view,
+    where ``with_codes`` rewrites every image position; the same ids, since a template starts all
+    masked and a committed token is never re-masked."""
+    rows = seq.view(num_branches, -1, seq.shape[-1])
+    ids = (codes + layout.code_offset).expand(num_branches, -1, -1)
+    return rows.scatter(2, positions.expand(num_branches, -1, -1), ids).view_as(seq)
+
+
 def per_branch(x: torch.Tensor, num_branches: int) -> torch.Tensor:
     """``x`` (B, ...) once per CFG branch: (branches * B, ...), branch-major like the sampler's batch.
     A concatenation: at the loop's sizes it costs half of ``repeat``, and this runs several times a step."""

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import check_model
-from migm_shortcut.sequence import per_branch
+from migm_shortcut.sequence import per_branch, write_committed
 
 from .policies import StepPolicy, StepState, VanillaPolicy
 from migm_shortcut.schedule import maskgit_masked_counts, masked_counts
@@ -78,12 +78,18 @@ class StepNoise:
         return self.uniform[:, start:middle], self.gumbel[:, middle:end]
 
 
-def select_rows(features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def row_offsets(rows: int, length: int, device: torch.device) -> torch.Tensor:
+    """(R, 1): where each row of (R, L, ...) starts once flattened (``select_rows``' ``offsets``)."""
+    return torch.arange(0, rows * length, length, device=device)[:, None]
+
+
+def select_rows(features: torch.Tensor, positions: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """``features[i, positions[i]]`` for every row i: (R, L, C), (R, M) -> (R, M, C). One
     ``index_select`` over the flattened rows; a ``gather`` with an expanded index is several
-    times slower on CPU."""
+    times slower on CPU. ``offsets``: ``row_offsets`` of the features, when the caller keeps them."""
     rows, length, width = features.shape
-    offsets = torch.arange(0, rows * length, length, device=positions.device)[:, None]
+    if offsets is None:
+        offsets = row_offsets(rows, length, positions.device)
     flat = features.reshape(rows * length, width).index_select(0, (positions + offsets).view(-1))
     return flat.view(*positions.shape, width)
 
@@ -237,19 +243,17 @@ class DiMOOSampler:
         layout, n_img = self.layout, self.layout.num_image_tokens
         batch, branches, tau = len(prompts), self.num_branches, self.temperature
         seq = self.initial_sequences(prompts).to(device)
-        base_seq = seq.clone()
         image_positions = layout.image_positions.to(device)
+        offsets = row_offsets(*seq.shape, device)
         generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        codes = torch.zeros(batch, n_img, dtype=torch.long, device=device)
-        masked = torch.ones(batch, n_img, dtype=torch.bool, device=device)
         # Each row's still-masked image indices, in image order (every row has as many: the schedule's).
         where = torch.arange(n_img, device=device).expand(batch, n_img)
-        commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device)
-        full_steps = torch.zeros(batch, dtype=torch.long, device=device)
+        masked_per_step = [n_img, *self.schedule[:-1]]
+        mask_ratios = torch.tensor([m / n_img for m in masked_per_step], dtype=torch.float32).to(device)
         normalisers: list[torch.Tensor] = []  # NaN or +inf in any step's logits makes their sum non-finite
         step_full: list[torch.Tensor] = []
-        prev_features, newly, newly_index, num_newly = None, None, None, 0
-        masked_per_step = [n_img, *self.schedule[:-1]]
+        committed: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (image indices, codes) committed
+        prev_features, newly_index, num_newly = None, None, 0
         maskgit = self.rule == "maskgit"
         self.policy.reset(batch, self.num_steps)
 
@@ -262,20 +266,17 @@ class DiMOOSampler:
                 break
             state = StepState(
                 step=k, num_steps=self.num_steps, backbone=self.backbone, input_ids=seq,
-                num_branches=branches, prev_features=prev_features, newly_committed=newly,
-                masked=masked, mask_ratio=torch.full((batch,), num_masked / n_img, device=device),
-                num_newly=num_newly, newly_index=newly_index,
+                num_branches=branches, prev_features=prev_features, masked_index=where,
+                mask_ratio=mask_ratios[k].expand(batch), num_newly=num_newly, newly_index=newly_index,
             )
             out = self.policy.step(state)
             if out.features.shape[:2] != seq.shape:
                 raise MigmError(f"policy {self.policy.name!r} returned features of shape {tuple(out.features.shape)}, expected {tuple(seq.shape)} + (C,)")
-            full = out.full.to(device)
-            full_steps += full
-            step_full.append(full)
+            step_full.append(out.full.to(device))
 
             # Only the still-masked positions are sampled.
             positions = per_branch(image_positions[where], branches)
-            logits = self.backbone.logits_from_features(select_rows(out.features, positions), positions)
+            logits = self.backbone.logits_from_features(select_rows(out.features, positions, offsets), positions)
             logits = guided_logits(logits.to(self.logits_dtype), branches, self.step_guidance(out, k))  # (B, M, K)
 
             # One uniform per masked position for the token, one for the ranking noise: the token is
@@ -286,13 +287,16 @@ class DiMOOSampler:
             where, newly_index, new_codes, normaliser = self._sample_and_commit(
                 logits, token_uniform, rank_gumbel, where, keep, tau, noise_scale, maskgit)
             normalisers.append(normaliser)
-            codes.scatter_(1, newly_index, new_codes)
-            commit_step.scatter_(1, newly_index, k)
-            still_masked = masked.scatter(1, newly_index, False)
-            newly, masked, num_newly = masked ^ still_masked, still_masked, num_masked - keep
-
-            seq = layout.with_codes(base_seq, per_branch(codes, branches), per_branch(~masked, branches))
+            committed.append((newly_index, new_codes))
+            # The commit is one scatter into the sequences; codes and commit steps are written once, after the loop.
+            seq = write_committed(layout, seq, image_positions[newly_index], new_codes, branches)
+            num_newly = num_masked - keep
             prev_features = out.features
+        index = torch.cat([i for i, _ in committed], 1)
+        codes = torch.zeros(batch, n_img, dtype=torch.long, device=device).scatter_(1, index, torch.cat([c for _, c in committed], 1))
+        steps = torch.tensor([k for k, (i, _) in enumerate(committed) for _ in range(i.shape[1])], device=device)
+        commit_step = torch.full((batch, n_img), -1, dtype=torch.long, device=device).scatter_(1, index, steps.expand(batch, -1))
+        full_steps = torch.stack(step_full).sum(0)
         sync(device)
         loop_seconds = time.perf_counter() - start
         if not bool(torch.isfinite(torch.stack(normalisers).sum())):

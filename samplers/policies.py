@@ -9,6 +9,7 @@ other policies that supply features more cheaply on some steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -25,15 +26,30 @@ class StepState:
     input_ids: torch.Tensor       # (branches * B, L) current sequences, conditional branch first
     num_branches: int             # 2 with classifier-free guidance, else 1
     prev_features: torch.Tensor | None    # (branches * B, L, C) features used at the previous step
-    newly_committed: torch.Tensor | None  # (B, N_img) bool: image tokens committed at the previous step
-    masked: torch.Tensor          # (B, N_img) bool: image tokens still masked before this step
+    masked_index: torch.Tensor    # (B, M) image indices still masked before this step, in image order
     mask_ratio: torch.Tensor      # (B,) fraction of image tokens still masked
     num_newly: int = 0            # tokens each sample committed at the previous step (the schedule's, known on the host)
-    newly_index: torch.Tensor | None = None  # (B, num_newly) their image indices, in image order (None: derive from the mask)
+    newly_index: torch.Tensor | None = None  # (B, num_newly) their image indices, in image order (None at step 0)
+
+    # The (B, N_img) masks are built only when a policy asks (the caching baselines do): the sampler
+    # itself keeps indices, and a mask per step is three more operations on every step of every policy.
+    @cached_property
+    def masked(self) -> torch.Tensor:
+        """(B, N_img) bool: image tokens still masked before this step."""
+        return self._mask_of(self.masked_index)
+
+    @cached_property
+    def newly_committed(self) -> torch.Tensor | None:
+        """(B, N_img) bool: image tokens committed at the previous step (None at step 0)."""
+        return None if self.newly_index is None else self._mask_of(self.newly_index)
+
+    def _mask_of(self, index: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(index.shape[0], self.backbone.layout.num_image_tokens, dtype=torch.bool, device=index.device)
+        return mask.scatter_(1, index, True)
 
     @property
     def batch_size(self) -> int:
-        return self.masked.shape[0]
+        return self.masked_index.shape[0]
 
     def rows(self, samples: torch.Tensor) -> torch.Tensor:
         """Sequence rows of these sample indices in every CFG branch (cond rows, then uncond rows)."""
@@ -47,7 +63,7 @@ class StepState:
             step=self.step, num_steps=self.num_steps, backbone=self.backbone,
             input_ids=self.input_ids[rows.to(self.input_ids.device)], num_branches=self.num_branches,
             prev_features=None if self.prev_features is None else self.prev_features[rows.to(self.prev_features.device)],
-            newly_committed=pick(self.newly_committed), masked=pick(self.masked), mask_ratio=pick(self.mask_ratio),
+            masked_index=pick(self.masked_index), mask_ratio=pick(self.mask_ratio),
             num_newly=self.num_newly, newly_index=pick(self.newly_index),
         )
 

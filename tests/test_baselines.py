@@ -96,11 +96,10 @@ def test_mlcache_recomputes_least_confident_masked_positions_first(tiny_backbone
 def state_with_committed(backbone, committed: int, step: int = 2) -> StepState:
     layout = backbone.layout
     ids = layout.template(torch.stack([layout.encode_prompt(PROMPTS[0]), layout.encode_prompt(None)]))
-    masked = torch.ones(1, layout.num_image_tokens, dtype=torch.bool)
     ids[:, layout.image_positions[:committed]] = layout.code_offset + 2
-    masked[:, :committed] = False
+    masked_index = torch.arange(committed, layout.num_image_tokens)[None]
     return StepState(step=step, num_steps=N, backbone=backbone, input_ids=ids, num_branches=2, prev_features=None,
-                     newly_committed=None, masked=masked, mask_ratio=masked.float().mean(1))
+                     masked_index=masked_index, mask_ratio=torch.tensor([masked_index.shape[1] / layout.num_image_tokens]))
 
 
 def test_sensitivity_score_grows_with_the_committed_tokens(tiny_backbone, table):
