@@ -154,7 +154,7 @@ def markdown_milestones(rows: list[dict]) -> str:
 
 def markdown_for(result, source: str = "") -> str:
     """The Markdown table of any results JSON this package writes: a sweep, bench-cost, bench-loop,
-    scripts/loop_overhead.py or scripts/logits_dtype.py."""
+    scripts/loop_overhead.py, scripts/loop_in_situ.py or scripts/logits_dtype.py."""
     from migm_shortcut.errors import MigmError
 
     if isinstance(result, dict) and isinstance(result.get("rows"), list):
@@ -173,6 +173,13 @@ def markdown_for(result, source: str = "") -> str:
         return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
                 f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
                 f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and result.get("kind") == "loop_in_situ":
+        calls = result["call_ms"]
+        lines = [f"| condition (model {calls['model']} ms, head {calls['head']} ms, output layer {calls['logits']} ms per call) | "
+                 "loop us/step (median) | loop us/step (min) |", "|---|---:|---:|"]
+        lines += [f"| {row['condition']} | {row['loop_us_per_step_median']} | {row['loop_us_per_step_min']} |"
+                  for row in result["conditions"]]
+        return "\n".join(lines) + "\n"
     if isinstance(result, dict) and isinstance(result.get("milestones"), list):
         return markdown_milestones(result["milestones"])
     if isinstance(result, dict) and "token_agreement" in result:
@@ -182,4 +189,4 @@ def markdown_for(result, source: str = "") -> str:
                 f"| bfloat16 | {100 * acc['bfloat16']:.1f}% | {100 * result['token_agreement']:.1f}% | "
                 f"{result['identical_images']} of {result['num_images']} |\n")
     raise MigmError(f"{source or 'the file'} is not a results JSON this package writes (sweep, bench-cost, bench-loop, "
-                    "loop_overhead, logits_dtype, base_milestone_eval)")
+                    "loop_overhead, loop_in_situ, logits_dtype, base_milestone_eval)")

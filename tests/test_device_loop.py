@@ -122,3 +122,39 @@ def test_selecting_rows_equals_gather():
     positions = torch.randint(0, 9, (4, 6))
     expected = features.gather(1, positions[..., None].expand(-1, -1, 5))
     assert torch.equal(select_rows(features, positions), expected)
+
+
+def test_committing_into_the_sequence_equals_rewriting_it_with_codes(tiny_backbone):
+    from migm_shortcut.sequence import write_committed
+
+    layout, branches, batch = tiny_backbone.layout, 2, 3
+    sampler = DiMOOSampler(tiny_backbone)
+    seq = sampler.initial_sequences(PROMPTS[:batch])
+    codes = torch.zeros(batch, layout.num_image_tokens, dtype=torch.long)
+    committed = torch.zeros(batch, layout.num_image_tokens, dtype=torch.bool)
+    order = torch.stack([torch.randperm(layout.num_image_tokens, generator=torch.Generator().manual_seed(i))
+                         for i in range(batch)])
+    for start in range(0, layout.num_image_tokens, 5):  # commit 5 tokens a step, as the sampler does
+        index = order[:, start:start + 5].sort(1).values
+        new = torch.randint(layout.codebook_size, index.shape)
+        seq = write_committed(layout, seq, layout.image_positions[index], new, branches)
+        codes.scatter_(1, index, new)
+        committed.scatter_(1, index, True)
+        expected = layout.with_codes(sampler.initial_sequences(PROMPTS[:batch]), torch.cat([codes] * branches),
+                                     torch.cat([committed] * branches))
+        assert torch.equal(seq, expected)
+
+
+def test_step_state_builds_its_masks_from_the_indices(tiny_backbone):
+    from migm_shortcut.samplers import StepState
+
+    n = tiny_backbone.layout.num_image_tokens
+    still, newly = torch.tensor([[1, 4, 7], [0, 2, 3]]), torch.tensor([[0, 2], [5, 6]])
+    state = StepState(step=1, num_steps=4, backbone=tiny_backbone, input_ids=torch.zeros(4, 1, dtype=torch.long),
+                      num_branches=2, prev_features=None, masked_index=still, mask_ratio=torch.full((2,), 3 / n),
+                      num_newly=2, newly_index=newly)
+    assert state.batch_size == 2
+    assert state.masked.shape == (2, n) and state.masked.sum().item() == 6
+    assert state.masked[0, [1, 4, 7]].all() and state.masked[1, [0, 2, 3]].all()
+    assert torch.equal(state.newly_committed.nonzero(), torch.tensor([[0, 0], [0, 2], [1, 5], [1, 6]]))
+    assert torch.equal(state.subset(torch.tensor([1])).masked, state.masked[1:])
