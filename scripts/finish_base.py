@@ -11,7 +11,8 @@ Stages, each resumable (rerun after a kill; a finished stage is skipped):
 3. ``train-head`` from the shipped head, re-bound to the new base (``--rebind-init-head``), with
    the shipped recipe (KL weight 5, MSE at still-masked positions, rollout 3), 4000 steps;
 4. ``calibrate`` the sensitivity table (128 vanilla trajectories, as shipped);
-5. the default and the baselines sweeps at 1000 images against that folder;
+5. the default and the baselines sweeps at 1000 images against that folder (the baselines sweep
+   reuses the default sweep's rows: its settings are a subset of them);
 6. ``--install``: backbone, head and calibration into ``migm_shortcut/weights`` together (a head
    and table record the base they belong to, so they move as one).
 
@@ -100,9 +101,13 @@ def main() -> None:
                 (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(weights) / name)
         # (--quick checks the plumbing with the two-row base_check sweep instead.)
         configs = ("base_check",) if args.quick else ("default_sweep", "baselines_sweep")
+        # The baselines sweep's rows are a subset of the default sweep's (same prompts, seeds and
+        # settings), so it reuses them instead of sampling 15 rows of 1000 images again.
+        reuse: list[str] = []
         for config in configs:
             cli("sweep", "--config", str(CONFIGS / f"{config}.json"), "--out", str(work / config), "--weights", weights,
-                "--resume", *quick)
+                "--resume", *reuse, *quick)
+            reuse += ["--reuse-from", str(work / config / "results.json")]
     except MigmError as exc:
         sys.exit(f"error: {exc}")
     print(f"done: sweeps in {', '.join(str(work / c) for c in configs)}; read them, then rerun with --install")
