@@ -72,9 +72,11 @@ class SampleEvaluator:
         )
 
 
-def score_image_folder(folder, model, reference: str, reference_size: int | None, backend: str = "torchmetrics") -> dict:
+def score_image_folder(folder, load_model, reference: str, reference_size: int | None, backend: str = "torchmetrics") -> dict:
     """``migm-shortcut fid``: a folder of PNGs against a reference, by Inception FID and the domain FID
-    of ``model``'s classifier, or by clean-fid (``backend="clean-fid"``, no model needed)."""
+    of the model's classifier, or by clean-fid (``backend="clean-fid"``, no model needed).
+    ``load_model()`` gives the model; it is called only once the folder has been checked, so a
+    wrong path is reported before a model is loaded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MigmError(f"--images {folder} is not a folder of PNG images")
@@ -85,6 +87,7 @@ def score_image_folder(folder, model, reference: str, reference_size: int | None
         return {"images": str(folder), "reference": name, "backend": "clean-fid",
                 "fid": cleanfid_score(folder, images, name)}
     images = to_model_range(load_dataset(folder).images)
+    model = load_model()
     if not hasattr(model, "classifier"):
         raise MigmError("fid --model needs a migm-shortcut weights folder (its classifier gives the domain FID)")
     evaluator = SampleEvaluator(model.classifier, reference, reference_size, inception=True)

@@ -390,8 +390,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_fid(args: argparse.Namespace) -> None:
     from .eval.quality import score_image_folder
 
-    model = None if args.backend == "clean-fid" else load_model_from_args(args)
-    result = score_image_folder(args.images, model, args.reference, args.reference_size, args.backend)
+    result = score_image_folder(args.images, lambda: load_model_from_args(args), args.reference, args.reference_size,
+                                args.backend)
     if args.out:
         write_json(args.out, result)
     if result["backend"] == "clean-fid":

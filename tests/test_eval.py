@@ -175,6 +175,13 @@ def test_fid_command_on_a_folder(tmp_path, capsys, tiny_weights, fake_fashion_mn
     assert scores["num_images"] == 6 and scores["fid"] > 0 and scores["reference_images"] == 20
 
 
+def test_fid_reports_a_missing_image_folder_before_loading_any_model(tmp_path, capsys):
+    # The weights folder does not exist either: the images are checked first, so that is what the user hears.
+    code = main(["fid", "--images", str(tmp_path / "no_such_folder"), "--weights", str(tmp_path / "no_weights")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such_folder is not a folder" in err and "no_weights" not in err and err.count("\n") == 1
+
+
 def test_cleanfid_missing_is_one_clear_line(tmp_path, capsys, monkeypatch, fake_fashion_mnist):
     monkeypatch.setitem(sys.modules, "cleanfid", None)
     (tmp_path / "imgs").mkdir()
