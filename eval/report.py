@@ -173,6 +173,10 @@ def markdown_for(result, source: str = "") -> str:
         return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
                 f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
                 f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and result.get("kind") == "frontier":
+        from .frontier import markdown_frontier
+
+        return markdown_frontier(result)
     if isinstance(result, dict) and result.get("kind") == "loop_in_situ":
         calls = result["call_ms"]
         lines = [f"| condition (model {calls['model']} ms, head {calls['head']} ms, output layer {calls['logits']} ms per call) | "
@@ -189,4 +193,4 @@ def markdown_for(result, source: str = "") -> str:
                 f"| bfloat16 | {100 * acc['bfloat16']:.1f}% | {100 * result['token_agreement']:.1f}% | "
                 f"{result['identical_images']} of {result['num_images']} |\n")
     raise MigmError(f"{source or 'the file'} is not a results JSON this package writes (sweep, bench-cost, bench-loop, "
-                    "loop_overhead, loop_in_situ, logits_dtype, base_milestone_eval)")
+                    "frontier, loop_overhead, loop_in_situ, logits_dtype, base_milestone_eval)")

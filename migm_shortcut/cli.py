@@ -384,7 +384,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     from .eval.report import markdown_for
     from .io import read_json
 
-    print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
+    if not args.frontier:
+        if args.out:
+            raise MigmError("report --out writes the --frontier summary; add --frontier, or drop --out")
+        print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
+        return
+    from .eval.frontier import frontier, markdown_frontier
+
+    if args.out and len(args.results) != 1:
+        raise MigmError("report --frontier --out summarises one sweep; give one results file")
+    summaries = [frontier(read_json(path), args.quality, args.min_speedup, args.tolerance) for path in args.results]
+    if args.out:
+        write_json(args.out, dict(summaries[0], source=str(args.results[0])))
+    print("\n".join(markdown_frontier(s) for s in summaries), end="")
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
@@ -577,6 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="the Markdown table of results JSON files (sweep, bench-cost, bench-loop, ...)")
     p.add_argument("results", nargs="+", help="results JSON files")
+    p.add_argument("--frontier", action="store_true",
+                   help="for a sweep: which method wins where (Pareto front, fastest setting of each method that keeps "
+                        "quality, the head against every baseline at --min-speedup or faster)")
+    p.add_argument("--quality", default="fid", choices=("fid", "domain_fid"), help="--frontier: the quality column (lower is better)")
+    p.add_argument("--min-speedup", type=float, default=2.0, help="--frontier: baselines compared from this speedup up")
+    p.add_argument("--tolerance", type=float, default=0.05, help="--frontier: allowed relative quality loss against the reference")
+    p.add_argument("--out", help="--frontier: also write the summary as JSON (one results file)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")

@@ -291,3 +291,31 @@ def test_pareto_front_keeps_only_undominated_settings_and_the_plot_is_written(tm
         row("cache-dit", "cache-dit N=12 (threshold=0.2)", 1.4, 61.0)]}
     write_pareto(result, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frontier_says_which_method_wins_where(tmp_path, capsys):
+    def row(method, setting, speedup, fid, acc):
+        return {"method": method, "setting": setting, "speedup": speedup, "fid": fid, "prompt_accuracy": acc}
+
+    rows = [{"method": "real", "setting": "real train images", "speedup": None, "fid": 18.0, "prompt_accuracy": 1.0},
+            row("vanilla", "vanilla N=16", 1.0, 50.0, 0.99), row("vanilla", "vanilla N=4", 3.5, 70.0, 0.95),
+            row("shortcut", "shortcut N=16 (budget=4)", 3.2, 52.0, 0.985), row("fixed", "fixed N=16 (interval=3)", 2.3, 60.0, 0.99),
+            row("hybrid", "hybrid N=16 (budget=6)", 2.0, 51.0, 0.99), row("sencache", "sencache N=16 (eps=0.3)", 1.5, 50.5, 0.99),
+            row("shortcut", "shortcut N=16 (budget=3)", 4.0, 53.0, 0.97)]  # fast, but 2 points of accuracy lost
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"baseline": "vanilla N=16", "rows": rows}))
+    assert main(["report", str(path), "--frontier", "--out", str(tmp_path / "frontier.json")]) == 0
+    summary = json.loads((tmp_path / "frontier.json").read_text())
+    assert [r["setting"] for r in summary["fastest_keeping_quality"]] == [
+        "shortcut N=16 (budget=4)", "hybrid N=16 (budget=6)", "sencache N=16 (eps=0.3)"]
+    duels = {d["baseline"]["setting"]: d for d in summary["head_vs_baselines"]}
+    assert set(duels) == {"fixed N=16 (interval=3)", "vanilla N=4"}  # sencache is under 2x
+    assert duels["fixed N=16 (interval=3)"]["head"]["setting"] == "shortcut N=16 (budget=4)"
+    assert duels["fixed N=16 (interval=3)"]["head_wins"] and duels["vanilla N=4"]["head_wins"]  # budget 3 is faster, FID 53 < 70
+    assert [r["setting"] for r in summary["pareto"]] == ["vanilla N=16", "sencache N=16 (eps=0.3)", "hybrid N=16 (budget=6)",
+                                                         "shortcut N=16 (budget=4)", "shortcut N=16 (budget=3)"]
+    out = capsys.readouterr().out
+    assert "| fixed N=16 (interval=3) | 2.30x | 60.00 | shortcut N=16 (budget=4) | 3.20x | 52.00 | yes |" in out
+    # the summary is itself a results file: report prints it, so docs tables can be generated from it
+    assert main(["report", str(tmp_path / "frontier.json")]) == 0
+    assert "Reference: vanilla N=16, FID 50.00" in capsys.readouterr().out
