@@ -12,7 +12,8 @@ Stages, each resumable (rerun after a kill; a finished stage is skipped):
    the shipped recipe (KL weight 5, MSE at still-masked positions, rollout 3), 4000 steps;
 4. ``calibrate`` the sensitivity table (128 vanilla trajectories, as shipped);
 5. the default and the baselines sweeps at 1000 images against that folder (the baselines sweep
-   reuses the default sweep's rows: its settings are a subset of them);
+   reuses the default sweep's rows: its settings are a subset of them), each with its
+   ``report --frontier`` summary (``frontier.json``: which method wins where);
 6. ``--install``: backbone, head and calibration into ``migm_shortcut/weights`` together (a head
    and table record the base they belong to, so they move as one).
 
@@ -108,6 +109,8 @@ def main() -> None:
             cli("sweep", "--config", str(CONFIGS / f"{config}.json"), "--out", str(work / config), "--weights", weights,
                 "--resume", *reuse, *quick)
             reuse += ["--reuse-from", str(work / config / "results.json")]
+            # Which method wins where: the closing comparison, from the sweep just written.
+            cli("report", str(work / config / "results.json"), "--frontier", "--out", str(work / config / "frontier.json"))
     except MigmError as exc:
         sys.exit(f"error: {exc}")
     print(f"done: sweeps in {', '.join(str(work / c) for c in configs)}; read them, then rerun with --install")
