@@ -31,10 +31,12 @@ PROMPT = "a photo of a bag"
 
 
 class Timed:
-    """Wraps the model's three calls: time spent inside them, and what each call does instead."""
+    """Wraps the model's three calls: the time spent inside them (``inside``, and each call's own
+    duration in ``calls``), and what each call does instead in the stubbed conditions."""
 
-    def __init__(self, backbone, head, condition: str, durations: dict[str, float]):
+    def __init__(self, backbone, head, condition: str, durations: dict[str, float] | None = None):
         self.inside = 0.0
+        self.calls: dict[str, list[float]] = {"model": [], "head": [], "logits": []}
         self.condition, self.durations = condition, durations
         self.work = torch.randn(256, 256)
         ids = DiMOOSampler(backbone).initial_sequences([PROMPT])
@@ -57,6 +59,7 @@ class Timed:
         def call(*args, **kwargs):
             start = time.perf_counter()
             out = fn(*args, **kwargs)
+            self.calls[name].append(time.perf_counter() - start)
             if self.condition in ("busy", "matmul"):
                 self.spend(self.durations[name] - (time.perf_counter() - start))
             self.inside += time.perf_counter() - start
@@ -65,33 +68,24 @@ class Timed:
         return call
 
 
-def real_durations(steps: int, budget: int) -> dict[str, float]:
-    """Median seconds of one model, head and output-layer call of the shipped model in this setting."""
-    model = load_model(device="cpu")
-    backbone, head = model.backbone, load_head(model.head_path)
-    calls: dict[str, list[float]] = {"model": [], "head": [], "logits": []}
-    for name, owner, attr in (("model", backbone, "features"), ("head", head, "advance"),
-                              ("logits", backbone, "logits_from_features")):
-        fn = getattr(owner, attr)
-
-        def timed(*args, _fn=fn, _name=name, **kwargs):
-            start = time.perf_counter()
-            out = _fn(*args, **kwargs)
-            calls[_name].append(time.perf_counter() - start)
-            return out
-
-        setattr(owner, attr, timed)
-    sampler = DiMOOSampler(backbone, num_steps=steps, policy=ShortcutPolicy(head, budget=budget))
-    for seed in range(5):
-        sampler.generate([PROMPT], [seed])
-    return {name: statistics.median(values) for name, values in calls.items()}
-
-
-def loop_per_step(condition: str, steps: int, budget: int, repeats: int, durations: dict[str, float]) -> list[float]:
+def shortcut_sampler(condition: str, steps: int, budget: int, durations: dict[str, float] | None = None):
+    """(sampler, Timed) around the shipped model and head, B of N, in one condition."""
     model = load_model(device="cpu")
     backbone, head = model.backbone, load_head(model.head_path)
     timed = Timed(backbone, head, condition, durations)
-    sampler = DiMOOSampler(backbone, num_steps=steps, policy=ShortcutPolicy(head, budget=budget))
+    return DiMOOSampler(backbone, num_steps=steps, policy=ShortcutPolicy(head, budget=budget)), timed
+
+
+def real_durations(steps: int, budget: int) -> dict[str, float]:
+    """Median seconds of one model, head and output-layer call of the shipped model in this setting."""
+    sampler, timed = shortcut_sampler("real", steps, budget)
+    for seed in range(5):
+        sampler.generate([PROMPT], [seed])
+    return {name: statistics.median(values) for name, values in timed.calls.items()}
+
+
+def loop_per_step(condition: str, steps: int, budget: int, repeats: int, durations: dict[str, float]) -> list[float]:
+    sampler, timed = shortcut_sampler(condition, steps, budget, durations)
     sampler.generate([PROMPT], [0])  # warm-up
     per_step = []
     for seed in range(repeats):
