@@ -30,14 +30,16 @@ from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.tokenizer import VQTokenizer
 from migm_shortcut.train.base import masked_token_validation, prompt_variants
 
-CLI = str(Path(sys.executable).with_name("migm-shortcut"))
+# The CLI as a module of this interpreter: it also works where the package is on PYTHONPATH only
+# (the GPU machine, scripts/gpu_finish_base.sh), with no console script installed.
+CLI = [sys.executable, "-m", "migm_shortcut.cli"]
 HEAD_RECIPE = {"trajectories": 512, "teacher_steps": 16, "init_head": "shipped", "steps": 600, "batch_size": 32,
                "lr": 2e-4, "kl_weight": 5.0, "masked_only": True, "val_trajectories": 64}
 
 
 def cli(*args: str) -> None:
     print("+ migm-shortcut " + " ".join(args), flush=True)
-    if subprocess.run([CLI, *args]).returncode != 0:
+    if subprocess.run([*CLI, *args]).returncode != 0:
         sys.exit(f"error: migm-shortcut {args[0]} failed (see above); rerun to resume")
 
 

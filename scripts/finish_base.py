@@ -18,6 +18,8 @@ Stages, each resumable (rerun after a kill; a finished stage is skipped):
    and table record the base they belong to, so they move as one).
 
 ``--quick`` runs every stage at a toy size, the sweeps as the two-row ``base_check`` (testing the script).
+``--device cuda --skip-sweeps`` runs stages 1-4 on a GPU (scripts/gpu_finish_base.sh); the sweeps then
+run where their FID reference lives, resuming from the copied WORK folder.
 """
 
 import argparse
@@ -44,7 +46,7 @@ def backbone_metrics(milestone: Path, shipped: dict) -> dict:
     last = [json.loads(line) for line in (milestone / "curve.jsonl").read_text().splitlines() if line.strip()][-1]
     return {"train_seconds": info["train_seconds"], "steps": info["step"], "batch_size": info["backbone_batch_size"],
             "lr": info["backbone_lr"], "parameters": shipped.get("parameters"),
-            "val_masked_ce": last["val_masked_ce"], "val_masked_accuracy": last["val_masked_accuracy"], "device": "cpu",
+            "val_masked_ce": last["val_masked_ce"], "val_masked_accuracy": last["val_masked_accuracy"], "device": info.get("device", "cpu"),
             "warm_start": {k: shipped.get(k) for k in ("steps", "batch_size", "train_seconds", "val_masked_ce")}}
 
 
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="scratch folder (weights, trajectories, head, sweeps)")
     parser.add_argument("--install", action="store_true", help="copy the results into migm_shortcut/weights")
     parser.add_argument("--quick", action="store_true", help="every stage at a toy size (testing the script)")
+    parser.add_argument("--device", default="cpu", help="device for collect, train-head, calibrate and the sweeps")
+    parser.add_argument("--skip-sweeps", action="store_true", help="stop after the calibration (stages 1-4)")
     args = parser.parse_args()
     work = Path(args.work)
     recipe = dict(RECIPE, **(QUICK if args.quick else {}))
@@ -86,20 +90,24 @@ def main() -> None:
             return
         work.mkdir(parents=True, exist_ok=True)
         weights = str(weights_folder(Path(args.backbone), work))
-        cli("collect", "--num", str(recipe["trajectories"]), "--steps", str(recipe["teacher_steps"]),
-            "--out", str(work / "traj"), "--weights", weights)
-        cli("train-head", "--data", str(work / "traj"), "--out", str(work / "head"), "--weights", weights,
-            "--init-head", str(SHIPPED_WEIGHTS / "head"), "--rebind-init-head", "--steps", str(recipe["head_steps"]),
-            "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]), "--kl-weight", str(recipe["kl_weight"]),
-            "--rollout", str(recipe["rollout"]), "--masked-only", "--val-trajectories", str(recipe["val_trajectories"]),
-            "--resume")
+        if not (work / "head" / "head").is_dir():  # a finished head (here or brought from a GPU) is kept
+            cli("collect", "--num", str(recipe["trajectories"]), "--steps", str(recipe["teacher_steps"]),
+                "--out", str(work / "traj"), "--weights", weights, "--device", args.device)
+            cli("train-head", "--data", str(work / "traj"), "--out", str(work / "head"), "--weights", weights,
+                "--init-head", str(SHIPPED_WEIGHTS / "head"), "--rebind-init-head", "--steps", str(recipe["head_steps"]),
+                "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]), "--kl-weight", str(recipe["kl_weight"]),
+                "--rollout", str(recipe["rollout"]), "--masked-only", "--val-trajectories", str(recipe["val_trajectories"]),
+                "--resume", "--device", args.device)
         if not (work / "calibration.json").is_file():
             cli("calibrate", "--num", str(recipe["calibration_samples"]), "--out", str(work / "calibration.json"),
-                "--weights", weights)
+                "--weights", weights, "--device", args.device)
         # The sweeps sample with this folder's own head and table: put them where a weights folder keeps them.
         for name, source in (("head", work / "head" / "head"), ("calibration.json", work / "calibration.json")):
             if not (Path(weights) / name).exists():
                 (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(weights) / name)
+        if args.skip_sweeps:
+            print(f"done: head and calibration in {work}; run again without --skip-sweeps for the sweeps")
+            return
         # (--quick checks the plumbing with the two-row base_check sweep instead.)
         configs = ("base_check",) if args.quick else ("default_sweep", "baselines_sweep")
         # The baselines sweep's rows are a subset of the default sweep's (same prompts, seeds and
@@ -107,7 +115,7 @@ def main() -> None:
         reuse: list[str] = []
         for config in configs:
             cli("sweep", "--config", str(CONFIGS / f"{config}.json"), "--out", str(work / config), "--weights", weights,
-                "--resume", *reuse, *quick)
+                "--resume", "--device", args.device, *reuse, *quick)
             reuse += ["--reuse-from", str(work / config / "results.json")]
             # Which method wins where: the closing comparison, from the sweep just written.
             cli("report", str(work / config / "results.json"), "--frontier", "--out", str(work / config / "frontier.json"))

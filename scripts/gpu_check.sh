@@ -22,19 +22,8 @@ while [ $# -gt 0 ]; do
 done
 OUT_DIR=${OUT:-outputs/gpu_check}
 mkdir -p "$OUT_DIR"
-PY=${PYTHON:-python3}
-if [ "$DEVICE" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
-export PYTHONUNBUFFERED=1
 START=$(date +%s)
-
-if ! "$PY" -c "import migm_shortcut.samplers" 2>/dev/null; then
-  SITE=/tmp/migm_site
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
-  fi
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" .
-  export PYTHONPATH=$SITE
-fi
+source scripts/gpu_env.sh
 "$PY" -c "import torch; assert '$DEVICE' != 'cuda' or torch.cuda.is_available(), 'no CUDA device'"
 
 echo "== tests on $DEVICE"

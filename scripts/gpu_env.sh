@@ -1,0 +1,14 @@
+# Sourced by the GPU scripts: makes migm_shortcut importable on a bare GPU machine (its Python has
+# torch, transformers and the rest; diffusers and importlib_metadata come as wheels in .whl, see
+# scripts/gpu_check.sh) and sets PY to the interpreter to use.
+PY=${PYTHON:-python3}
+if [ "${DEVICE:-cuda}" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+export PYTHONUNBUFFERED=1
+if ! "$PY" -c "import migm_shortcut.samplers" 2>/dev/null; then
+  SITE=/tmp/migm_site
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
+  fi
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" .
+  export PYTHONPATH=$SITE
+fi
