@@ -4,6 +4,11 @@
 PY=${PYTHON:-python3}
 if [ "${DEVICE:-cuda}" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 export PYTHONUNBUFFERED=1
+# Run from the repo root, Python would import the source folder migm_shortcut/ (cwd comes first on
+# sys.path), which lacks the subpackages that pyproject.toml maps in (samplers/, train/, eval/). Safe
+# paths (Python >= 3.11) keep cwd and the script's folder off sys.path, so the installed package is the
+# one imported; scripts/ goes on PYTHONPATH for the scripts that import each other.
+export PYTHONSAFEPATH=1
 if ! "$PY" -c "import migm_shortcut.samplers" 2>/dev/null; then
   SITE=/tmp/migm_site
   if ls .whl/*.whl >/dev/null 2>&1; then
@@ -12,3 +17,4 @@ if ! "$PY" -c "import migm_shortcut.samplers" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" .
   export PYTHONPATH=$SITE
 fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/scripts
