@@ -92,8 +92,8 @@ def build_backbone(size: str, device: torch.device, dtype: torch.dtype):
         from migm_shortcut.models import load_model
         from migm_shortcut.samplers import load_head
 
-        model = load_model(device=device)
-        backbone = model.backbone.to(dtype)
+        model = load_model(device=device, dtype=dtype)
+        backbone = model.backbone
         return backbone, load_head(model.head_path).to(device, dtype), "a photo of a bag"
     if size == "amused-256":
         from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig

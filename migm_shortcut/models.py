@@ -142,6 +142,9 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
 
         model = EmbeddedModel.from_pretrained(path, device=device)
         if dtype is not None:
+            # The fingerprint names the weights as saved: take it before the cast rounds them (a bf16
+            # copy of fp16 weights hashes differently), so the shipped head and table still match.
+            model.backbone.fingerprint
             model.backbone.to(dtype)
         return model
     from .adapters.dimoo import DiMOOModel

@@ -158,3 +158,14 @@ def test_step_state_builds_its_masks_from_the_indices(tiny_backbone):
     assert state.masked[0, [1, 4, 7]].all() and state.masked[1, [0, 2, 3]].all()
     assert torch.equal(state.newly_committed.nonzero(), torch.tensor([[0, 0], [0, 2], [1, 5], [1, 6]]))
     assert torch.equal(state.subset(torch.tensor([1])).masked, state.masked[1:])
+
+
+def test_embedded_model_cast_to_bf16_keeps_its_shipped_head():
+    # A head records the fingerprint of its base's weights as saved; a bf16 copy of fp16 weights
+    # hashes differently, so a cast taken before the fingerprint made the shipped head refuse its base.
+    from migm_shortcut.models import load_model
+    from migm_shortcut.samplers import load_head
+
+    model = load_model(dtype=torch.bfloat16)
+    assert model.backbone.lm_head.weight.dtype == torch.bfloat16
+    load_head(model.head_path).check_base(model.backbone)
