@@ -31,6 +31,14 @@ def random_head(backbone, seed: int = 1) -> ShortcutHead:
 
 
 
+def test_a_bf16_load_keeps_the_fingerprint_of_the_weights_as_saved(pipeline_folder):
+    # A head trained on the fp32 load must still load when the pipeline is sampled in bf16.
+    full, half = load_model(pipeline_folder), load_model(pipeline_folder, dtype=torch.bfloat16)
+    assert half.pipe.transformer.dtype == torch.bfloat16
+    assert half.backbone.fingerprint == full.backbone.fingerprint
+    random_head(full.backbone).check_base(half.backbone)
+
+
 def test_the_pipeline_loads_by_path_and_prompts_go_through_its_clip(pipeline_folder):
     model = load_model(pipeline_folder)
     assert model.kind == "amused-pipeline" and model.backbone.layout.grid_shape == (4, 4)

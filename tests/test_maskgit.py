@@ -158,6 +158,12 @@ def maskgit_folder(tmp_path_factory):
 
 
 
+def test_a_bf16_load_keeps_the_fingerprint_of_the_weights_as_saved(maskgit_folder):
+    full, half = load_model(maskgit_folder), load_model(maskgit_folder, dtype=torch.bfloat16)
+    assert half.backbone.model.tok_emb.weight.dtype == torch.bfloat16
+    assert half.backbone.fingerprint == full.backbone.fingerprint
+
+
 def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys):
     model = load_model(maskgit_folder)
     assert model.kind == "maskgit" and model.backbone.layout.grid_shape == (4, 4)

@@ -121,7 +121,7 @@ class UVit2DFeatures:
         """What ``shortcut_step`` embeds new tokens with, in the hook: the UVit's own ids at grid indices."""
         return self.embed_image_tokens(uvit_ids, image_index)
 
-    @property
+    @cached_property  # taken once, from the weights as loaded (before a cast), like every adapter's
     def fingerprint(self) -> str:
         c = self.transformer.config
         arch = (f"amused-uvit2d:c{c.in_channels}:h{c.hidden_size}:l{c.num_hidden_layers}:b{c.block_out_channels}"
@@ -395,14 +395,19 @@ class AmusedPipelineModel(LoadedModel):
         diffusers_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
         transformers_logging.disable_progress_bar()
         try:
-            pipe = AmusedPipeline.from_pretrained(str(folder), torch_dtype=dtype or torch.float32, low_cpu_mem_usage=False)
+            pipe = AmusedPipeline.from_pretrained(str(folder), torch_dtype=torch.float32, low_cpu_mem_usage=False)
         except (OSError, ValueError, ImportError) as exc:
             raise MigmError(f"cannot load the AmusedPipeline in {folder}: {str(exc).splitlines()[0]}") from None
         finally:
             diffusers_logging.enable_progress_bar()
             transformers_logging.enable_progress_bar()
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device), folder)
+        loaded = cls(pipe, folder)
+        # The fingerprint names the weights as saved (loaded in fp32, which holds fp16 and bf16 files
+        # exactly), so a head trained on one dtype loads on another: take it before the cast.
+        loaded.backbone.fingerprint
+        pipe.to(device, dtype or torch.float32, silence_dtype_warnings=True)
+        return loaded
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> images in [-1, 1] through the pipeline's VQModel (which outputs [0, 1])."""

@@ -234,8 +234,12 @@ class MaskGITModel(LoadedModel):
             raise MigmError(f"{settings_file}: bad MaskTransformer settings ({exc})") from None
         check_state(state, model, files[0])
         model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
-        model = model.to(device, dtype or torch.float32).eval()
-        return cls(model, class_names, maskgit_vqvae(folder, device, trust_remote_code), folder)
+        loaded = cls(model.eval(), class_names, maskgit_vqvae(folder, device, trust_remote_code), folder)
+        # The fingerprint names the weights as saved, so a head trained on one dtype loads on another:
+        # take it before the cast (cached on the backbone, which keeps this module).
+        loaded.backbone.fingerprint
+        model.to(device, dtype or torch.float32)
+        return loaded
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> images in [-1, 1] (the VQGAN's range)."""
