@@ -65,6 +65,9 @@ def install(work: Path, milestone: Path) -> None:
             if target.is_dir():
                 shutil.rmtree(target)
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        for name in ("metrics.json", "train.log"):  # the head's provenance travels with it, as shipped
+            if (work / "head" / name).is_file():
+                shutil.copy2(work / "head" / name, staged / "head" / name)
         metrics = read_json(staged / "metrics.json")
         metrics["backbone"] = backbone_metrics(milestone, metrics["backbone"])
         write_json(staged / "metrics.json", metrics)
