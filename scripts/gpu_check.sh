@@ -11,19 +11,10 @@
 #       --platform any -d .whl diffusers==0.42.1 importlib_metadata
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEVICE=cuda
-QUICK=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --device) DEVICE=$2; shift 2 ;;
-    --quick) QUICK=1; shift ;;
-    *) echo "gpu_check: unknown argument $1 (use --device cuda|cpu and --quick)" >&2; exit 2 ;;
-  esac
-done
+source scripts/gpu_env.sh gpu_check "$@"  # parses --device and --quick, sets PY
 OUT_DIR=${OUT:-outputs/gpu_check}
 mkdir -p "$OUT_DIR"
 START=$(date +%s)
-source scripts/gpu_env.sh
 "$PY" -c "import torch; assert '$DEVICE' != 'cuda' or torch.cuda.is_available(), 'no CUDA device'"
 
 echo "== tests on $DEVICE"

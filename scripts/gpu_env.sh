@@ -1,8 +1,20 @@
 # Sourced by the GPU scripts: makes migm_shortcut importable on a bare GPU machine (its Python has
 # torch, transformers and the rest; diffusers and importlib_metadata come as wheels in .whl, see
-# scripts/gpu_check.sh) and sets PY to the interpreter to use.
+# scripts/gpu_check.sh) and sets PY to the interpreter to use. It also reads the scripts' shared
+# arguments: `source scripts/gpu_env.sh NAME "$@"` sets DEVICE (--device, default cuda) and QUICK.
+GPU_SCRIPT=$1
+shift
+DEVICE=cuda
+QUICK=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    *) echo "$GPU_SCRIPT: unknown argument $1 (use --device cuda|cpu and --quick)" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3}
-if [ "${DEVICE:-cuda}" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+if [ "$DEVICE" = cpu ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 export PYTHONUNBUFFERED=1
 # Run from the repo root, Python would import the source folder migm_shortcut/ (cwd comes first on
 # sys.path), which lacks the subpackages that pyproject.toml maps in (samplers/, train/, eval/). Safe

@@ -14,19 +14,10 @@
 #   scripts/gpu_finish_base.sh --device cpu --quick    # the same path on a CPU, 2 training steps, toy head
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEVICE=cuda
-QUICK=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --device) DEVICE=$2; shift 2 ;;
-    --quick) QUICK=1; shift ;;
-    *) echo "gpu_finish_base: unknown argument $1 (use --device cuda|cpu and --quick)" >&2; exit 2 ;;
-  esac
-done
+source scripts/gpu_env.sh gpu_finish_base "$@"  # parses --device and --quick, sets PY
 OUT_DIR=${OUT:-outputs/gpu_finish_base}
 WORK=${WORK:-/tmp/migm_finish_base}
 mkdir -p "$OUT_DIR" "$WORK"
-source scripts/gpu_env.sh
 # The dataset travels with the tree on the GPU machine (it has no apt); here it is where apt put it.
 if [ -d .fmnist ]; then export MIGM_FASHION_MNIST=$PWD/.fmnist; fi
 START=$(date +%s)
