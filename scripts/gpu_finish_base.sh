@@ -21,24 +21,28 @@ mkdir -p "$OUT_DIR" "$WORK"
 # The dataset travels with the tree on the GPU machine (it has no apt); here it is where apt put it.
 if [ -d .fmnist ]; then export MIGM_FASHION_MNIST=$PWD/.fmnist; fi
 START=$(date +%s)
+# Progress bars stay on the terminal, out of the log.
+drop_progress() { tr '\r' '\n' | sed "/it\/s\]$/d"; }
+FROM_STEP=$("$PY" -c "import json; print(json.load(open('milestones/base_long/milestone.json'))['step'])")
 
 STOP=()
 FINISH=()
-if [ "$QUICK" = 1 ]; then STOP=(--stop-at "$(( $(sed -n 's/.*"step": \([0-9]*\).*/\1/p' milestones/base_long/milestone.json) + 2 ))"); FINISH=(--quick); fi
+if [ "$QUICK" = 1 ]; then STOP=(--stop-at "$(( FROM_STEP + 2 ))"); FINISH=(--quick); fi
 echo "== train-base on $DEVICE from milestones/base_long"
 "$PY" -m migm_shortcut.cli train-base --out "$WORK/base_long" --stages backbone --device "$DEVICE" --resume \
   --init-backbone migm_shortcut/weights --backbone-batch-size 128 --backbone-lr 1.5e-3 --backbone-warmup 300 \
   --backbone-steps 12000 --checkpoint-every 250 --curve-images 1000 --continue-from milestones/base_long "${STOP[@]}" \
-  2>&1 | tr '\r' '\n' | sed "/it\/s\]$/d" | tee "$OUT_DIR/finish_base.log"
+  2>&1 | drop_progress | tee "$OUT_DIR/finish_base.log"
 "$PY" scripts/base_milestone.py "$WORK/base_long" "$WORK/milestone" | tee -a "$OUT_DIR/finish_base.log"
 # Which device trained which stretch: metrics.json's backbone entry reads it (finish_base.py --install).
-"$PY" - "$WORK/milestone/milestone.json" "$DEVICE" <<'PYEOF'
+"$PY" - "$WORK/milestone/milestone.json" "$DEVICE" "$FROM_STEP" milestones/base_long/milestone.json <<'PYEOF'
 import json, sys
 import torch
-path, device = sys.argv[1], sys.argv[2]
+path, device, from_step, source = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 info = json.load(open(path))
 name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-info["device"] = f"cpu (2 cores) to step 9250, then {name}"
+before = json.load(open(source)).get("device", "cpu (2 cores)")  # the milestone's own stretches, if recorded
+info["device"] = f"{before} to step {from_step}, then {name}"
 json.dump(info, open(path, "w"), indent=2)
 PYEOF
 TRAINED=$(date +%s)
@@ -48,7 +52,7 @@ echo "wrote $OUT_DIR/base_milestone.tar.gz"
 
 echo "== finish_base stages 1-4 on $DEVICE"
 "$PY" scripts/finish_base.py --backbone "$WORK/milestone/backbone" --work "$WORK/finish" --device "$DEVICE" \
-  --skip-sweeps "${FINISH[@]}" 2>&1 | tr '\r' '\n' | sed "/it\/s\]$/d" | tee -a "$OUT_DIR/finish_base.log"
+  --skip-sweeps "${FINISH[@]}" 2>&1 | drop_progress | tee -a "$OUT_DIR/finish_base.log"
 echo "seconds: training $(( TRAINED - START )), head and calibration $(( $(date +%s) - TRAINED ))" | tee -a "$OUT_DIR/finish_base.log"
 
 # What the sweeps need: the head and the table (the trajectories stay behind).
