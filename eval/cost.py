@@ -59,13 +59,13 @@ def parameter_count(config: str) -> int:
     """Exact parameter count, from the model built on the meta device (no memory, no time)."""
     with torch.device("meta"):
         if config == "embedded":
-            from migm_shortcut.backbone import MiniDiMOO
+            from migm_shortcut.embedded.backbone import MiniDiMOO
             model = MiniDiMOO()
         elif config == "amused-256":
             from diffusers import UVit2DModel
             model = UVit2DModel(**AMUSED_256)
         elif config == "maskgit-512":
-            from migm_shortcut.adapters.maskgit_standin import MASKGIT_512, MaskTransformer
+            from migm_shortcut.maskgit.transformer import MASKGIT_512, MaskTransformer
             model = MaskTransformer(**MASKGIT_512)
         else:
             from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
@@ -112,7 +112,7 @@ def _sequence_case(config: str, backbone, head: ShortcutHead, prompt: str, rows:
 def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int, num_steps: int) -> CostCase:
     rows = 2 * batch  # both CFG branches
     if config == "embedded":
-        from migm_shortcut.backbone import MiniDiMOO
+        from migm_shortcut.embedded.backbone import MiniDiMOO
         from migm_shortcut.modeling import SHIPPED_WEIGHTS
         from migm_shortcut.samplers.shortcut import load_head
 
@@ -124,7 +124,7 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
     if config == "amused-256":
         from diffusers import UVit2DModel
 
-        from migm_shortcut.adapters.amused import UVit2DFeatures
+        from migm_shortcut.amused.model import UVit2DFeatures
 
         with torch.device(device):
             model = UVit2DModel(**AMUSED_256).to(dtype).eval()
@@ -144,7 +144,7 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), 77 + g * g, full, step)
 
     if config == "dimoo-8b":
-        from migm_shortcut.adapters.dimoo import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
+        from migm_shortcut.dimoo.model import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
                                                   LLaDAImageBackbone, LLaDAImageLayout)
         from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
 
@@ -161,8 +161,8 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
                               sum(p.numel() for p in model.parameters()), device)
 
     if config == "maskgit-512":
-        from migm_shortcut.adapters.maskgit import MaskGITBackbone
-        from migm_shortcut.adapters.maskgit_standin import MASKGIT_512, MaskTransformer
+        from migm_shortcut.maskgit.model import MaskGITBackbone
+        from migm_shortcut.maskgit.transformer import MASKGIT_512, MaskTransformer
 
         with torch.device(device):
             model = MaskTransformer(**MASKGIT_512).to(dtype).eval()

@@ -11,12 +11,14 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from migm_shortcut.samplers import MaskedTokenSampler
+
 
 def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: int, guidance_scale: float,
                      temperature: float, batch_size: int, policy=None, desc: str = "generating"):
     """Images for every (prompt, seed), batch by batch; returns images, loop seconds, full steps per image."""
     images, full_steps, loop_seconds = [], [], 0.0
-    sampler = model.sampler(num_steps, guidance_scale, temperature, policy)
+    sampler = MaskedTokenSampler.for_model(model, num_steps, guidance_scale, temperature, policy)
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
         out = sampler.generate(prompts[i : i + batch_size], seeds[i : i + batch_size])
         loop_seconds += out.loop_seconds
@@ -73,7 +75,7 @@ def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, meth
     start = time.perf_counter()
     results = []
     for name, policy in methods:
-        model.sampler(num_steps, guidance_scale, temperature, policy).generate(prompts[:2], seeds[:2])  # warm-up
+        MaskedTokenSampler.for_model(model, num_steps, guidance_scale, temperature, policy).generate(prompts[:2], seeds[:2])  # warm-up
         images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, num_steps, guidance_scale,
                                                             temperature, batch_size, policy, desc=name)
         results.append((name, images, loop_seconds, full_steps.float().mean().item()))
@@ -88,10 +90,10 @@ def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, meth
     path = save_grid(rows, labels, Path(out_dir) / "demo_grid.png", title=f"N={num_steps}, seed {seed} | {title}")
     log(f"demo grid: {path}")
     for name, images, seconds, full in results:
-        accuracy = (f", prompt accuracy {model.prompt_accuracy(images, prompts):.1%}"
-                    if hasattr(model, "prompt_accuracy") else "")
+        accuracy = (f", prompt accuracy {model.judge.accuracy(images, prompts):.1%}"
+                    if model.judge is not None else "")
         log(f"{name:>22}: {len(prompts)} images, sampling loop {seconds:.1f} s ({1000 * seconds / len(prompts):.0f} ms/image, "
             f"{full:.1f} full steps), speedup {vanilla_seconds / seconds:.2f}x over vanilla{accuracy}")
-    judged = " (accuracy by the project classifier)" if hasattr(model, "prompt_accuracy") else ""
+    judged = " (accuracy by the model's judge)" if model.judge is not None else ""
     log(f"total {time.perf_counter() - start:.1f} s (same prompts and seeds for every method){judged}")
     return path

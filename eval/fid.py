@@ -87,21 +87,17 @@ class InceptionFeatures(nn.Module):
         return feats.float().cpu()
 
 
-class ClassifierFeatures(nn.Module):
-    """Feature module for domain FID: the project classifier's penultimate layer."""
+class JudgeFeatures(nn.Module):
+    """Feature module for domain FID: the features of the model's judge (``LoadedModel.judge``)."""
 
-    def __init__(self, classifier):
+    def __init__(self, judge):
         super().__init__()
-        self.classifier = classifier.eval()
-        self.num_features = classifier.config.feature_dim
-        self.identity = f"classifier:{tensor_digest(*classifier.state_dict().values())}"
+        self.judge = judge
+        self.num_features = judge.num_features
+        self.identity = judge.identity
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            images = images.float() / 127.5 - 1
-        device = next(self.classifier.parameters()).device
-        return self.classifier.features(images.to(device)).float().cpu()
+        return self.judge.features(images)
 
 
 _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")

@@ -2,7 +2,7 @@
 
 ``bench-cost`` times one model step; what a user waits for is the loop around it too: logits,
 guidance, sampling, confidence ranking, commit and the sequence update. This benchmark runs
-``DiMOOSampler.generate`` end to end (random weights, ``batch`` images x 2 CFG branches; times
+``MaskedTokenSampler.generate`` end to end (random weights, ``batch`` images x 2 CFG branches; times
 are per image) for vanilla
 and the shortcut at several budgets, and splits each step's time into
 
@@ -67,7 +67,7 @@ class StubBackbone(ModelInfo, nn.Module):
 
 
 def dimoo_layout(height: int, width: int, prompt_tokens: int = 64):
-    from migm_shortcut.adapters.dimoo import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
+    from migm_shortcut.dimoo.model import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
                                               LLaDAImageLayout, dimoo_grid)
 
     ids = DIMOO_SPECIAL_IDS
@@ -89,14 +89,14 @@ def weights_bytes(size: str, dtype: torch.dtype) -> int:
 def build_backbone(size: str, device: torch.device, dtype: torch.dtype):
     """(backbone, head, prompt) for a size: random weights except the embedded model's."""
     if size == "embedded":
-        from migm_shortcut.models import load_model
+        from migm_shortcut.registry import load_model
         from migm_shortcut.samplers import load_head
 
         model = load_model(device=device, dtype=dtype)
         backbone = model.backbone
         return backbone, load_head(model.head_path).to(device, dtype), "a photo of a bag"
     if size == "amused-256":
-        from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig
+        from migm_shortcut.amused.model import AmusedBackbone, AmusedConfig
 
         k = AMUSED_256
         config = AmusedConfig(words=["a", "photo"], codebook_size=k["codebook_size"], grid_size=k["sample_size"],
@@ -109,7 +109,7 @@ def build_backbone(size: str, device: torch.device, dtype: torch.dtype):
             backbone = AmusedBackbone(config).to(dtype).eval()
         return backbone, ShortcutHead.for_base(backbone).to(device, dtype), "a photo"
     if size == "dimoo-8b":
-        from migm_shortcut.adapters.dimoo import LLaDAImageBackbone
+        from migm_shortcut.dimoo.model import LLaDAImageBackbone
         from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
 
         with torch.device(device):
@@ -117,8 +117,8 @@ def build_backbone(size: str, device: torch.device, dtype: torch.dtype):
         backbone = LLaDAImageBackbone(model, dimoo_layout(1024, 1024))
         return backbone, ShortcutHead.for_base(backbone).to(device, dtype), "a photo"
     if size == "maskgit-512":
-        from migm_shortcut.adapters.maskgit import MaskGITBackbone
-        from migm_shortcut.adapters.maskgit_standin import MASKGIT_512, MaskTransformer
+        from migm_shortcut.maskgit.model import MaskGITBackbone
+        from migm_shortcut.maskgit.transformer import MASKGIT_512, MaskTransformer
 
         with torch.device(device):
             backbone = MaskGITBackbone(MaskTransformer(**MASKGIT_512).to(dtype).eval())
@@ -157,12 +157,12 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
              batch: int = 1, compile_step: bool = False):
     """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
     and the model/head split per image."""
-    from migm_shortcut.adapters.maskgit import MaskGITBackbone
-    from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, VanillaPolicy
+    from migm_shortcut.maskgit.model import MaskGITBackbone
+    from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, VanillaPolicy
 
     policy = VanillaPolicy() if budget is None else ShortcutPolicy(head, budget=budget)
     rule = "maskgit" if isinstance(backbone, MaskGITBackbone) else "dimoo"  # each model with its own sampling rule
-    sampler = DiMOOSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule,
+    sampler = MaskedTokenSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule,
                            compile_step=compile_step)
     model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
     # Head time is the shortcut step's prediction: embedding the new tokens with the base model, then the head

@@ -81,7 +81,7 @@ def import_cache_dit():
 
 
 def pipeline_of(model):
-    pipe = getattr(model, "pipe", None)
+    pipe = model.pipe
     if pipe is None:
         raise MigmError(f"pipeline rows run a diffusers pipeline's own __call__; this {model.kind} model has none "
                         "(pass --model PIPELINE_FOLDER, an AmusedPipeline folder)")
@@ -90,7 +90,7 @@ def pipeline_of(model):
 
 def pipeline_head(model, params: dict):
     """The head a pipeline-shortcut row uses: the one it names, else the model folder's own (or None)."""
-    return params.get("head") or getattr(model, "head_path", None)
+    return params.get("head") or model.head_path
 
 
 def check_blocks(pipe, params: dict) -> None:
@@ -108,7 +108,7 @@ def accelerated(model, method: str, steps: int, params: dict):
     if method == "pipeline":
         yield (lambda generations: float(steps)), (lambda: None)
     elif method == "pipeline-shortcut":
-        from migm_shortcut.hooks import disable_shortcut, enable_shortcut
+        from migm_shortcut.amused.hook import disable_shortcut, enable_shortcut
 
         head = pipeline_head(model, params)
         if head is None:

@@ -1,7 +1,8 @@
 """Quality of a set of generated images: Inception FID, domain FID, prompt accuracy.
 
 ``SampleEvaluator`` holds the reference statistics (computed once, cached on disk) and the
-project classifier, and scores any batch of images with known target classes.
+model's judge (``LoadedModel.judge``), and scores any batch of images with their prompts. The
+reference comes from the model (``LoadedModel.reference_images``) or from a folder or ``.npz``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from pathlib import Path
 
 import torch
 
-from migm_shortcut.classifier import FashionClassifier
-from migm_shortcut.data import ImageDataset, load_dataset, to_model_range
+from migm_shortcut.embedded.data import balanced_subset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import ReferenceImages
 
-from .fid import CachedFID, ClassifierFeatures, InceptionFeatures
+from .fid import CachedFID, InceptionFeatures, JudgeFeatures
+
+MODEL_REFERENCE = "model"  # the reference set the model's family provides
 
 
 @dataclass
 class QualityScores:
     num_images: int
-    prompt_accuracy: float | None  # share of images the classifier assigns to the prompted class
-    domain_fid: float              # FID on the project classifier's features (not comparable with papers)
+    prompt_accuracy: float | None  # share of images the judge assigns to the prompted class
+    domain_fid: float | None       # FID on the judge's features (not comparable with papers)
     fid: float | None              # Inception FID (standard); None when skipped
 
     def as_dict(self) -> dict:
@@ -30,44 +33,41 @@ class QualityScores:
                 "domain_fid": self.domain_fid, "fid": self.fid}
 
 
-def reference_images(source: str = "fashion-mnist-test", size: int | None = None) -> tuple[torch.Tensor, str]:
-    """The reference set for FID: the Fashion-MNIST test split (optionally a class-balanced subset) or a folder/.npz."""
-    if source in ("fashion-mnist-test", "fashion-mnist"):
-        data = load_dataset("fashion-mnist", "test")
-        name = "fashion-mnist:test"
-    else:
-        data = load_dataset(source)
-        name = f"custom:{source}"
+def reference_images(model, source: str | None = MODEL_REFERENCE, size: int | None = None,
+                     split: str = "test") -> ReferenceImages:
+    """The reference set for FID: the model's own (``source`` "model": its family's real images of
+    ``split``) or a folder / ``.npz`` of images (optionally a class-balanced subset of ``size``)."""
+    if source in (None, MODEL_REFERENCE):
+        reference = None if model is None else model.reference_images(split, size)
+        if reference is None:
+            raise MigmError("this model has no reference images of its own; pass --reference DIR (real images)")
+        return reference
+    data, name = load_dataset(source), f"custom:{source}"
     if size is not None and size < len(data):
-        data = balanced_subset(data, size)
-        name += f":first{size}"
-    return to_model_range(data.images), name
-
-
-def balanced_subset(data: ImageDataset, size: int) -> ImageDataset:
-    if (data.labels < 0).any():
-        return data.subset(slice(0, size))
-    return data.balanced(size // 10)
+        data, name = balanced_subset(data, size), f"{name}:first{size}"
+    return ReferenceImages(to_model_range(data.images), name)
 
 
 class SampleEvaluator:
-    def __init__(self, classifier: FashionClassifier, reference: str = "fashion-mnist-test",
-                 reference_size: int | None = None, inception: bool = True, progress: bool = True):
-        images, name = reference_images(reference, reference_size)
+    """Inception FID against a reference, and with a judge, prompt accuracy and domain FID."""
+
+    def __init__(self, judge, reference: ReferenceImages, inception: bool = True, progress: bool = True):
+        images, name = reference.images, reference.name
         if len(images) < 2:
-            raise MigmError(f"reference {reference} has {len(images)} images; FID needs at least 2")
-        self.classifier = classifier.eval()
+            raise MigmError(f"reference {name} has {len(images)} images; FID needs at least 2")
+        self.judge = judge
         self.reference_name = name
         self.reference_count = len(images)
-        self.domain = CachedFID(ClassifierFeatures(classifier), images, name, batch_size=500, progress=progress)
+        self.domain = (CachedFID(JudgeFeatures(judge), images, name, batch_size=500, progress=progress)
+                       if judge is not None else None)
         self.inception = CachedFID(InceptionFeatures(), images, name, progress=progress) if inception else None
 
-    def score(self, images: torch.Tensor, classes: torch.Tensor | None) -> QualityScores:
-        accuracy = self.classifier.accuracy(images, classes) if classes is not None else None
+    def score(self, images: torch.Tensor, prompts: list | None) -> QualityScores:
+        judged = self.judge is not None and prompts is not None
         return QualityScores(
             num_images=len(images),
-            prompt_accuracy=accuracy,
-            domain_fid=self.domain.score(images),
+            prompt_accuracy=self.judge.accuracy(images, prompts) if judged else None,
+            domain_fid=self.domain.score(images) if self.domain is not None else None,
             fid=self.inception.score(images) if self.inception is not None else None,
         )
 
@@ -80,17 +80,15 @@ def score_image_folder(folder, load_model, reference: str, reference_size: int |
     folder = Path(folder)
     if not folder.is_dir():
         raise MigmError(f"--images {folder} is not a folder of PNG images")
+    model = load_model() if reference in (None, MODEL_REFERENCE) or backend != "clean-fid" else None
     if backend == "clean-fid":
         from .cleanfid_backend import cleanfid_score
 
-        images, name = reference_images(reference, reference_size)
-        return {"images": str(folder), "reference": name, "backend": "clean-fid",
-                "fid": cleanfid_score(folder, images, name)}
+        ref = reference_images(model, reference, reference_size)
+        return {"images": str(folder), "reference": ref.name, "backend": "clean-fid",
+                "fid": cleanfid_score(folder, ref.images, ref.name)}
     images = to_model_range(load_dataset(folder).images)
-    model = load_model()
-    if not hasattr(model, "classifier"):
-        raise MigmError("fid --model needs a migm-shortcut weights folder (its classifier gives the domain FID)")
-    evaluator = SampleEvaluator(model.classifier, reference, reference_size, inception=True)
+    evaluator = SampleEvaluator(model.judge, reference_images(model, reference, reference_size), inception=True)
     scores = evaluator.score(images, None)
     return {"images": str(folder), "num_images": len(images), "reference": evaluator.reference_name,
             "reference_images": evaluator.reference_count, "backend": "torchmetrics", **scores.as_dict()}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -30,15 +29,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from migm_shortcut.data import load_dataset, to_model_range
+from migm_shortcut.checks import check_number, check_steps_value
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
-from migm_shortcut.models import load_model
-from migm_shortcut.samplers import POLICIES, POLICY_FILES, make_policy, make_policy_for_model, policy_files
+from migm_shortcut.registry import load_model
+from migm_shortcut.samplers import POLICIES, MaskedTokenSampler, build_policy, policy_class, policy_files
 
 from .pipeline_rows import (PIPELINE_METHODS, check_blocks, check_pipeline_setting, pipeline_head, pipeline_of,
                             run_pipeline_setting)
-from .quality import SampleEvaluator, balanced_subset
+from .quality import MODEL_REFERENCE, SampleEvaluator, reference_images
 from .speed import flops_per_image, median_latency
 
 
@@ -85,7 +84,7 @@ class SweepConfig:
     batch_size: int = 50
     guidance_scale: float = 4.0
     temperature: float = 1.0
-    reference: str = "fashion-mnist-test"
+    reference: str = MODEL_REFERENCE  # "model": the model's own real images; else a folder or .npz
     reference_size: int | None = None
     quick_reference_size: int | None = 1000
     inception: bool = True
@@ -105,17 +104,11 @@ def _parse_setting(raw: Any, where: str) -> Setting:
     if raw["policy"] not in POLICIES and raw["policy"] not in PIPELINE_METHODS:
         raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: "
                         f"{', '.join(sorted(POLICIES) + list(PIPELINE_METHODS))}")
-    if not isinstance(raw["steps"], int) or raw["steps"] < 1:
-        raise MigmError(f"{where}: steps must be a whole number >= 1, got {raw['steps']!r}")
-    sampling = {}
-    for key in ("guidance_scale", "temperature"):
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-                    or (key == "temperature" and value == 0):
-                raise MigmError(f"{where}: {key} must be a number {'> 0' if key == 'temperature' else '>= 0'}, "
-                                f"got {value!r}")
-            sampling[key] = float(value)
+    try:
+        check_steps_value(raw["steps"])
+        sampling = {key: check_number(key, raw[key]) for key in ("guidance_scale", "temperature") if key in raw}
+    except MigmError as exc:
+        raise MigmError(f"{where}: {exc}") from None
     params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature")}
     setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling)
     if setting.policy in PIPELINE_METHODS:
@@ -123,8 +116,11 @@ def _parse_setting(raw: Any, where: str) -> Setting:
         return setting
     # Bad parameters fail before any work; a policy whose head or calibration comes from the
     # model (not named here) is checked once the model is loaded (``setting_policy``).
-    if all(setting.params.get(key) is not None for key, users in POLICY_FILES.items() if setting.policy in users):
-        make_policy(setting.policy, **setting.params).reset(1, setting.steps)
+    try:
+        if all(setting.params.get(key) is not None for key in policy_class(setting.policy).files):
+            build_policy(setting.policy, steps=setting.steps, **setting.params)
+    except MigmError as exc:
+        raise MigmError(f"{where}: {exc}") from None
     return setting
 
 
@@ -154,17 +150,13 @@ def setting_policy(model, setting: Setting):
         if setting.policy == "cache-dit":
             check_blocks(pipe, setting.params)
         return None
-    policy = make_policy_for_model(setting.policy, model, **setting.params)
-    policy.reset(1, setting.steps)
-    if hasattr(policy, "check_base"):
-        policy.check_base(model.backbone)
-    return policy
+    return build_policy(setting.policy, model, steps=setting.steps, **setting.params)
 
 
 def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds: list[int],
                 progress: bool = True, decode: bool = True) -> tuple[torch.Tensor | None, dict]:
     policy = setting_policy(model, setting)
-    sampler = model.sampler(setting.steps, *setting.sampling(cfg), policy)
+    sampler = MaskedTokenSampler.for_model(model, setting.steps, *setting.sampling(cfg), policy)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
     for i in tqdm(range(0, len(prompts), cfg.batch_size), desc=setting.name, unit="batch", disable=not progress, leave=False):
@@ -200,7 +192,7 @@ def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
             return {}
         return {"head": file_digest(Path(head) / "model.safetensors")}
     return {key: file_digest(path) for key, path in policy_files(setting.policy, model, **setting.params).items()
-            if path is not None and not hasattr(path, "state_dict")}
+            if isinstance(path, (str, Path))}
 
 
 def _row_key(row: dict) -> str:
@@ -236,7 +228,7 @@ def reconstruction_inputs(tokenizer) -> dict[str, str]:
     return {"tokenizer": tensor_digest(*tokenizer.model.state_dict().values())}
 
 
-def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str, real: bool = True,
+def real_images_rows(evaluator: SampleEvaluator, model, per_class: int, reference: str, real: bool = True,
                      tokenizer=None, inputs: dict[str, dict] | None = None) -> list[dict]:
     """Real training images (never in the test-split reference), scored exactly like samples.
 
@@ -245,10 +237,8 @@ def real_images_rows(evaluator: SampleEvaluator, per_class: int, reference: str,
     ``inputs`` (row name -> what it depends on) is stored with the rows it names, for resuming.
     """
     inputs = inputs or {}
-    source = "fashion-mnist" if reference.startswith("fashion-mnist") else reference
-    data = balanced_subset(load_dataset(source, "train"), 10 * per_class)
-    labels = data.labels if bool((data.labels >= 0).all()) else None
-    images = to_model_range(data.images)
+    real_set = reference_images(model, reference, 10 * per_class, split="train")
+    images, labels = real_set.images, real_set.prompts
     cases = [("real train images", images)] if real else []
     if tokenizer is not None:
         with torch.no_grad():
@@ -297,8 +287,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         if not prompts:
             raise MigmError("the prompts file holds no prompts")
         digest = hashlib.sha256("\n".join(map(str, prompts)).encode()).hexdigest()[:16]
-        parse = getattr(loaded, "parse_prompt", None)
-        prompts = [parse(p) if parse else p for p in prompts for _ in range(per_prompt)]
+        prompts = [p for p in loaded.parse_prompts(prompts) for _ in range(per_prompt)]
         if clip is not None and any(not isinstance(p, str) for p in prompts):
             raise MigmError("--clip scores text prompts; this model is class-conditional (drop --clip)")
         evaluator, classes = None, None
@@ -308,11 +297,12 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
 
         folder_fid = FolderFID(reference, progress=progress) if reference is not None else None
         clip_score = LocalCLIPScore(clip) if clip is not None else None
-    elif hasattr(loaded, "classifier"):
+    elif loaded.evaluation_prompts(per_class) is not None:
         reference_size = cfg.quick_reference_size if quick else cfg.reference_size
-        evaluator = SampleEvaluator(loaded.classifier, cfg.reference, reference_size, cfg.inception, progress)
-        prompts, class_list = loaded.class_prompts(per_class)
-        classes = torch.tensor(class_list)
+        evaluator = SampleEvaluator(loaded.judge, reference_images(loaded, cfg.reference, reference_size),
+                                    cfg.inception, progress)
+        prompts, _ = loaded.evaluation_prompts(per_class)
+        classes = prompts  # the judge reads each image's class from its prompt
     else:
         raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     if evaluator is not None:
@@ -340,14 +330,16 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     reusable = reusable_rows(result, sources)
 
     wanted = [("real train images", cfg.real_baseline), (RECONSTRUCTIONS, cfg.reconstruction_baseline)]
-    inputs = {RECONSTRUCTIONS: reconstruction_inputs(model.tokenizer)} if cfg.reconstruction_baseline else {}
+    if cfg.reconstruction_baseline and model.image_tokenizer is None:
+        raise MigmError("reconstruction_baseline needs a model whose image tokenizer encodes images; drop it from the config")
+    inputs = {RECONSTRUCTIONS: reconstruction_inputs(model.image_tokenizer)} if cfg.reconstruction_baseline else {}
     real_keys = {name: _row_key({"method": "real", "setting": name, "steps": None, "params": {},
                                  "inputs": inputs.get(name)}) for name, _ in wanted}
     if all(real_keys[name] in reusable for name, on in wanted if on):
         result["rows"] += [reusable[real_keys[name]] for name, on in wanted if on]
     elif cfg.real_baseline or cfg.reconstruction_baseline:
-        result["rows"] += real_images_rows(evaluator, per_class, cfg.reference, cfg.real_baseline,
-                                           model.tokenizer if cfg.reconstruction_baseline else None, inputs)
+        result["rows"] += real_images_rows(evaluator, model, per_class, cfg.reference, cfg.real_baseline,
+                                           model.image_tokenizer if cfg.reconstruction_baseline else None, inputs)
 
     settings = [cfg.baseline] + [s for s in cfg.settings if s != cfg.baseline]
     # Pipeline rows are timed against the plain pipeline at the baseline's N, which runs first among them.

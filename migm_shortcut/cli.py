@@ -7,6 +7,7 @@ Every sub-command turns user mistakes into one line on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -15,10 +16,11 @@ from typing import Sequence
 
 import torch
 
-from . import __version__
+from migm_shortcut import __version__
+from .checks import check_sampling
 from .errors import MigmError
-from .io import write_json
-from .samplers import POLICIES
+from migm_shortcut.io import write_json
+from .samplers import POLICIES, POLICY_FILES, build_policy, policy_class, policy_parameters
 
 
 def _positive(name: str):
@@ -78,28 +80,47 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
 
 def load_options(args: argparse.Namespace) -> dict:
     """``load_model``'s keyword arguments from the model flags (``_add_model_args``), device aside."""
-    class_names = read_prompt_lines(args.class_names) if getattr(args, "class_names", None) else None
+    class_names = read_prompt_lines(args.class_names) if args.class_names else None
     return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
             "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names}
 
 
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):
-    from .models import load_model
+    from migm_shortcut.registry import load_model
 
     return load_model(args.model, device=device or args.device, **load_options(args))
 
 
-def parse_prompts(model, prompts: list[str]) -> list:
-    """Prompts as the model takes them: text, or class ids/names for class-conditional models."""
-    parse = getattr(model, "parse_prompt", None)
-    return [parse(p) for p in prompts] if parse else prompts
-
-
 def fill_sampling_defaults(args: argparse.Namespace, model) -> None:
     """Steps, CFG scale and temperature left unset take the model's own defaults."""
-    for flag, key in (("steps", "num_steps"), ("guidance_scale", "guidance_scale"), ("temperature", "temperature")):
-        if getattr(args, flag, None) is None:
-            setattr(args, flag, model.defaults[key])
+    d = model.defaults
+    args.steps = d.num_steps if args.steps is None else args.steps
+    args.guidance_scale = d.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    args.temperature = d.temperature if args.temperature is None else args.temperature
+
+
+def _flag_type(kind):
+    return {int: int, float: _finite, "steps": _step_list}[kind]
+
+
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+    """One flag per parameter any policy declares (policies sharing a name share the flag), and one
+    per file kind: generated from the policies' ``Settings``, so a new policy needs no CLI change."""
+    flags: dict[str, dict] = {}
+    for name, cls in POLICIES.items():
+        for f in dataclasses.fields(cls.Settings):
+            entry = flags.setdefault(f.name, {"meta": f.metadata, "users": []})
+            entry["users"].append(name)
+    for key, entry in flags.items():
+        meta, users = entry["meta"], "/".join(entry["users"])
+        flag = "--" + (meta["flag"] or key.replace("_", "-"))
+        if meta["kind"] is bool:
+            p.add_argument(flag, dest=key, action="store_true", default=None, help=f"{users}: {meta['help']}")
+        else:
+            p.add_argument(flag, dest=key, type=_flag_type(meta["kind"]), help=f"{users}: {meta['help']}")
+    for key, what in POLICY_FILES.items():
+        users = "/".join(name for name, cls in POLICIES.items() if key in cls.files)
+        p.add_argument(f"--{key}", default=None, help=f"{users}: {what}")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> None:
@@ -111,21 +132,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, with_policy: bool = True) -> 
     if with_policy:  # the demo compares several policies (--methods); a single --policy would be ignored there
         p.add_argument("--policy", default="vanilla",
                        help="step policy (default vanilla): " + ", ".join(POLICY_CHOICES))
-    p.add_argument("--budget", type=int, help="shortcut/hybrid: full backbone steps B out of N (default 4)")
-    p.add_argument("--head", default=None, help="shortcut/adaptive/hybrid: head folder (default: the model's head/)")
-    p.add_argument("--final-full", action="store_true", help="shortcut/hybrid: also run the backbone on the last step")
-    p.add_argument("--compile-head", action="store_true", default=None,
-                   help="shortcut: torch.compile the head (off by default: it did not pay on CPU)")
-    p.add_argument("--full-steps", type=_step_list, help="shortcut/hybrid: the full steps themselves, e.g. 0,7,10,13 (B = their count)")
-    p.add_argument("--shortcut-guidance", type=_finite,
-                   help="shortcut/adaptive/hybrid: CFG scale on shortcut steps (default: --guidance-scale, as on full steps)")
-    p.add_argument("--eps", type=_finite, help="sencache/adaptive: sensitivity threshold eps (0: never skip a step)")
-    p.add_argument("--early-eps", type=_finite, help="sencache: stricter eps for the first 20%% of steps")
-    p.add_argument("--max-reuse", type=int, help="sencache/adaptive: at most K cheap steps in a row")
-    p.add_argument("--calibration", help="sencache/adaptive: sensitivity table from `calibrate` (default: the model's)")
-    p.add_argument("--warmup", type=_finite, help="mlcache: warm-up ratio of full steps (default 0.3)")
-    p.add_argument("--interval", type=int, help="mlcache: refresh interval (default 5); fixed: compute every k-th step (default 2)")
-    p.add_argument("--recompute", type=_finite, help="mlcache/hybrid: ratio of positions recomputed on partial steps (default 0.1; hybrid 0.05)")
+    _add_policy_args(p)
     _add_model_args(p)
 
 
@@ -146,44 +153,27 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 POLICY_CHOICES = tuple(POLICIES)  # registration order: vanilla first
-# The flags each policy reads (flag attribute -> policy parameter); unset flags keep the policy's default.
-POLICY_FLAGS = {
-    "vanilla": {},
-    "shortcut": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps",
-                 "shortcut_guidance": "shortcut_guidance", "compile_head": "compile"},
-    "adaptive": {"eps": "eps", "max_reuse": "max_reuse", "shortcut_guidance": "shortcut_guidance"},
-    "sencache": {"eps": "eps", "max_reuse": "max_reuse", "early_eps": "early_eps"},
-    "mlcache": {"warmup": "warmup", "interval": "interval", "recompute": "recompute"},
-    "fixed": {"interval": "interval"},
-    "hybrid": {"budget": "budget", "final_full": "final_full", "full_steps": "full_steps",
-               "shortcut_guidance": "shortcut_guidance", "recompute": "recompute"},
-}
 
 
-def policy_from_args(args: argparse.Namespace, model):
-    """The step policy the sampling flags describe, with the model's own head and calibration unless
-    named; bad settings (a head for another model, a budget outside 1..N) fail here, before any work."""
-    from .samplers import POLICY_FILES, make_policy_for_model
-
-    params = {param: getattr(args, flag) for flag, param in POLICY_FLAGS.get(args.policy, {}).items()
-              if getattr(args, flag) is not None}
-    params.update({key: getattr(args, key) for key, users in POLICY_FILES.items() if args.policy in users})
-    policy = make_policy_for_model(args.policy, model, **params)
-    policy.reset(1, args.steps)  # budget outside 1..N, a calibration for another N: one line, now
-    if hasattr(policy, "check_base"):
-        policy.check_base(model.backbone)
-    return policy
+def policy_from_args(args: argparse.Namespace, model, name: str | None = None):
+    """The step policy the sampling flags describe (``name``, else ``--policy``), with the model's own
+    head and calibration unless named; bad settings (a head for another model, a budget outside
+    1..N) fail here, before any work."""
+    name = name or args.policy
+    policy_class(name)  # an unknown name: one line listing the policies
+    params = {key: vars(args)[key] for key in policy_parameters(name)}
+    return build_policy(name, model, steps=args.steps, **params)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     model = load_model_from_args(args)
-    prompts = parse_prompts(model, _read_prompts(args))
+    prompts = model.parse_prompts(_read_prompts(args))
     fill_sampling_defaults(args, model)
     for p in prompts:  # reject bad prompts before any work or any file
         model.backbone.layout.encode_prompt(p)
     policy = policy_from_args(args, model)
-    model.sampler(args.steps, args.guidance_scale, args.temperature, policy)  # validates steps/scale/temperature
-    from .eval.demo import sample_to_folder
+    check_sampling(args.steps, args.guidance_scale, args.temperature)
+    from migm_shortcut.eval.demo import sample_to_folder
 
     record = sample_to_folder(model, prompts, args.per_prompt, args.seed, args.steps, args.guidance_scale,
                               args.temperature, args.batch_size, policy, Path(args.out_dir), args.grid,
@@ -194,17 +184,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Every requested method on the same prompts and seeds: a labelled grid and the measured speedups."""
-    import copy
-
     model = load_model_from_args(args)
     fill_sampling_defaults(args, model)
     if args.prompt or args.prompts_file:
-        distinct = parse_prompts(model, _read_prompts(args))
-    elif hasattr(model, "demo_prompts"):
+        distinct = model.parse_prompts(_read_prompts(args))
+    elif model.demo_prompts() is not None:
         distinct = model.demo_prompts()
     else:
         raise MigmError("this model has no built-in demo prompts; pass --prompt TEXT or --prompts-file FILE")
-    from .samplers import policy_files
+    from migm_shortcut.samplers import policy_files
 
     if args.methods is None:  # every policy this model has the files for (its head, its calibration)
         names = [m for m in POLICY_CHOICES
@@ -216,21 +204,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICY_CHOICES)}; got {args.methods!r}")
     policies = []
     for name in names:
-        method_args = copy.copy(args)
-        method_args.policy = name
         try:
-            policy = policy_from_args(method_args, model)
+            policy = policy_from_args(args, model, name)
         except MigmError as exc:
             raise MigmError(f"cannot run {name}: {exc} (or leave it out of --methods)") from None
         policies.append(policy)
-    from .eval.demo import method_label, run_demo
+    from migm_shortcut.eval.demo import method_label, run_demo
 
     run_demo(model, distinct, args.per_prompt, args.seed, [(method_label(p), p) for p in policies], args.steps,
              args.guidance_scale, args.temperature, args.batch_size, Path(args.out_dir))
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:
-    from .train.base import BaseTrainConfig, train_base
+    from migm_shortcut.train.base import BaseTrainConfig, train_base
 
     cfg = BaseTrainConfig(out=args.out, data=args.data, stages=tuple(args.stages.split(",")), device=args.device,
                           seed=args.seed, resume=args.resume, architecture=args.architecture,
@@ -244,8 +230,8 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from .train.common import RunLog, finish_distributed, init_distributed
-    from .train.trajectories import CollectConfig, collect
+    from migm_shortcut.train.common import RunLog, finish_distributed, init_distributed
+    from migm_shortcut.train.trajectories import CollectConfig, collect
 
     rank, world, device = init_distributed(args.device)
     model = load_model_from_args(args, device=str(device))
@@ -254,15 +240,14 @@ def cmd_collect(args: argparse.Namespace) -> None:
     student_head = args.student_head
     if student_head is None and args.student_budget is not None and model.head_path is not None:
         student_head = str(model.head_path)
-    prompts = parse_prompts(model, read_prompt_lines(args.prompts_file)) if args.prompts_file else None
+    prompts = model.parse_prompts(read_prompt_lines(args.prompts_file)) if args.prompts_file else None
     cfg = CollectConfig(num=args.num, steps=args.steps, guidance_scale=args.guidance_scale, temperature=args.temperature,
                         shard_size=args.shard_size, batch_size=args.batch_size, seed=args.seed,
-                        student_budget=args.student_budget, student_head=student_head, prompts=prompts,
-                        rule=getattr(model, "rule", "dimoo"))
+                        student_budget=args.student_budget, student_head=student_head, prompts=prompts, rule=model.rule)
     log = RunLog(Path(args.out) / ("collect.log" if rank == 0 else f"collect.rank{rank}.log"), echo=False)
     start = time.perf_counter()
     summary = collect(model.backbone, cfg, args.out, rank=rank, world_size=world, log=log,
-                      model_prompts=getattr(model, "trajectory_prompt", None))
+                      model_prompts=model.trajectory_prompt)
     seconds = time.perf_counter() - start
     log(f"collect: rank {rank} done in {seconds:.1f} s: {summary}")
     finish_distributed()
@@ -273,8 +258,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_train_head(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train.common import finish_distributed, init_distributed
-    from .train.head import HeadTrainConfig, train_head, validation_means
+    from migm_shortcut.train.common import finish_distributed, init_distributed
+    from migm_shortcut.train.head import HeadTrainConfig, train_head, validation_means
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
     cfg = HeadTrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
@@ -282,9 +267,9 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     _, _, device = init_distributed(cfg.device)
     model = load_model_from_args(args, device=str(device))
     if args.prompts_file:
-        cfg.prompts = parse_prompts(model, read_prompt_lines(args.prompts_file))
-    cfg.rule = getattr(model, "rule", "dimoo")
-    result = train_head(cfg, backbone=model.backbone, model_prompts=getattr(model, "trajectory_prompt", None))
+        cfg.prompts = model.parse_prompts(read_prompt_lines(args.prompts_file))
+    cfg.rule = model.rule
+    result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)
     if result:
         m = validation_means(result["validation"])
         print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {m['cos_head']:.4f} "
@@ -295,8 +280,8 @@ def cmd_train_head(args: argparse.Namespace) -> None:
 
 
 def cmd_validate_head(args: argparse.Namespace) -> None:
-    from .samplers import load_head
-    from .train.head import evaluate_head, format_validation
+    from migm_shortcut.samplers import load_head
+    from migm_shortcut.train.head import evaluate_head, format_validation
 
     model = load_model_from_args(args)
     head_path = args.head or model.head_path
@@ -311,31 +296,28 @@ def cmd_validate_head(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from .samplers import calibrate
+    from migm_shortcut.samplers import calibrate
 
     model = load_model_from_args(args)
     fill_sampling_defaults(args, model)
+    lines = None
     if args.prompts_file:
-        lines = parse_prompts(model, read_prompt_lines(args.prompts_file))
+        lines = model.parse_prompts(read_prompt_lines(args.prompts_file))
         if not lines:
             raise MigmError(f"{args.prompts_file} holds no prompts")
-        prompts = [lines[i % len(lines)] for i in range(args.num)]
-    elif hasattr(model, "default_prompts"):
-        prompts = model.default_prompts(args.num)
-    else:
-        raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
-    model.sampler(args.steps, args.guidance_scale, args.temperature)  # validates steps/scale/temperature
+    prompts = model.require_prompts(lines, args.num)
+    check_sampling(args.steps, args.guidance_scale, args.temperature)
     start = time.perf_counter()
     table = calibrate(model.backbone, prompts, args.steps, args.guidance_scale, args.temperature, args.batch_size,
-                      args.seed, rule=getattr(model, "rule", "dimoo"))
+                      args.seed, rule=model.rule)
     table.save(args.out)
     shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
     print(f"sensitivity J_k (N={args.steps}, {args.num} samples, {time.perf_counter() - start:.0f} s): {shown}\nwrote {args.out}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .eval.report import markdown_table
-    from .eval.sweep import default_config_path, run_sweep
+    from migm_shortcut.eval.report import markdown_table
+    from migm_shortcut.eval.sweep import default_config_path, run_sweep
 
     config = args.config or default_config_path()
     prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
@@ -348,19 +330,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_cost(args: argparse.Namespace) -> None:
-    from .eval.cost import bench_cost, markdown_table
+    from migm_shortcut.eval.cost import bench_cost, markdown_table
 
     configs = [c for c in args.config.split(",") if c] if args.config is not None else (
         [] if args.model else ["embedded", "amused-256", "dimoo-8b", "maskgit-512"])
     model = head = prompt = None
     if args.model:
-        from .samplers import load_head
+        from migm_shortcut.samplers import load_head
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         model = load_model_from_args(args, device=device)
         head_path = args.head or model.head_path
         head = load_head(head_path) if head_path else None
-        prompt = model.demo_prompts()[0] if hasattr(model, "demo_prompts") else args.prompt
+        prompt = (model.demo_prompts() or [args.prompt])[0]
     results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=args.budgets,
                          repeats=args.repeats, model=model, head=head, prompt=prompt)
     print(markdown_table(results))
@@ -370,7 +352,7 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_loop(args: argparse.Namespace) -> None:
-    from .eval.loop import bench_loop, markdown_loop_table
+    from migm_shortcut.eval.loop import bench_loop, markdown_loop_table
 
     results = bench_loop([s for s in args.sizes.split(",") if s], device=args.device, num_steps=args.steps,
                          budgets=args.budgets, repeats=args.repeats, batch=args.batch_size, compile_step=args.compile_step)
@@ -381,15 +363,15 @@ def cmd_bench_loop(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .eval.report import markdown_for
-    from .io import read_json
+    from migm_shortcut.eval.report import markdown_for
+    from migm_shortcut.io import read_json
 
     if not args.frontier:
         if args.out:
             raise MigmError("report --out writes the --frontier summary; add --frontier, or drop --out")
         print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
         return
-    from .eval.frontier import frontier, markdown_frontier
+    from migm_shortcut.eval.frontier import frontier, markdown_frontier
 
     if args.out and len(args.results) != 1:
         raise MigmError("report --frontier --out summarises one sweep; give one results file")
@@ -400,7 +382,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
-    from .eval.quality import score_image_folder
+    from migm_shortcut.eval.quality import score_image_folder
 
     result = score_image_folder(args.images, lambda: load_model_from_args(args), args.reference, args.reference_size,
                                 args.backend)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import to_uint8
-from .io import write_bytes
+from migm_shortcut.embedded.data import to_uint8
+from migm_shortcut.io import write_bytes
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -5,8 +5,8 @@ A model is one bidirectional pass over a token sequence that holds the prompt an
 codes (or carries the prompt beside it). Three models implement it:
 
 * ``MiniDiMOO`` (the embedded default, Lumina-DiMOO layout),
-* ``AmusedBackbone`` (a diffusers ``UVit2DModel``, in ``migm_shortcut.adapters.amused``),
-* ``LLaDAImageBackbone`` (Lumina-DiMOO's LLaDA transformer, in ``migm_shortcut.adapters.dimoo``).
+* ``AmusedBackbone`` (a diffusers ``UVit2DModel``, in ``migm_shortcut.amused.model``),
+* ``LLaDAImageBackbone`` (Lumina-DiMOO's LLaDA transformer, in ``migm_shortcut.dimoo.model``).
 
 ``MaskedImageModel`` spells the interface out; ``BACKBONES`` maps a saved backbone's
 ``model_type`` to its class, so a weights folder says itself which model it holds.
@@ -14,13 +14,15 @@ codes (or carries the prompt beside it). Three models implement it:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .errors import MigmError
-from .io import read_json
+from migm_shortcut.checks import check_sampling
+from migm_shortcut.errors import MigmError
+from migm_shortcut.rules import DiMOORule, SamplingRule
 
 
 @runtime_checkable
@@ -108,26 +110,6 @@ class ModelInfo:
         return sum(p.numel() for p in self.parameters())
 
 
-def backbone_classes() -> dict[str, type]:
-    """``model_type`` -> class of every backbone that can be saved in a weights folder."""
-    from .adapters.amused import AmusedBackbone
-    from .backbone import MiniDiMOO
-
-    return {cls.model_type: cls for cls in (MiniDiMOO, AmusedBackbone)}
-
-
-def load_backbone(directory: str | Path, device: str | torch.device = "cpu"):
-    """The backbone saved in ``directory``, whichever supported class it is."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MigmError(f"backbone folder not found: {directory}")
-    model_type = read_json(directory / "config.json").get("model_type")
-    classes = backbone_classes()
-    if model_type not in classes:
-        raise MigmError(f"{directory} holds a {model_type!r} backbone; supported: {', '.join(sorted(classes))}")
-    return classes[model_type].from_pretrained(directory, device=device)
-
-
 def check_model(model) -> None:
     """One line naming what a would-be model lacks, instead of an AttributeError mid-sampling.
 
@@ -139,5 +121,101 @@ def check_model(model) -> None:
         missing = [f"layout.{name}" for name in LAYOUT_MEMBERS if not hasattr(model.layout, name)]
     if missing:
         raise MigmError(f"{type(model).__name__} does not implement the model interface (missing {', '.join(missing)}); "
-                        "see migm_shortcut.interface.MaskedImageModel, or use a supported model: "
-                        f"{', '.join(sorted(backbone_classes()))}")
+                        "see migm_shortcut.interface.MaskedImageModel, or load a supported folder with load_model")
+
+
+HEAD_FOLDER = "shortcut_head"  # where a model folder keeps the head that belongs to it, in every family
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A family's own sampling settings: what a command uses when a flag is left unset."""
+
+    num_steps: int
+    guidance_scale: float
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        check_sampling(self.num_steps, self.guidance_scale, self.temperature)
+
+
+@dataclass
+class ReferenceImages:
+    """Real images a family scores FID against: (N, C, H, W) in [-1, 1], the set's name (it keys the
+    FID cache), and the prompt each image answers where the set is labelled (prompt accuracy of real
+    images)."""
+
+    images: torch.Tensor
+    name: str
+    prompts: list | None = None
+
+
+class PromptJudge(Protocol):
+    """An optional judge of generated images: the share whose content matches their prompt, and the
+    image features its FID is computed on (``domain FID``)."""
+
+    num_features: int   # width of ``features``
+    identity: str       # names the judge's weights (keys the FID cache)
+
+    def accuracy(self, images: torch.Tensor, prompts: Sequence) -> float: ...
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class LoadedModel:
+    """The loaded-model contract (see the module docstring); families subclass it.
+
+    Required: ``backbone`` (a ``MaskedImageModel``), ``decode(codes)`` and the class attributes
+    ``kind`` and ``defaults``. The rest is optional with the defaults below.
+    """
+
+    kind: ClassVar[str] = "base"
+    defaults: ClassVar[SamplingDefaults]
+    rule: SamplingRule = DiMOORule()
+    head_architecture: ClassVar[str] = "generic"  # the ShortcutHead architecture train-head builds by default
+    backbone: MaskedImageModel
+    path: Path | None = None
+    head_path: Path | None = None          # the head that belongs to the model, where one exists
+    calibration_path: Path | None = None   # its sensitivity table, where one exists
+    judge: PromptJudge | None = None       # judges prompt accuracy (and domain FID), where the family has one
+    image_tokenizer = None                 # encodes images to codes (``encode``/``decode``), where the family has one
+    pipe = None                            # the diffusers pipeline the model came from, where it did
+    # ``trajectory_prompt(seed, index) -> (prompt, label)``: the prompts collection and online training
+    # cycle through without a prompts file, where the family has its own (None: it has none).
+    trajectory_prompt: Callable[[int, int], tuple] | None = None
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) codes -> images in [-1, 1]."""
+        raise NotImplementedError
+
+    def parse_prompt(self, text: str):
+        """A prompt as typed (a line of a prompts file) -> as the layout takes it."""
+        return text
+
+    def parse_prompts(self, lines: Sequence[str]) -> list:
+        return [self.parse_prompt(line) for line in lines]
+
+    def default_prompts(self, num: int) -> list | None:
+        """``num`` prompts for calibration and collection without a prompts file; None: the family has none."""
+        return None
+
+    def demo_prompts(self) -> list | None:
+        """The demo's rows; None: the family has none."""
+        return None
+
+    def evaluation_prompts(self, per_class: int) -> tuple[list, list[int]] | None:
+        """The built-in evaluation set (prompts and their class), for sweeps without a prompts file."""
+        return None
+
+
+    def reference_images(self, split: str = "test", size: int | None = None) -> ReferenceImages | None:
+        """Real images of ``split`` to score FID against (``size`` of them); None: the family has none."""
+        return None
+
+    def require_prompts(self, prompts: list | None, num: int | None = None) -> list:
+        """The prompts given, else the family's defaults, else one line saying what to pass."""
+        if prompts:
+            return list(prompts) if num is None else [prompts[i % len(prompts)] for i in range(num)]
+        defaults = self.default_prompts(num or 1)
+        if defaults is None:
+            raise MigmError(f"this model ({self.kind}) has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
+        return defaults

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import MigmError
+from migm_shortcut.errors import MigmError
 
 
 _UMASK = os.umask(0)

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from .errors import MigmError
-from .io import load_tensors, read_json, save_tensors, write_json
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import load_tensors, read_json, save_tensors, write_json
 
 T = TypeVar("T", bound="PretrainedModule")
 

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .errors import MigmError
+from migm_shortcut.errors import MigmError
 
 
 def check_steps(num_tokens: int, num_steps: int) -> None:

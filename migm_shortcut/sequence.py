@@ -7,7 +7,7 @@ layout (the embedded model and the aMUSEd adapter use it)::
     [prompt ids, padded to prompt_len] [H x W image codes]                          (bare grid)
 
 Image codes are a slice of the vocabulary (``code_offset .. code_offset + codebook_size``).
-Other models bring their own layout (``migm_shortcut.adapters.dimoo.LLaDAImageLayout``); all
+Other models bring their own layout (``migm_shortcut.dimoo.model.LLaDAImageLayout``); all
 follow ``migm_shortcut.interface.TokenLayout``.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import MigmError
+from migm_shortcut.errors import MigmError
 
 # The package layout's special ids; prompt words follow them, image codes follow the words.
 PAD, MASK, BOI, EOI, EOR, UNCOND = range(6)

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .errors import MigmError
-from .modeling import PretrainedModule
-from .sequence import per_branch
+from migm_shortcut.errors import MigmError
+from migm_shortcut.modeling import PretrainedModule
+from migm_shortcut.sequence import per_branch
 
 
 @dataclass

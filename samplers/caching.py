@@ -15,6 +15,7 @@ duplicate and confidence rankings go stale. That is the weakness the learned sho
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import math
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import torch
 from migm_shortcut.sequence import KVCache
 from migm_shortcut.errors import MigmError
 
-from .policies import StepOutput, StepPolicy, StepState, features_where
+from .policies import (StepOutput, StepPolicy, StepState, check_eps, check_whole, features_where, register_policy,
+                       setting)
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
 
@@ -32,15 +34,15 @@ def _reuse(state: StepState) -> torch.Tensor:
     return state.prev_features
 
 
-def check_whole(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MigmError(f"{what} must be a whole number >= 1, got {value!r}")
-
-
+@register_policy
 class FixedIntervalPolicy(StepPolicy):
     """Backbone on steps 0, k, 2k, ...; the last computed features are reused for the k-1 in between."""
 
     name = "fixed"
+
+    @dataclass
+    class Settings:
+        interval: int | None = setting("compute every k-th step (default 2)")
 
     def __init__(self, interval: int = 2):
         check_whole(interval, "interval")
@@ -55,19 +57,7 @@ class FixedIntervalPolicy(StepPolicy):
         return {"policy": self.name, "interval": self.interval}
 
 
-def check_nonnegative(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise MigmError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None) -> None:
-    for name, value in (("eps", eps), ("early_eps", early_eps)):
-        if value is not None:
-            check_nonnegative(value, name)
-    if max_reuse is not None:
-        check_whole(max_reuse, "max_reuse (K)")
-
-
+@register_policy
 class SenCachePolicy(StepPolicy):
     """Reuse a sample's cached features while ``score < eps`` and fewer than K reuses in a row.
 
@@ -76,6 +66,13 @@ class SenCachePolicy(StepPolicy):
     """
 
     name = "sencache"
+    files = ("calibration",)
+
+    @dataclass
+    class Settings:
+        eps: float | None = setting("sensitivity threshold eps (default 0.3; 0: never skip a step)", float)
+        max_reuse: int | None = setting("at most K cheap steps in a row (default 3)")
+        early_eps: float | None = setting("a stricter eps for the first 20%% of steps", float)
 
     def __init__(self, eps: float = 0.3, max_reuse: int = 3, calibration: SensitivityTable | str | Path | None = None,
                  early_eps: float | None = None):
@@ -171,6 +168,7 @@ def least_confident_positions(state: StepState, features: torch.Tensor, recomput
     return index.repeat(state.num_branches, 1)
 
 
+@register_policy
 class MLCachePolicy(StepPolicy):
     """Lumina-DiMOO's ML-Cache.
 
@@ -186,6 +184,12 @@ class MLCachePolicy(StepPolicy):
     """
 
     name = "mlcache"
+
+    @dataclass
+    class Settings:
+        warmup: float | None = setting("warm-up ratio of full steps (default 0.3)", float)
+        interval: int | None = setting("refresh interval after the warm-up (default 5)")
+        recompute: float | None = setting("ratio of positions recomputed on partial steps (default 0.1)", float)
 
     def __init__(self, warmup: float = 0.3, interval: int = 5, recompute: float = 0.1):
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 1:

@@ -17,6 +17,7 @@ still counts as cheap in ``SampleOutput.full_steps``: sweeps measure the latency
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,25 @@ from typing import Any
 from migm_shortcut.shortcut import ShortcutHead
 
 from .caching import CachedPasses, check_recompute, least_confident_positions, recompute_count, require_partial_forward
-from .policies import StepOutput, StepState
+from .policies import StepOutput, StepState, register_policy, setting
 from .shortcut import ShortcutPolicy, shortcut_features
 
 
+@register_policy
 class HybridShortcutPolicy(ShortcutPolicy):
     """B full steps at the published places (each stores every layer's keys/values); on the others the
     head's prediction, with ``ceil(recompute * L)`` positions per sequence recomputed by the backbone."""
 
     name = "hybrid"
+    files = ("head",)
+
+    @dataclass
+    class Settings:
+        budget: int | None = setting("full backbone steps B out of N (default 4)")
+        recompute: float | None = setting("ratio of positions recomputed on cheap steps (default 0.05)", float)
+        final_full: bool | None = setting("also run the backbone on the last step", bool)
+        full_steps: list[int] | None = setting("the full steps themselves (B = their count)", "steps")
+        shortcut_guidance: float | None = setting("CFG scale on cheap steps (default: the sampler's)", float)
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
                  recompute: float = 0.05, final_full: bool = False, full_steps: Sequence[int] | None = None,

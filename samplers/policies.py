@@ -8,7 +8,8 @@ other policies that supply features more cheaply on some steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, Callable, ClassVar
 
@@ -82,16 +83,65 @@ class StepOutput:
     cheap_guidance: float | None = None
 
 
+# Checks the policies share for their parameters.
+def check_whole(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MigmError(f"{what} must be a whole number >= 1, got {value!r}")
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise MigmError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None) -> None:
+    for name, value in (("eps", eps), ("early_eps", early_eps)):
+        if value is not None:
+            check_nonnegative(value, name)
+    if max_reuse is not None:
+        check_whole(max_reuse, "max_reuse (K)")
+
+
+
+def setting(help: str, kind: Any = int, flag: str | None = None):
+    """One declared parameter of a policy: a ``Settings`` field, None unless given (the policy's
+    constructor holds the default, which ``help`` states). ``kind``: int, float, bool or "steps" (a
+    comma-separated list of step indices); ``flag``: the CLI flag when it is not ``--field-name``."""
+    return field(default=None, metadata={"help": help, "kind": kind, "flag": flag})
+
+
+@dataclass
+class NoSettings:
+    """A policy without parameters."""
+
+
+# What a policy may read from files, and what each is.
+POLICY_FILES = {
+    "head": "shortcut head folder (default: the model's shortcut_head/)",
+    "calibration": "sensitivity table from `calibrate` (default: the model's calibration.json)",
+}
+
+
 class StepPolicy:
-    """Base class. ``reset`` is called once per generation, ``step`` once per step."""
+    """Base class. ``reset`` is called once per generation, ``step`` once per step.
+
+    A policy declares its parameters as a ``Settings`` dataclass (fields made with ``setting``) and
+    the files it reads in ``files`` (keys of ``POLICY_FILES``); the constructor takes exactly those
+    as keyword arguments. CLI flags and sweep-config keys are generated from the declaration.
+    """
 
     name: ClassVar[str] = "base"
+    Settings: ClassVar[type] = NoSettings
+    files: ClassVar[tuple[str, ...]] = ()
 
     def reset(self, batch_size: int, num_steps: int) -> None:
         pass
 
     def step(self, state: StepState) -> StepOutput:
         raise NotImplementedError
+
+    def check_base(self, backbone) -> None:
+        """One line when the policy's files belong to another model (a head, a calibration)."""
 
     def describe(self) -> dict[str, Any]:
         """Plain settings recorded in run.json and sweep tables."""
@@ -127,17 +177,35 @@ def features_where(state: StepState, full: torch.Tensor, cheap: Callable[[StepSt
     return out
 
 
-POLICIES: dict[str, Callable[..., StepPolicy]] = {"vanilla": VanillaPolicy}
+POLICIES: dict[str, type[StepPolicy]] = {"vanilla": VanillaPolicy}
 
 
-def register_policy(name: str, factory: Callable[..., StepPolicy]) -> None:
-    POLICIES[name] = factory
+def register_policy(cls: type[StepPolicy]) -> type[StepPolicy]:
+    """Make a policy class known by its ``name`` (a class decorator): the CLI's ``--policy``, its
+    flags, and sweep configs all come from the registry."""
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def policy_class(name: str) -> type[StepPolicy]:
+    if name not in POLICIES:
+        raise MigmError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    return POLICIES[name]
+
+
+def policy_parameters(name: str) -> tuple[str, ...]:
+    """Every key a policy takes: its declared settings, then its files."""
+    cls = policy_class(name)
+    return tuple(f.name for f in fields(cls.Settings)) + cls.files
 
 
 def make_policy(name: str, **params: Any) -> StepPolicy:
-    if name not in POLICIES:
-        raise MigmError(f"unknown policy {name!r}; choose one of: {', '.join(sorted(POLICIES))}")
-    try:
-        return POLICIES[name](**params)
-    except TypeError as exc:
-        raise MigmError(f"bad parameters for policy {name!r}: {exc}") from None
+    """The policy ``name`` with these parameters (unset ones keep its defaults); an unknown key is
+    one line naming the keys the policy takes."""
+    cls = policy_class(name)
+    allowed = policy_parameters(name)
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise MigmError(f"policy {name!r} takes no {', '.join(map(repr, unknown))}; its parameters: "
+                        f"{', '.join(allowed) or 'none'}")
+    return cls(**{k: v for k, v in params.items() if v is not None})

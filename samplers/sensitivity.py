@@ -37,7 +37,9 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.interface import check_model
 
-from .dimoo import DiMOOSampler
+from migm_shortcut.rules import DiMOORule, SamplingRule
+
+from .sampler import MaskedTokenSampler
 from .policies import StepOutput, StepState, VanillaPolicy
 
 CALIBRATION_TYPE = "sensitivity-table"
@@ -196,7 +198,7 @@ class _Recorder(VanillaPolicy):
 
 @torch.no_grad()
 def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperature: float,
-              batch_size: int = 32, seed: int = 0, progress: bool = True, rule: str = "dimoo") -> SensitivityTable:
+              batch_size: int = 32, seed: int = 0, progress: bool = True, rule: SamplingRule = DiMOORule()) -> SensitivityTable:
     """Sensitivity table from one vanilla trajectory per prompt (prompt i uses seed ``seed + i``)."""
     check_model(backbone)
     if num_steps < 2:
@@ -206,7 +208,7 @@ def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperat
         raise MigmError("calibration needs at least one prompt")
     num_samples = len(prompts)
     recorder = _Recorder(num_steps)
-    sampler = DiMOOSampler(backbone, num_steps, guidance_scale, temperature, recorder, rule=rule)
+    sampler = MaskedTokenSampler(backbone, num_steps, guidance_scale, temperature, recorder, rule=rule)
     for i in tqdm(range(0, num_samples, batch_size), desc="calibrating", unit="batch", disable=not progress):
         sampler.generate(prompts[i : i + batch_size], [seed + j for j in range(i, min(i + batch_size, num_samples))])
     mean = (recorder.sums / recorder.counts.clamp(min=1)).tolist()

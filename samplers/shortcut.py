@@ -7,11 +7,12 @@ own new tokens (the conditional branch also sees its prompt tokens), and the gui
 are formed from the base model's own head exactly as on a full step.
 
 >>> policy = ShortcutPolicy(ShortcutHead.from_pretrained("weights/head"), budget=4)
->>> sampler = DiMOOSampler(backbone, num_steps=16, policy=policy)
+>>> sampler = MaskedTokenSampler(backbone, num_steps=16, policy=policy)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.sequence import per_branch
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
-from .caching import check_eps, check_nonnegative
-from .policies import StepOutput, StepPolicy, StepState, features_where
+from .policies import (StepOutput, StepPolicy, StepState, check_eps, check_nonnegative, features_where, register_policy,
+                       setting)
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 
 def load_head(head: ShortcutHead | str | Path | None) -> ShortcutHead:
@@ -56,6 +57,7 @@ def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
     return head.advance(state.backbone, state.prev_features, tokens, ratio).to(state.prev_features.dtype)
 
 
+@register_policy
 class ShortcutPolicy(StepPolicy):
     """B full steps at the published places, the head in between.
 
@@ -69,6 +71,17 @@ class ShortcutPolicy(StepPolicy):
     """
 
     name = "shortcut"
+    files = ("head",)
+
+    @dataclass
+    class Settings:
+        budget: int | None = setting("full backbone steps B out of N (default 4)")
+        final_full: bool | None = setting("also run the backbone on the last step", bool)
+        full_steps: list[int] | None = setting("the full steps themselves, e.g. 0,7,10,13 (B = their count)", "steps")
+        shortcut_guidance: float | None = setting("CFG scale on shortcut steps (default: the sampler's, as on full steps)",
+                                                  float)
+        compile: bool | None = setting("torch.compile the head (off by default: it did not pay on CPU)", bool,
+                                       flag="compile-head")
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, budget: int | None = None,
                  final_full: bool = False, full_steps: Sequence[int] | None = None,
@@ -136,6 +149,7 @@ class ShortcutPolicy(StepPolicy):
         return {"policy": self.name, "budget": self.budget, **placement, **self.guidance_setting()}
 
 
+@register_policy
 class AdaptiveShortcutPolicy(ShortcutPolicy):
     """Sensitivity-triggered shortcut: the head on every cheap step, the backbone only when needed.
 
@@ -147,6 +161,13 @@ class AdaptiveShortcutPolicy(ShortcutPolicy):
     """
 
     name = "adaptive"
+    files = ("head", "calibration")
+
+    @dataclass
+    class Settings:
+        eps: float | None = setting("sensitivity threshold eps (default 0.4; 0: every step full)", float)
+        max_reuse: int | None = setting("at most K shortcut steps in a row (default: no limit)")
+        shortcut_guidance: float | None = setting("CFG scale on shortcut steps (default: the sampler's)", float)
 
     def __init__(self, head: ShortcutHead | str | Path | None = None, eps: float = 0.4, max_reuse: int | None = None,
                  calibration: SensitivityTable | str | Path | None = None, shortcut_guidance: float | None = None):

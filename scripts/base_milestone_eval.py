@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from migm_shortcut.backbone import MiniDiMOO
-from migm_shortcut.data import load_dataset, to_model_range
+from migm_shortcut.embedded.backbone import MiniDiMOO
+from migm_shortcut.embedded.data import load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import atomic_dir, read_json, write_json
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
-from migm_shortcut.tokenizer import VQTokenizer
+from migm_shortcut.embedded.tokenizer import VQTokenizer
 from migm_shortcut.train.base import masked_token_validation, prompt_variants
 
 # The CLI as a module of this interpreter: it also works where the package is on PYTHONPATH only

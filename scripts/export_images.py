@@ -5,7 +5,7 @@ pipeline). Usage: python scripts/export_images.py --split test --num 1000 --out 
 import argparse
 from pathlib import Path
 
-from migm_shortcut.data import load_dataset, to_model_range
+from migm_shortcut.embedded.data import load_dataset, to_model_range
 from migm_shortcut.images import save_pngs
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from migm_shortcut import load_model
-from migm_shortcut.samplers import DiMOOSampler
+from migm_shortcut.samplers import MaskedTokenSampler
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     runs = {}
     with torch.no_grad():
         for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-            sampler = DiMOOSampler(model.backbone, 16, 4.0, 1.0, logits_dtype=dtype)
+            sampler = MaskedTokenSampler(model.backbone, 16, 4.0, 1.0, logits_dtype=dtype)
             codes = torch.cat([sampler.generate(prompts[i : i + 50], seeds[i : i + 50]).codes for i in range(0, len(prompts), 50)])
             runs[name] = (codes, model.prompt_accuracy(model.decode(codes), prompts))
     agree = (runs["float32"][0] == runs["bfloat16"][0]).float().mean().item()

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from migm_shortcut.models import load_model
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, load_head
+from migm_shortcut.registry import load_model
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, load_head
 
 PROMPT = "a photo of a bag"
 
@@ -39,7 +39,7 @@ class Timed:
         self.calls: dict[str, list[float]] = {"model": [], "head": [], "logits": []}
         self.condition, self.durations = condition, durations
         self.work = torch.randn(256, 256)
-        ids = DiMOOSampler(backbone).initial_sequences([PROMPT])
+        ids = MaskedTokenSampler(backbone).initial_sequences([PROMPT])
         self.features = backbone.features(ids)
         self.logits = backbone.logits_from_features(self.features[:, backbone.layout.image_positions])
         real = {"model": backbone.features, "head": head.advance, "logits": backbone.logits_from_features}
@@ -73,7 +73,7 @@ def shortcut_sampler(condition: str, steps: int, budget: int, durations: dict[st
     model = load_model(device="cpu")
     backbone, head = model.backbone, load_head(model.head_path)
     timed = Timed(backbone, head, condition, durations)
-    return DiMOOSampler(backbone, num_steps=steps, policy=ShortcutPolicy(head, budget=budget)), timed
+    return MaskedTokenSampler(backbone, num_steps=steps, policy=ShortcutPolicy(head, budget=budget)), timed
 
 
 def real_durations(steps: int, budget: int) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The sampling loop's own overhead at Lumina-DiMOO's grid and codebook, before and after it moved
 onto the model's device.
 
-Runs ``DiMOOSampler.generate`` around a model that costs nothing (fixed features, a 16-wide
+Runs ``MaskedTokenSampler.generate`` around a model that costs nothing (fixed features, a 16-wide
 projection to 8192 codes) on a 64 x 64 grid with newline tokens, batch 1 (x 2 CFG branches),
 N steps, and reports seconds per step. ``--tree DIR`` takes the sampler from another checkout
 (for example the commit before the change, made with ``git worktree add``), loading only its
@@ -86,13 +86,13 @@ class StubModel(nn.Module):
 
 def load_sampler(tree: str | None):
     if tree is None:
-        from migm_shortcut.samplers import DiMOOSampler
+        from migm_shortcut.samplers import MaskedTokenSampler
 
-        return DiMOOSampler
+        return MaskedTokenSampler
     package = types.ModuleType("tree_samplers")
     package.__path__ = [str(Path(tree) / "samplers")]
     sys.modules["tree_samplers"] = package
-    return importlib.import_module("tree_samplers.dimoo").DiMOOSampler
+    return importlib.import_module("tree_samplers.sampler").MaskedTokenSampler
 
 
 def main() -> None:

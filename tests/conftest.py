@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
-from migm_shortcut.tokenizer import VQTokenizer
+from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.embedded.tokenizer import VQTokenizer
 
 
 @pytest.fixture(autouse=True)

@@ -6,17 +6,17 @@ from diffusers import AmusedPipeline, AmusedScheduler
 from torch import nn
 
 from migm_shortcut import MigmError, ShortcutHead
-from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig, UVit2DFeatures
-from migm_shortcut.adapters.dimoo import LLaDAImageBackbone, LLaDAImageLayout
-from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.amused.model import AmusedBackbone, AmusedConfig, UVit2DFeatures
+from migm_shortcut.dimoo.model import LLaDAImageBackbone, LLaDAImageLayout
+from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.eval.cost import bench_cost
-from migm_shortcut.hooks import disable_shortcut, enable_shortcut
+from migm_shortcut.amused.hook import disable_shortcut, enable_shortcut
 from migm_shortcut.schedule import amused_masked_counts
 from migm_shortcut.interface import MaskedImageModel, check_model, load_backbone
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy
 from migm_shortcut.shortcut import new_tokens
-from migm_shortcut.tokenizer import VQTokenizer
-from migm_shortcut.prompts import WORDS
+from migm_shortcut.embedded.tokenizer import VQTokenizer
+from migm_shortcut.embedded.prompts import WORDS
 from migm_shortcut.train.base import masked_token_batch, prompt_variants
 from tiny_dimoo import tiny_llada, tiny_tokenizer
 
@@ -118,9 +118,9 @@ def test_amused_training_batch_has_no_delimiters(models):
 def test_shortcut_with_full_budget_equals_vanilla_on_adapters(models, name):
     model = models[name]
     prompts, seeds = ["a bag", "a coat", "a shirt"], [0, 1, 2]
-    vanilla = DiMOOSampler(model, num_steps=5).generate(prompts, seeds)
-    full = DiMOOSampler(model, num_steps=5, policy=ShortcutPolicy(random_head(model), budget=5)).generate(prompts, seeds)
-    cheap = DiMOOSampler(model, num_steps=5, policy=ShortcutPolicy(random_head(model), budget=2)).generate(prompts, seeds)
+    vanilla = MaskedTokenSampler(model, num_steps=5).generate(prompts, seeds)
+    full = MaskedTokenSampler(model, num_steps=5, policy=ShortcutPolicy(random_head(model), budget=5)).generate(prompts, seeds)
+    cheap = MaskedTokenSampler(model, num_steps=5, policy=ShortcutPolicy(random_head(model), budget=2)).generate(prompts, seeds)
     assert torch.equal(vanilla.codes, full.codes)
     assert cheap.full_steps.tolist() == [2, 2, 2]
 
@@ -301,7 +301,7 @@ def test_the_shipped_amused_pipeline_is_a_real_pipeline_folder_with_its_own_head
     from diffusers import AmusedPipeline
 
     from migm_shortcut import load_model
-    from migm_shortcut.adapters.amused import AmusedPipelineModel
+    from migm_shortcut.amused.model import AmusedPipelineModel
     from migm_shortcut.modeling import SHIPPED_WEIGHTS
     from migm_shortcut.samplers import load_head
 

@@ -6,8 +6,8 @@ import torch
 
 from migm_shortcut import ShortcutHead, load_model
 from migm_shortcut import ShortcutConfig, apply_shortcut
-from migm_shortcut.hooks import disable_shortcut
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+from migm_shortcut.amused.hook import disable_shortcut
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy
 
 from cli_route import collect_and_train, run
 
@@ -55,13 +55,13 @@ def test_the_pipeline_loads_by_path_and_prompts_go_through_its_clip(pipeline_fol
 def test_vanilla_shortcut_at_b_equals_n_and_b_transformer_passes(pipeline_folder):
     model = load_model(pipeline_folder)
     backbone = model.backbone
-    vanilla = DiMOOSampler(backbone, num_steps=4).generate(PROMPTS, [0, 1, 2])
+    vanilla = MaskedTokenSampler(backbone, num_steps=4).generate(PROMPTS, [0, 1, 2])
     head = random_head(backbone)
-    full = DiMOOSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=4)).generate(PROMPTS, [0, 1, 2])
+    full = MaskedTokenSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=4)).generate(PROMPTS, [0, 1, 2])
     assert torch.equal(full.codes, vanilla.codes)
     calls = []
     handle = model.pipe.transformer.register_forward_hook(lambda *a: calls.append(1))
-    out = DiMOOSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
+    out = MaskedTokenSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
     handle.remove()
     assert len(calls) == 2 and out.full_steps.tolist() == [2, 2, 2]
     images, _ = model.generate(PROMPTS[:1], [0], num_steps=4)

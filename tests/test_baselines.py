@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from migm_shortcut.pipeline import EmbeddedModel
+from migm_shortcut.embedded.model import EmbeddedModel
 import torch
 
 from migm_shortcut.sequence import KVCache
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import (AdaptiveShortcutPolicy, DiMOOSampler, FixedIntervalPolicy, MLCachePolicy,
+from migm_shortcut.samplers import (AdaptiveShortcutPolicy, MaskedTokenSampler, FixedIntervalPolicy, MLCachePolicy,
                                     SenCachePolicy, SensitivityTable, StepState, VanillaPolicy, calibrate, make_policy)
 from migm_shortcut.samplers.sensitivity import SensitivityScore
 
@@ -24,7 +24,7 @@ def table(tiny_backbone) -> SensitivityTable:
 
 
 def codes_with(backbone, policy, steps=N):
-    return DiMOOSampler(backbone, num_steps=steps, policy=policy).generate(PROMPTS, SEEDS)
+    return MaskedTokenSampler(backbone, num_steps=steps, policy=policy).generate(PROMPTS, SEEDS)
 
 
 def test_no_acceleration_settings_equal_vanilla_exactly(tiny_backbone, table):

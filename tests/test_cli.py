@@ -136,7 +136,7 @@ def test_a_long_run_continues_on_a_new_machine_from_its_milestone(tmp_path, caps
 def weights_with_head(tmp_path, tiny_weights):
     import shutil
 
-    from migm_shortcut.backbone import MiniDiMOO
+    from migm_shortcut.embedded.backbone import MiniDiMOO
     from migm_shortcut.shortcut import ShortcutHead
 
     root = tmp_path / "weights"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from migm_shortcut.data import load_dataset, load_fashion_mnist, to_model_range, to_uint8
+from migm_shortcut.embedded.data import load_dataset, load_fashion_mnist, to_model_range, to_uint8
 from migm_shortcut.errors import MigmError
 
 

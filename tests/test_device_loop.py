@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from migm_shortcut.samplers import DiMOOSampler, FixedIntervalPolicy, MLCachePolicy, ShortcutPolicy, VanillaPolicy
+from migm_shortcut.samplers import MaskedTokenSampler, FixedIntervalPolicy, MLCachePolicy, ShortcutPolicy, VanillaPolicy
 
 from test_shortcut import PROMPTS, random_head
 
@@ -39,7 +39,7 @@ class SyncCounter(TorchDispatchMode):
 
 
 def syncs_in_generate(backbone, policy, num_steps: int) -> list[str]:
-    sampler = DiMOOSampler(backbone, num_steps=num_steps, policy=policy)
+    sampler = MaskedTokenSampler(backbone, num_steps=num_steps, policy=policy)
     sampler.generate(PROMPTS[:2], [0, 1])  # warm-up outside the counter
     with SyncCounter() as counter:
         sampler.generate(PROMPTS[:2], [0, 1])
@@ -68,7 +68,7 @@ def test_same_seed_same_tokens_whatever_the_batch(tiny_backbone, device):
     backbone = tiny_backbone.to(device)
     try:
         for make in (lambda: VanillaPolicy(), lambda: ShortcutPolicy(random_head(tiny_backbone).to(device), budget=3)):
-            sampler = DiMOOSampler(backbone, num_steps=6, policy=make())
+            sampler = MaskedTokenSampler(backbone, num_steps=6, policy=make())
             together = sampler.generate(FOUR, [5, 6, 7, 8]).codes
             again = sampler.generate(FOUR, [5, 6, 7, 8]).codes
             alone = torch.cat([sampler.generate([p], [s]).codes for p, s in zip(FOUR, [5, 6, 7, 8])])
@@ -81,8 +81,8 @@ def test_same_seed_same_tokens_whatever_the_batch(tiny_backbone, device):
 
 def test_the_compiled_step_samples_the_same_tokens(tiny_backbone):
     # torch.compile of the per-step math is an option (off by default): it must not change the samples
-    eager = DiMOOSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy())
-    compiled = DiMOOSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy(), compile_step=True)
+    eager = MaskedTokenSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy())
+    compiled = MaskedTokenSampler(tiny_backbone, num_steps=5, policy=VanillaPolicy(), compile_step=True)
     seeds = [3, 4, 5, 6]
     assert torch.equal(eager.generate(FOUR, seeds).codes, compiled.generate(FOUR, seeds).codes)
 
@@ -90,7 +90,7 @@ def test_the_compiled_step_samples_the_same_tokens(tiny_backbone):
 def test_non_finite_logits_are_refused_after_the_loop(tiny_backbone):
     from migm_shortcut.errors import MigmError
 
-    sampler = DiMOOSampler(tiny_backbone, num_steps=3, policy=VanillaPolicy())
+    sampler = MaskedTokenSampler(tiny_backbone, num_steps=3, policy=VanillaPolicy())
     original = tiny_backbone.logits_from_features
     tiny_backbone.logits_from_features = lambda *a, **k: original(*a, **k).index_fill(-1, torch.tensor([3]), float("nan"))
     try:
@@ -103,7 +103,7 @@ def test_non_finite_logits_are_refused_after_the_loop(tiny_backbone):
 def test_noise_drawn_once_per_generation_is_the_step_by_step_stream():
     # StepNoise draws every step's uniforms in one call per sample; on CPU a generator's stream does
     # not depend on how it is split into calls, so the tokens are those of drawing at each step.
-    from migm_shortcut.samplers.dimoo import StepNoise, gumbel
+    from migm_shortcut.samplers.sampler import StepNoise, gumbel
 
     masked_per_step = [16, 11, 5, 0]
     noise = StepNoise([torch.Generator().manual_seed(s) for s in (3, 4)], masked_per_step, torch.device("cpu"))
@@ -116,7 +116,7 @@ def test_noise_drawn_once_per_generation_is_the_step_by_step_stream():
 
 
 def test_selecting_rows_equals_gather():
-    from migm_shortcut.samplers.dimoo import select_rows
+    from migm_shortcut.samplers.sampler import select_rows
 
     features = torch.randn(4, 9, 5)
     positions = torch.randint(0, 9, (4, 6))
@@ -128,7 +128,7 @@ def test_committing_into_the_sequence_equals_rewriting_it_with_codes(tiny_backbo
     from migm_shortcut.sequence import write_committed
 
     layout, branches, batch = tiny_backbone.layout, 2, 3
-    sampler = DiMOOSampler(tiny_backbone)
+    sampler = MaskedTokenSampler(tiny_backbone)
     seq = sampler.initial_sequences(PROMPTS[:batch])
     codes = torch.zeros(batch, layout.num_image_tokens, dtype=torch.long)
     committed = torch.zeros(batch, layout.num_image_tokens, dtype=torch.bool)
@@ -163,7 +163,7 @@ def test_step_state_builds_its_masks_from_the_indices(tiny_backbone):
 def test_embedded_model_cast_to_bf16_keeps_its_shipped_head():
     # A head records the fingerprint of its base's weights as saved; a bf16 copy of fp16 weights
     # hashes differently, so a cast taken before the fingerprint made the shipped head refuse its base.
-    from migm_shortcut.models import load_model
+    from migm_shortcut.registry import load_model
     from migm_shortcut.samplers import load_head
 
     model = load_model(dtype=torch.bfloat16)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from migm_shortcut import MigmError, ShortcutHead, load_model
-from migm_shortcut.adapters.dimoo import DiMOOModel
+from migm_shortcut.dimoo.model import DiMOOModel
 from migm_shortcut.interface import INTERFACE_MEMBERS
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy, calibrate
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, calibrate
 from migm_shortcut.train.head import HeadTrainConfig, train_head
 from migm_shortcut.train.trajectories import CollectConfig, collect
 
@@ -60,11 +60,11 @@ def test_a_checkpoint_folder_loads_by_path_with_its_own_classes(dimoo):
 
 def test_vanilla_sampling_is_deterministic_and_shortcut_at_b_equals_n_is_vanilla(dimoo):
     backbone = dimoo.backbone
-    vanilla = DiMOOSampler(backbone, num_steps=4).generate(PROMPTS, seeds=[0, 1, 2])
-    again = DiMOOSampler(backbone, num_steps=4).generate(PROMPTS[::-1], seeds=[2, 1, 0])
+    vanilla = MaskedTokenSampler(backbone, num_steps=4).generate(PROMPTS, seeds=[0, 1, 2])
+    again = MaskedTokenSampler(backbone, num_steps=4).generate(PROMPTS[::-1], seeds=[2, 1, 0])
     assert vanilla.codes.shape == (3, 2, 3)
     assert torch.equal(vanilla.codes, again.codes.flip(0))  # same seed, same tokens, whatever the batch
-    full = DiMOOSampler(backbone, num_steps=4, policy=ShortcutPolicy(random_head(backbone), budget=4))
+    full = MaskedTokenSampler(backbone, num_steps=4, policy=ShortcutPolicy(random_head(backbone), budget=4))
     assert torch.equal(full.generate(PROMPTS, seeds=[0, 1, 2]).codes, vanilla.codes)
     images, _ = dimoo.generate(PROMPTS[:1], seeds=[0], num_steps=4)
     assert images.shape[:2] == (1, 3) and -1 <= images.min() and images.max() <= 1
@@ -86,7 +86,7 @@ def test_every_component_takes_the_model_only_through_the_interface(dimoo, tmp_p
     model = InterfaceOnly(dimoo.backbone)
     head = random_head(dimoo.backbone)
     for policy in (None, ShortcutPolicy(head, budget=2)):
-        DiMOOSampler(model, num_steps=4, policy=policy).generate(PROMPTS[:2], seeds=[0, 1])
+        MaskedTokenSampler(model, num_steps=4, policy=policy).generate(PROMPTS[:2], seeds=[0, 1])
     table = calibrate(model, PROMPTS[:2], num_steps=4, guidance_scale=4.0, temperature=1.0, progress=False)
     assert len(table.sensitivity) == 4
     cfg = CollectConfig(num=2, steps=4, shard_size=2, batch_size=2, prompts=PROMPTS)

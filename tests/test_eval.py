@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
 from migm_shortcut.cli import main
 from migm_shortcut.errors import MigmError
 from migm_shortcut.eval.fid import CachedFID, ClassifierFeatures, InceptionFeatures
@@ -116,7 +116,7 @@ def test_resumed_sweep_rescores_reconstructions_only_for_another_tokenizer(tmp_p
     import shutil
 
     import migm_shortcut.eval.sweep as sweep
-    from migm_shortcut.tokenizer import VQTokenizer
+    from migm_shortcut.embedded.tokenizer import VQTokenizer
 
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
@@ -211,7 +211,7 @@ def test_every_shipped_sweep_config_parses(monkeypatch, tmp_path):
 
 
 def _tiny_head(weights, path, seed):
-    from migm_shortcut.backbone import MiniDiMOO
+    from migm_shortcut.embedded.backbone import MiniDiMOO
     from migm_shortcut.shortcut import ShortcutHead
 
     torch.manual_seed(seed)

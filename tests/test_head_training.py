@@ -9,14 +9,14 @@ import torch
 from einops import rearrange
 from safetensors.torch import load_file, save_file
 
-from migm_shortcut.backbone import MiniDiMOO
+from migm_shortcut.embedded.backbone import MiniDiMOO
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import DiMOOSampler
+from migm_shortcut.samplers import MaskedTokenSampler
 from migm_shortcut.samplers.shortcut import ShortcutPolicy
 from migm_shortcut.io import load_torch
 from migm_shortcut.shortcut import ShortcutHead
 from migm_shortcut.train.head import HeadTrainConfig, train_head
-from migm_shortcut.pipeline import EmbeddedModel
+from migm_shortcut.embedded.model import EmbeddedModel
 from migm_shortcut.train.trajectories import CollectConfig, TrajectoryStore, trajectory_seed
 from migm_shortcut.train.trajectories import collect as collect_with
 
@@ -104,14 +104,14 @@ def test_on_policy_collection_follows_the_shortcut_sampler_with_true_features(ti
     prompts = [FM_PROMPTS(cfg.seed, i)[0] for i in range(4)]
     seeds = [trajectory_seed(cfg.seed, i) for i in range(4)]
     # The tokens are the shortcut sampler's, seed for seed ...
-    student = DiMOOSampler(tiny_backbone, cfg.steps, policy=ShortcutPolicy(head, budget=2)).generate(list(prompts), list(seeds))
+    student = MaskedTokenSampler(tiny_backbone, cfg.steps, policy=ShortcutPolicy(head, budget=2)).generate(list(prompts), list(seeds))
     assert torch.equal(shard["codes"], student.codes.flatten(1))
     assert torch.equal(shard["commit_step"], student.commit_step)
-    teacher = DiMOOSampler(tiny_backbone, cfg.steps).generate(list(prompts), list(seeds))
+    teacher = MaskedTokenSampler(tiny_backbone, cfg.steps).generate(list(prompts), list(seeds))
     assert not torch.equal(shard["codes"], teacher.codes.flatten(1))
     # ... and the features at every step are the backbone's own for the tokens committed before it.
     layout = tiny_backbone.layout
-    base = DiMOOSampler(tiny_backbone, cfg.steps).initial_sequences(list(prompts))
+    base = MaskedTokenSampler(tiny_backbone, cfg.steps).initial_sequences(list(prompts))
     codes = shard["codes"].repeat(2, 1)
     for k in range(cfg.steps):
         committed = (shard["commit_step"] < k).repeat(2, 1)
@@ -196,7 +196,7 @@ def test_training_resume_continues_exactly(tiny_backbone, trajectories, tmp_path
 
 
 def test_guided_kl_is_taken_of_the_logits_the_sampler_draws_from(tiny_backbone):
-    from migm_shortcut.samplers.dimoo import guided_logits
+    from migm_shortcut.samplers.sampler import guided_logits
     from migm_shortcut.train.head import masked_logits
 
     torch.manual_seed(0)
@@ -243,7 +243,7 @@ def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp
 
 
 def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories, tmp_path):
-    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+    from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 
     torch.manual_seed(5)
     other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
@@ -254,7 +254,7 @@ def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories
 
 
 def test_a_head_of_another_checkpoint_is_fine_tuned_only_when_asked(tiny_backbone, trajectories, tmp_path):
-    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+    from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 
     torch.manual_seed(5)  # the same architecture, other weights: an earlier checkpoint of a base being retrained
     earlier = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
@@ -318,7 +318,7 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
 
     with pytest.raises(MigmError, match="split must be"):
         evaluate_head(trained, tiny_backbone, trajectories, "test", log=quiet)
-    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+    from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 
     other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
     with pytest.raises(MigmError, match="trained for base model"):
@@ -327,7 +327,7 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
 
 def test_trajectories_of_another_model_are_refused(trajectories, tmp_path):
     torch.manual_seed(5)
-    from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+    from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 
     other = MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=4, width=32, depth=2, heads=2)).eval()
     with pytest.raises(MigmError, match="another base model"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import DiMOOSampler, HybridShortcutPolicy, ShortcutPolicy, VanillaPolicy, make_policy
+from migm_shortcut.samplers import MaskedTokenSampler, HybridShortcutPolicy, ShortcutPolicy, VanillaPolicy, make_policy
 
 from test_shortcut import PROMPTS, random_head
 
@@ -32,7 +32,7 @@ def test_hybrid_recomputes_exactly_its_share_of_positions_on_a_cheap_step(tiny_b
     head = random_head(tiny_backbone)
     shortcut, hybrid = Recording(ShortcutPolicy(head, budget=2)), Recording(HybridShortcutPolicy(head, budget=2, recompute=0.1))
     for policy in (shortcut, hybrid):
-        DiMOOSampler(tiny_backbone, num_steps=6, policy=policy).generate(PROMPTS, seeds=[0, 1, 2])
+        MaskedTokenSampler(tiny_backbone, num_steps=6, policy=policy).generate(PROMPTS, seeds=[0, 1, 2])
     # Step 1 is the first cheap step (full steps 0 and 3): both policies start it from the same state.
     length = tiny_backbone.layout.seq_len
     changed = (hybrid.features[1] - shortcut.features[1]).abs().amax(-1) > 1e-6  # (rows, L)
@@ -43,15 +43,15 @@ def test_hybrid_recomputes_exactly_its_share_of_positions_on_a_cheap_step(tiny_b
 
 def test_hybrid_full_steps_are_counted_like_the_shortcut(tiny_backbone):
     head = random_head(tiny_backbone)
-    out = DiMOOSampler(tiny_backbone, num_steps=6, policy=HybridShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
+    out = MaskedTokenSampler(tiny_backbone, num_steps=6, policy=HybridShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
     assert out.full_steps.tolist() == [2, 2, 2]
 
 
 @pytest.mark.parametrize("settings", [{"budget": 6}, {"budget": 2, "recompute": 1.0}])
 def test_hybrid_with_every_step_full_or_every_position_recomputed_is_vanilla(tiny_backbone, settings):
     head = random_head(tiny_backbone)
-    vanilla = DiMOOSampler(tiny_backbone, num_steps=6, policy=VanillaPolicy()).generate(PROMPTS, seeds=[4, 5, 6])
-    hybrid = DiMOOSampler(tiny_backbone, num_steps=6, policy=HybridShortcutPolicy(head, **settings)).generate(PROMPTS, [4, 5, 6])
+    vanilla = MaskedTokenSampler(tiny_backbone, num_steps=6, policy=VanillaPolicy()).generate(PROMPTS, seeds=[4, 5, 6])
+    hybrid = MaskedTokenSampler(tiny_backbone, num_steps=6, policy=HybridShortcutPolicy(head, **settings)).generate(PROMPTS, [4, 5, 6])
     assert torch.equal(vanilla.codes, hybrid.codes)
 
 

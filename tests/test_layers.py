@@ -8,8 +8,8 @@ import pytest
 
 # The package's own import covers interface, models, pipeline, shortcut, sequence and io; the
 # hook and the adapters are imported on demand, so each is checked on its own.
-CORE = ["migm_shortcut", "migm_shortcut.hooks", "migm_shortcut.adapters.dimoo", "migm_shortcut.adapters.amused",
-        "migm_shortcut.adapters.maskgit"]
+CORE = ["migm_shortcut", "migm_shortcut.amused.hook", "migm_shortcut.dimoo.model", "migm_shortcut.amused.model",
+        "migm_shortcut.maskgit.model"]
 
 
 def loaded_layers(module: str) -> set[str]:

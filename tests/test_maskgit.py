@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from migm_shortcut import MigmError, ShortcutHead, load_model
-from migm_shortcut.adapters.maskgit import MaskGITBackbone
-from migm_shortcut.adapters.maskgit_standin import MaskTransformer
-from migm_shortcut.samplers import DiMOOSampler, ShortcutPolicy
+from migm_shortcut.maskgit.model import MaskGITBackbone
+from migm_shortcut.maskgit.transformer import MaskTransformer
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy
 from migm_shortcut.schedule import maskgit_masked_counts
 
 from taming_standin import write_taming_vqgan
@@ -72,15 +72,15 @@ def test_class_conditional_cfg_uses_the_models_label_drop():
 @pytest.mark.parametrize("rule", ["dimoo", "maskgit"])
 def test_shortcut_at_b_equals_n_is_vanilla_and_b_below_n_runs_b_passes(rule):
     backbone = MaskGITBackbone(tiny_maskgit())
-    vanilla = DiMOOSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule).generate([0, 3, 4], [1, 2, 3])
+    vanilla = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule).generate([0, 3, 4], [1, 2, 3])
     head = random_head(backbone)
-    full = DiMOOSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule,
+    full = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule,
                         policy=ShortcutPolicy(head, budget=6)).generate([0, 3, 4], [1, 2, 3])
     assert torch.equal(full.codes, vanilla.codes)
     calls = []
     features = backbone.features
     backbone.features = lambda ids: calls.append(1) or features(ids)
-    out = DiMOOSampler(backbone, num_steps=6, rule=rule, policy=ShortcutPolicy(head, budget=2)).generate([1, 2], [0, 1])
+    out = MaskedTokenSampler(backbone, num_steps=6, rule=rule, policy=ShortcutPolicy(head, budget=2)).generate([1, 2], [0, 1])
     assert len(calls) == 2 and out.full_steps.tolist() == [2, 2]
 
 
@@ -97,7 +97,7 @@ class FixedLogits(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from migm_shortcut.adapters.maskgit import MaskGITLayout
+        from migm_shortcut.maskgit.model import MaskGITLayout
 
         self.layout = MaskGITLayout(2, 3, 2)
         self.width, self.fingerprint = 3, "fixed"
@@ -133,14 +133,14 @@ def test_maskgit_rule_by_hand_guidance_and_choice_noise_anneal():
     # MaskGIT: guidance is 0 at step 0 (the conditional logits alone) and the choice noise is off
     # (choice temperature 0), so step 0 commits the most confident position of the conditional branch:
     # position 0 (softmax of [5, 0, 0]), code 0.
-    sampler = DiMOOSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule="maskgit", choice_temperature=0.0)
+    sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule="maskgit", choice_temperature=0.0)
     out = sampler.generate([1], [0])
     assert out.commit_step[0].tolist() == [0, 1, 1, 1]
     assert out.codes.flatten().tolist()[0] == 0
     # at step 1 guidance is full (s = 3): (1+3) c - 3 u pushes every remaining position away from code 2
     assert 2 not in out.codes.flatten().tolist()
     # DiMOO's rule guides from the first step: position 0 is then 4*5 - 0 = 20 vs -9 for code 2 ... still code 0
-    dimoo = DiMOOSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0).generate([1], [0])
+    dimoo = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0).generate([1], [0])
     assert dimoo.codes.flatten().tolist()[0] == 0
 
 
@@ -188,8 +188,8 @@ def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys
 
 
 def test_the_released_taming_vqgan_converts_to_a_diffusers_vqmodel_exactly(tmp_path):
-    from migm_shortcut.adapters.taming_vqgan import load_taming_vqgan
-    from migm_shortcut.models import vq_decode
+    from migm_shortcut.maskgit.taming_vqgan import load_taming_vqgan
+    from migm_shortcut.vq import vq_decode
 
     taming = write_taming_vqgan(tmp_path / "VQGAN", seed=3)
     vq = load_taming_vqgan(tmp_path / "VQGAN")
@@ -205,7 +205,7 @@ def test_the_released_taming_vqgan_converts_to_a_diffusers_vqmodel_exactly(tmp_p
 def test_taming_checkpoints_that_are_not_plain_tensors_mismatched_or_broken_are_one_line(tmp_path, capsys):
     import argparse
 
-    from migm_shortcut.adapters.taming_vqgan import load_taming_vqgan
+    from migm_shortcut.maskgit.taming_vqgan import load_taming_vqgan
     from migm_shortcut.errors import MigmError
 
     write_taming_vqgan(tmp_path / "pickled", extra={"hyper_parameters": argparse.Namespace(lr=1.0)})

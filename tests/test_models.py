@@ -3,11 +3,11 @@ import copy
 import pytest
 import torch
 
-from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.classifier import FashionClassifier
+from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.embedded.classifier import FashionClassifier
 from migm_shortcut.errors import MigmError
-from migm_shortcut.pipeline import EmbeddedModel
-from migm_shortcut.tokenizer import VQTokenizer
+from migm_shortcut.embedded.model import EmbeddedModel
+from migm_shortcut.embedded.tokenizer import VQTokenizer
 
 
 def test_backbone_round_trip_and_fingerprint(tmp_path, tiny_backbone):
@@ -90,8 +90,8 @@ def test_embedded_model_generates_images(tiny_weights):
 def test_shipped_weights_follow_prompts():
     """The weights inside the package load, and the model draws what it is asked for."""
     from migm_shortcut.io import read_json
-    from migm_shortcut.pipeline import SHIPPED_WEIGHTS
-    from migm_shortcut.prompts import canonical_prompt
+    from migm_shortcut.embedded.model import SHIPPED_WEIGHTS
+    from migm_shortcut.embedded.prompts import canonical_prompt
 
     metrics = read_json(SHIPPED_WEIGHTS / "metrics.json")
     assert metrics["classifier"]["test_accuracy"] >= 0.90

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from migm_shortcut.backbone import BackboneConfig, EmbeddedLayout as SequenceLayout
+from migm_shortcut.embedded.backbone import BackboneConfig, EmbeddedLayout as SequenceLayout
 from migm_shortcut.sequence import PAD, UNCOND
 from migm_shortcut.errors import MigmError
-from migm_shortcut.prompts import CLASS_NAMES, prompt_class
+from migm_shortcut.embedded.prompts import CLASS_NAMES, prompt_class
 
 USUAL_NAMES = ["t-shirt", "top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 

@@ -3,7 +3,7 @@ import torch
 
 from migm_shortcut.sequence import MASK
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import DiMOOSampler, StepOutput, VanillaPolicy, guided_logits, masked_counts
+from migm_shortcut.samplers import MaskedTokenSampler, StepOutput, VanillaPolicy, guided_logits, masked_counts
 
 PROMPTS = ["a photo of a sneaker", "a photo of an ankle boot", "trousers"]
 
@@ -27,17 +27,17 @@ def test_cfg_arithmetic():
 
 
 def test_guidance_zero_skips_the_unconditional_branch_without_changing_tokens(tiny_backbone):
-    class BothBranches(DiMOOSampler):
+    class BothBranches(MaskedTokenSampler):
         num_branches = 2  # run the unconditional branch anyway; weight 0 must make it irrelevant
 
-    one = DiMOOSampler(tiny_backbone, num_steps=4, guidance_scale=0.0)
+    one = MaskedTokenSampler(tiny_backbone, num_steps=4, guidance_scale=0.0)
     two = BothBranches(tiny_backbone, num_steps=4, guidance_scale=0.0)
     assert one.num_branches == 1
     assert torch.equal(one.generate(PROMPTS, [1, 2, 3]).codes, two.generate(PROMPTS, [1, 2, 3]).codes)
 
 
 def test_sampler_shapes_ranges_and_step_counts(tiny_backbone):
-    out = DiMOOSampler(tiny_backbone, num_steps=5).generate(PROMPTS, seeds=[0, 1, 2])
+    out = MaskedTokenSampler(tiny_backbone, num_steps=5).generate(PROMPTS, seeds=[0, 1, 2])
     assert out.codes.shape == (3, 4, 4)
     assert out.codes.min() >= 0 and out.codes.max() < 16
     assert out.full_steps.tolist() == [5, 5, 5]
@@ -46,7 +46,7 @@ def test_sampler_shapes_ranges_and_step_counts(tiny_backbone):
 
 def test_schedule_followed_and_no_token_is_remasked(tiny_backbone):
     policy = RecordingPolicy()
-    sampler = DiMOOSampler(tiny_backbone, num_steps=6, policy=policy)
+    sampler = MaskedTokenSampler(tiny_backbone, num_steps=6, policy=policy)
     out = sampler.generate(PROMPTS, seeds=[0, 1, 2])
     layout = tiny_backbone.layout
     schedule = [layout.num_image_tokens] + masked_counts(layout.num_image_tokens, 6)
@@ -73,7 +73,7 @@ def test_schedule_followed_and_no_token_is_remasked(tiny_backbone):
 
 
 def test_same_seed_same_tokens_different_seed_different(tiny_backbone):
-    sampler = DiMOOSampler(tiny_backbone, num_steps=4)
+    sampler = MaskedTokenSampler(tiny_backbone, num_steps=4)
     a = sampler.generate(PROMPTS, seeds=[7, 8, 9]).codes
     b = sampler.generate(PROMPTS, seeds=[7, 8, 9]).codes
     c = sampler.generate(PROMPTS, seeds=[10, 11, 12]).codes
@@ -82,14 +82,14 @@ def test_same_seed_same_tokens_different_seed_different(tiny_backbone):
 
 
 def test_sample_does_not_depend_on_its_batch_mates(tiny_backbone):
-    sampler = DiMOOSampler(tiny_backbone, num_steps=4)
+    sampler = MaskedTokenSampler(tiny_backbone, num_steps=4)
     together = sampler.generate(PROMPTS, seeds=[7, 8, 9]).codes
     alone = sampler.generate(PROMPTS[1:2], seeds=[8]).codes
     assert torch.equal(together[1], alone[0])
 
 
 def test_greedy_temperature_zero_is_deterministic_across_seeds(tiny_backbone):
-    sampler = DiMOOSampler(tiny_backbone, num_steps=4, temperature=0.0)
+    sampler = MaskedTokenSampler(tiny_backbone, num_steps=4, temperature=0.0)
     assert torch.equal(sampler.generate(PROMPTS, [0, 1, 2]).codes, sampler.generate(PROMPTS, [5, 6, 7]).codes)
 
 
@@ -102,7 +102,7 @@ def test_policy_with_wrong_feature_shape_is_reported(tiny_backbone):
             return StepOutput(out.features[:, :-1], out.full)
 
     with pytest.raises(MigmError, match="broken"):
-        DiMOOSampler(tiny_backbone, num_steps=3, policy=Broken()).generate(PROMPTS, [0, 1, 2])
+        MaskedTokenSampler(tiny_backbone, num_steps=3, policy=Broken()).generate(PROMPTS, [0, 1, 2])
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -111,9 +111,9 @@ def test_policy_with_wrong_feature_shape_is_reported(tiny_backbone):
 ])
 def test_bad_sampler_settings(tiny_backbone, kwargs, match):
     with pytest.raises(MigmError, match=match):
-        DiMOOSampler(tiny_backbone, **kwargs)
+        MaskedTokenSampler(tiny_backbone, **kwargs)
 
 
 def test_seed_count_must_match(tiny_backbone):
     with pytest.raises(MigmError, match="one seed per prompt"):
-        DiMOOSampler(tiny_backbone, num_steps=2).generate(PROMPTS, [0])
+        MaskedTokenSampler(tiny_backbone, num_steps=2).generate(PROMPTS, [0])

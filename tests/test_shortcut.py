@@ -3,10 +3,10 @@ import copy
 import pytest
 import torch
 
-from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.sequence import PAD
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import SenCachePolicy, DiMOOSampler, ShortcutPolicy, StepOutput, make_policy
+from migm_shortcut.samplers import SenCachePolicy, MaskedTokenSampler, ShortcutPolicy, StepOutput, make_policy
 from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens
 
 PROMPTS = ["a photo of a sneaker", "a photo of an ankle boot", "a photo of a bag"]
@@ -124,9 +124,9 @@ def test_head_with_wrong_feature_width_is_reported(tiny_backbone):
 
 def test_shortcut_with_full_budget_equals_vanilla_exactly(tiny_backbone):
     seeds = [3, 4, 5]
-    vanilla = DiMOOSampler(tiny_backbone, num_steps=6).generate(PROMPTS, seeds)
+    vanilla = MaskedTokenSampler(tiny_backbone, num_steps=6).generate(PROMPTS, seeds)
     policy = ShortcutPolicy(random_head(tiny_backbone), budget=6)
-    fast = DiMOOSampler(tiny_backbone, num_steps=6, policy=policy).generate(PROMPTS, seeds)
+    fast = MaskedTokenSampler(tiny_backbone, num_steps=6, policy=policy).generate(PROMPTS, seeds)
     assert torch.equal(vanilla.codes, fast.codes)
     assert fast.full_steps.tolist() == [6, 6, 6]
 
@@ -136,7 +136,7 @@ def test_shortcut_runs_the_budget_and_is_deterministic(tiny_backbone):
     head = random_head(tiny_backbone)
     calls = []
     head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    make = lambda: DiMOOSampler(tiny_backbone, num_steps=8, policy=ShortcutPolicy(head, budget=3))
+    make = lambda: MaskedTokenSampler(tiny_backbone, num_steps=8, policy=ShortcutPolicy(head, budget=3))
     a, b = make().generate(PROMPTS, seeds), make().generate(PROMPTS, seeds)
     assert torch.equal(a.codes, b.codes)
     assert a.full_steps.tolist() == [3, 3, 3]
@@ -146,19 +146,19 @@ def test_shortcut_runs_the_budget_and_is_deterministic(tiny_backbone):
 
 def test_final_full_variant_places_a_full_last_step(tiny_backbone):
     policy = ShortcutPolicy(random_head(tiny_backbone), budget=3, final_full=True)
-    out = DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
+    out = MaskedTokenSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
     assert [bool(f[0]) for f in out.step_full] == [k in (0, 4, 7) for k in range(8)]
 
 
 def test_full_steps_places_the_backbone_passes_exactly(tiny_backbone):
     policy = ShortcutPolicy(random_head(tiny_backbone), full_steps=[0, 5, 6])
-    out = DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:2], [0, 1])
+    out = MaskedTokenSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:2], [0, 1])
     assert [bool(f[0]) for f in out.step_full] == [k in (0, 5, 6) for k in range(8)]
     assert out.full_steps.tolist() == [3, 3] and policy.describe()["budget"] == 3
     # every step full is vanilla sampling, token for token
     every = ShortcutPolicy(random_head(tiny_backbone), full_steps=list(range(8)))
-    vanilla = DiMOOSampler(tiny_backbone, num_steps=8).generate(PROMPTS[:2], [0, 1])
-    assert torch.equal(DiMOOSampler(tiny_backbone, num_steps=8, policy=every).generate(PROMPTS[:2], [0, 1]).codes,
+    vanilla = MaskedTokenSampler(tiny_backbone, num_steps=8).generate(PROMPTS[:2], [0, 1])
+    assert torch.equal(MaskedTokenSampler(tiny_backbone, num_steps=8, policy=every).generate(PROMPTS[:2], [0, 1]).codes,
                        vanilla.codes)
 
 
@@ -179,13 +179,13 @@ def test_head_for_another_base_model_is_refused_by_the_sampler(tiny_backbone):
     other = MiniDiMOO(tiny_backbone.config).eval()
     policy = ShortcutPolicy(random_head(other), budget=2)
     with pytest.raises(MigmError, match="trained for base model"):
-        DiMOOSampler(tiny_backbone, num_steps=4, policy=policy).generate(PROMPTS[:1], [0])
+        MaskedTokenSampler(tiny_backbone, num_steps=4, policy=policy).generate(PROMPTS[:1], [0])
 
 
 def test_budget_larger_than_steps_is_refused(tiny_backbone):
     policy = make_policy("shortcut", head=random_head(tiny_backbone), budget=9)
     with pytest.raises(MigmError, match="budget must be between 1 and the number of steps \\(8\\)"):
-        DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
+        MaskedTokenSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS[:1], [0])
 
 
 def test_the_shipped_head_belongs_to_the_shipped_model_and_policies_need_one():
@@ -221,15 +221,15 @@ def test_shortcut_guidance_is_the_cfg_scale_of_exactly_the_cheap_samples(tiny_ba
         for p in sharp.parameters():
             p.mul_(8)
     seeds, head = [3, 4, 5], random_head(sharp)
-    at = lambda s: DiMOOSampler(sharp, num_steps=6, guidance_scale=s).generate(PROMPTS, seeds).codes
+    at = lambda s: MaskedTokenSampler(sharp, num_steps=6, guidance_scale=s).generate(PROMPTS, seeds).codes
     usual, other = at(4.0), at(0.5)
     assert all(not torch.equal(usual[i], other[i]) for i in range(3))  # the scale matters here, so the checks can fail
-    mixed = DiMOOSampler(sharp, num_steps=6, guidance_scale=4.0,
+    mixed = MaskedTokenSampler(sharp, num_steps=6, guidance_scale=4.0,
                          policy=ExactButCheap(head, [1], shortcut_guidance=0.5)).generate(PROMPTS, seeds).codes
     # sample 1 was on cheap steps throughout: sampled at s = 0.5; samples 0 and 2 paid for full steps: s = 4
     assert torch.equal(mixed[1], other[1])
     assert torch.equal(mixed[0], usual[0]) and torch.equal(mixed[2], usual[2])
-    unset = DiMOOSampler(sharp, num_steps=6, guidance_scale=4.0,
+    unset = MaskedTokenSampler(sharp, num_steps=6, guidance_scale=4.0,
                          policy=ExactButCheap(head, [0, 1, 2])).generate(PROMPTS, seeds).codes
     assert torch.equal(unset, usual)  # not set: cheap steps are guided like full ones
 
@@ -237,9 +237,9 @@ def test_shortcut_guidance_is_the_cfg_scale_of_exactly_the_cheap_samples(tiny_ba
 def test_shortcut_guidance_applies_on_shortcut_steps_only(tiny_backbone):
     seeds = [3, 4, 5]
     head = random_head(tiny_backbone)
-    run = lambda policy: DiMOOSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS, seeds).codes
+    run = lambda policy: MaskedTokenSampler(tiny_backbone, num_steps=8, policy=policy).generate(PROMPTS, seeds).codes
     assert torch.equal(run(ShortcutPolicy(head, budget=8, shortcut_guidance=20.0)),
-                       DiMOOSampler(tiny_backbone, num_steps=8).generate(PROMPTS, seeds).codes)  # no shortcut step
+                       MaskedTokenSampler(tiny_backbone, num_steps=8).generate(PROMPTS, seeds).codes)  # no shortcut step
     assert torch.equal(run(ShortcutPolicy(head, budget=3, shortcut_guidance=4.0)), run(ShortcutPolicy(head, budget=3)))
     other = ShortcutPolicy(head, budget=3, shortcut_guidance=20.0)
     assert not torch.equal(run(other), run(ShortcutPolicy(head, budget=3)))

@@ -4,9 +4,9 @@ The folder holds what a DiMOO checkpoint holds: ``config.json`` (``model_type`` 
 ``auto_map`` to the model code shipped beside it), ``model.safetensors`` (keys
 ``model.transformer.*``), a tokenizer with DiMOO's special tokens at DiMOO's ids, and
 ``vqvae/`` (a diffusers ``VQModel`` over 8192 codes, looked up from its codebook). The model
-code in the folder is two small files that import the package's stand-in of the published
-classes (``migm_shortcut.adapters.llada_standin``), so loading goes through transformers'
-remote-code path exactly as a real checkpoint does.
+code in the folder is the test stand-in of the published classes (``tests/llada_standin.py``,
+copied in as ``modeling_xllmx_dimoo.py``, with ``configuration_llada.py`` importing its config), so
+loading goes through transformers' remote-code path exactly as a real checkpoint does.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from migm_shortcut.adapters.dimoo import DIMOO_SPECIAL_IDS, DIMOO_VOCAB_SIZE
-from migm_shortcut.adapters.llada_standin import LLaDAConfig, LLaDAForMultiModalGeneration
+from migm_shortcut.dimoo.model import DIMOO_SPECIAL_IDS, DIMOO_VOCAB_SIZE
+from llada_standin import LLaDAConfig, LLaDAForMultiModalGeneration
 
 WORDS = ["generate", "an", "image", "according", "to", "the", "text", "prompt", ".", "a", "photo", "of", "red",
          "blue", "cube", "bag", "sky", "over", "green", "hills", "small", "dog"]
@@ -29,8 +29,9 @@ TOKEN_IDS = {"<|startoftext|>": 126080, "<|endoftext|>": 126081, "<system>": 126
              "<uncondition>": DIMOO_SPECIAL_IDS["uncondition"]}
 TINY = dict(d_model=16, n_heads=2, n_layers=2, mlp_hidden_size=32, vocab_size=DIMOO_VOCAB_SIZE)
 
-CONFIG_CODE = "from migm_shortcut.adapters.llada_standin import LLaDAConfig  # noqa: F401\n"
-MODEL_CODE = ("from migm_shortcut.adapters.llada_standin import LLaDAForMultiModalGeneration, LLaDAModelLM  # noqa: F401\n")
+CONFIG_CODE = "from .modeling_xllmx_dimoo import LLaDAConfig  # noqa: F401\n"
+# The model code a checkpoint ships: the stand-in's own source, as a real folder carries the published file.
+MODEL_CODE = (Path(__file__).parent / "llada_standin.py").read_text()
 
 
 def tiny_tokenizer(uncondition_id: int = DIMOO_SPECIAL_IDS["uncondition"]) -> PreTrainedTokenizerFast:

@@ -17,7 +17,7 @@ import torch
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
 
-from migm_shortcut.adapters.amused import AmusedConfig, AmusedPipelineBackbone
+from migm_shortcut.amused.model import AmusedConfig, AmusedPipelineBackbone
 from migm_shortcut.io import atomic_dir
 
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")  # CLIP's BOS and EOS (EOS also pads, as in aMUSEd's)

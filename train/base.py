@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from migm_shortcut.adapters.amused import AmusedBackbone, AmusedConfig
-from migm_shortcut.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.classifier import ClassifierConfig, FashionClassifier
-from migm_shortcut.data import ImageDataset, load_dataset, to_model_range
+from migm_shortcut.amused.model import AmusedBackbone, AmusedConfig
+from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
+from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.embedded.data import ImageDataset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.io import append_jsonl, load_tensors, read_json, save_tensors, write_json
-from migm_shortcut.prompts import CLASS_PHRASES, TEMPLATES, WORDS
-from migm_shortcut.tokenizer import VQTokenizer
+from migm_shortcut.embedded.prompts import CLASS_PHRASES, TEMPLATES, WORDS
+from migm_shortcut.embedded.tokenizer import VQTokenizer
 
 from .common import EMA, RunLog, batch_generator, pick_device, train_loop
 

@@ -33,6 +33,7 @@ from einops import rearrange
 from torch.nn.parallel import DistributedDataParallel
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import check_model
 from migm_shortcut.io import write_json
 from migm_shortcut.samplers import guided_logits
@@ -53,7 +54,7 @@ class HeadTrainConfig:
     model: str | None = None         # the base model's folder (load_model; default: the shipped embedded model)
     trust_remote_code: bool = False  # allow a checkpoint folder's own model code to run (load_model)
     prompts: list[str] | None = None  # online mode: prompts to cycle through (default: the model's own, if it has some)
-    rule: str = "dimoo"              # online mode: the teacher sampler's rule ("maskgit" for MaskGIT models)
+    rule: SamplingRule = DiMOORule()  # online mode: the teacher sampler's rule (the model's LoadedModel.rule)
     steps: int = 3000
     batch_size: int = 32             # (trajectory, step) examples per process and step; each has all branches
     lr: float = 5e-4
@@ -105,6 +106,7 @@ class HeadTrainConfig:
     def settings(self) -> dict:
         """The settings as logged and saved (a prompt list by its length)."""
         settings = asdict(self)
+        settings["rule"] = rule_record(self.rule)
         if settings["prompts"] is not None:
             settings["prompts"] = f"{len(settings['prompts'])} prompts"
         return settings
@@ -345,10 +347,10 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
     out = Path(cfg.out)
     log = RunLog(out / "train.log", echo=is_main) if is_main else (lambda message: None)
     if backbone is None:
-        from migm_shortcut.models import load_model
+        from migm_shortcut.registry import load_model
 
         model = load_model(cfg.model, device=str(device), trust_remote_code=cfg.trust_remote_code)
-        backbone, model_prompts = model.backbone, getattr(model, "trajectory_prompt", None)
+        backbone, model_prompts, cfg.rule = model.backbone, model.trajectory_prompt, model.rule
     check_model(backbone)
     if backbone.device.type != device.type or (device.index is not None and backbone.device != device):
         raise MigmError(f"the model is on {backbone.device} but training runs on {device}; load it there "

@@ -35,9 +35,10 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import check_model
 from migm_shortcut.io import read_json, save_tensors, tensor_digest, write_json
-from migm_shortcut.samplers import DiMOOSampler, StepOutput, StepPolicy, StepState
+from migm_shortcut.samplers import MaskedTokenSampler, StepOutput, StepPolicy, StepState
 from migm_shortcut.samplers.shortcut import ShortcutPolicy, shortcut_features
 
 FORMAT = "migm-shortcut-trajectories/1"
@@ -59,7 +60,7 @@ class CollectConfig:
     # Prompts trajectory i cycles through (i mod len); None: the model's own prompt source
     # (the embedded model's class prompts), given to ``collect`` as ``prompt_source``.
     prompts: list[str] | None = None
-    rule: str = "dimoo"                # the sampler's rule ("maskgit" for MaskGIT models)
+    rule: SamplingRule = DiMOORule()   # the model's sampling rule (LoadedModel.rule)
 
     def check(self) -> None:
         for name in ("num", "steps", "shard_size", "batch_size"):
@@ -79,6 +80,7 @@ class CollectConfig:
     def manifest(self) -> dict:
         """The settings a resumed collection must share (the prompt list by its digest)."""
         settings = asdict(self)
+        settings["rule"] = rule_record(self.rule)
         prompts = settings.pop("prompts")
         if prompts is not None:
             settings["prompts_digest"] = hashlib.sha256("\n".join(map(str, prompts)).encode()).hexdigest()[:16]
@@ -144,7 +146,7 @@ def generate_trajectories(backbone, cfg: CollectConfig, indices: list[int], sour
     caller (``collect`` reuses it for every shard); without it, it is built here from ``cfg``.
     """
     recorder = RecordingPolicy(student or cfg.student())
-    sampler = DiMOOSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder, rule=cfg.rule)
+    sampler = MaskedTokenSampler(backbone, cfg.steps, cfg.guidance_scale, cfg.temperature, recorder, rule=cfg.rule)
     layout = backbone.layout
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in SHARD_KEYS}
     for start in range(0, len(indices), cfg.batch_size):

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MigmError
-from .prompts import CLASS_NAMES
+from migm_shortcut.errors import MigmError
+from migm_shortcut.embedded.prompts import CLASS_NAMES
 
 IMAGE_SIZE = 28
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -54,6 +54,13 @@ class ImageDataset:
                 raise MigmError(f"{self.source} has only {len(idx)} images of class {c}, {per_class} needed")
             picks.append(idx)
         return self.subset(torch.cat(picks))
+
+
+def balanced_subset(data: ImageDataset, size: int) -> ImageDataset:
+    """``size`` images, as many of each class as labels allow (the first ``size`` when unlabelled)."""
+    if (data.labels < 0).any():
+        return data.subset(slice(0, size))
+    return data.balanced(size // 10)
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

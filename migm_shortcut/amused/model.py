@@ -8,7 +8,7 @@ Two layers, so the same feature definition serves both ways of sampling:
   convolution (``mlm_layer.conv2``) to them; the shortcut head embeds new tokens with the
   model's frozen token embedding (``embed.embeddings`` + ``embed.layer_norm``) plus a fixed 2D
   sine-cosine position code (a UVit has no position table of its own: its convolutions carry
-  position). The drop-in pipeline hook (``migm_shortcut.hooks``) uses this layer alone.
+  position). The drop-in pipeline hook (``migm_shortcut.amused.hook``) uses this layer alone.
 * ``AmusedBackbone`` adds a small prompt encoder and a ``[prompt][image grid]`` token layout,
   so the package's sampler, trajectory collection, head training and sweeps run on a UVit2D
   exactly as on the embedded model. It is what ``train-base --architecture amused`` trains.
@@ -31,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..interface import ModelInfo
-from ..sequence import MASK, PAD, SequenceLayout, check_sequence_shape, write_image_codes
-from ..errors import MigmError
-from ..io import tensor_digest
-from ..modeling import PretrainedModule
-from ..models import LoadedModel, vq_decode
+from migm_shortcut.interface import ModelInfo
+from migm_shortcut.sequence import MASK, PAD, SequenceLayout, check_sequence_shape, write_image_codes
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import tensor_digest
+from migm_shortcut.modeling import PretrainedModule
+from migm_shortcut.vq import vq_decode
+from migm_shortcut.interface import HEAD_FOLDER, LoadedModel, SamplingDefaults
 
 from diffusers import UVit2DModel
 
@@ -62,7 +63,7 @@ class UVit2DFeatures:
     def __init__(self, transformer: UVit2DModel):
         if not isinstance(transformer, UVit2DModel):
             raise MigmError(f"the aMUSEd adapter and enable_shortcut support diffusers UVit2DModel (aMUSEd) transformers, "
-                            f"not {type(transformer).__name__}; for Lumina-DiMOO use migm_shortcut.adapters.dimoo "
+                            f"not {type(transformer).__name__}; for Lumina-DiMOO use migm_shortcut.dimoo.model "
                             "with the package's sampler")
         self.transformer = transformer
         cfg = transformer.config
@@ -361,9 +362,6 @@ class AmusedPipelineBackbone(ModelInfo, nn.Module):
         return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
 
 
-HEAD_FOLDER = "shortcut_head"
-
-
 class AmusedPipelineModel(LoadedModel):
     """A diffusers ``AmusedPipeline`` folder: its UVit and CLIP behind the interface, its VQ decoder.
 
@@ -375,9 +373,10 @@ class AmusedPipelineModel(LoadedModel):
     """
 
     kind = "amused-pipeline"
-    defaults = {"num_steps": 12, "guidance_scale": 9.0, "temperature": 1.0}
+    defaults = SamplingDefaults(num_steps=12, guidance_scale=9.0, temperature=1.0)
 
     def __init__(self, pipe, path=None):
+        # The pipeline object itself is the model's ``pipe`` (pipeline rows and the hook run inside it).
         self.pipe, self.path = pipe, path
         # A head trained for this pipeline and saved next to its components (train-head --out FOLDER/shortcut_head)
         # is its default head; AmusedPipeline.from_pretrained ignores the extra folder.

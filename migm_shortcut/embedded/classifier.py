@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .modeling import PretrainedModule
+from migm_shortcut.modeling import PretrainedModule
 
 
 @dataclass

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .errors import MigmError
-from .interface import ModelInfo
-from .io import tensor_digest
-from .modeling import PretrainedModule
-from .prompts import WORDS, prompt_class
-from .sequence import KVCache, SequenceLayout, check_sequence_shape
+from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import ModelInfo
+from migm_shortcut.io import tensor_digest
+from migm_shortcut.modeling import PretrainedModule
+from migm_shortcut.embedded.prompts import WORDS, prompt_class
+from migm_shortcut.sequence import KVCache, SequenceLayout, check_sequence_shape
 
 
 @dataclass

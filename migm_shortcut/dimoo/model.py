@@ -41,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import MigmError
-from ..interface import ModelInfo
-from ..io import read_json, tensor_digest
-from ..models import LoadedModel, load_vqvae, vq_decode
-from ..sequence import check_sequence_shape, grid_positions, write_image_codes
+from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import ModelInfo
+from migm_shortcut.io import read_json, tensor_digest
+from migm_shortcut.vq import load_vqvae, vq_decode
+from migm_shortcut.interface import LoadedModel, SamplingDefaults
+from migm_shortcut.sequence import check_sequence_shape, grid_positions, write_image_codes
 
 # -- facts from the published Lumina-DiMOO code ----------------------------------------------
 DIMOO_SPECIAL_IDS = {
@@ -58,7 +59,7 @@ DIMOO_VOCAB_SIZE = DIMOO_CODE_OFFSET + DIMOO_CODEBOOK_SIZE  # 134548
 DIMOO_SYSTEM_PROMPT = "Generate an image according to the text prompt."
 DIMOO_UNCOND_TEXT = "<uncondition>"
 PIXELS_PER_TOKEN = 16
-DIMOO_DEFAULTS = {"num_steps": 64, "guidance_scale": 4.0, "temperature": 1.0}
+DIMOO_DEFAULTS = SamplingDefaults(num_steps=64, guidance_scale=4.0, temperature=1.0)
 
 
 def dimoo_prompt(text: str) -> str:
@@ -315,8 +316,6 @@ class DiMOOModel(LoadedModel):
 
     kind = "lumina-dimoo"
     defaults = DIMOO_DEFAULTS
-    head_path = None          # no head ships with DiMOO: train one (train-head --model FOLDER)
-    calibration_path = None
 
     def __init__(self, model: nn.Module, tokenizer, vqvae=None, *, height: int = 1024, width: int = 1024,
                  prompt_len: int = 256, path: str | Path | None = None):

@@ -31,13 +31,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import MigmError
-from ..interface import ModelInfo
-from ..io import load_torch, read_json, tensor_digest
-from ..models import LoadedModel, load_vqvae, vq_decode
-from ..sequence import check_sequence_shape, write_image_codes
+from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import ModelInfo
+from migm_shortcut.io import load_torch, read_json, tensor_digest
+from migm_shortcut.vq import load_vqvae, vq_decode
+from migm_shortcut.interface import LoadedModel, SamplingDefaults
+from migm_shortcut.rules import MaskGITRule
+from migm_shortcut.sequence import check_sequence_shape, write_image_codes
 
-MASKGIT_DEFAULTS = {"num_steps": 12, "guidance_scale": 3.0, "temperature": 1.0}
+MASKGIT_DEFAULTS = SamplingDefaults(num_steps=12, guidance_scale=3.0, temperature=1.0)
 
 
 class MaskGITLayout:
@@ -193,7 +195,7 @@ def maskgit_vqvae(folder: Path, device, trust_remote_code: bool = False):
     if (folder / "vqvae" / "config.json").is_file():
         return load_vqvae(folder, device)
     if (folder / "VQGAN").is_dir():
-        from .taming_vqgan import load_taming_vqgan
+        from migm_shortcut.maskgit.taming_vqgan import load_taming_vqgan
 
         return load_taming_vqgan(folder / "VQGAN", device, trust_remote_code)
     return None
@@ -204,9 +206,7 @@ class MaskGITModel(LoadedModel):
 
     kind = "maskgit"
     defaults = MASKGIT_DEFAULTS
-    head_path = None
-    calibration_path = None
-    rule = "maskgit"
+    rule = MaskGITRule()
 
     def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None, vqvae=None, path=None):
         self.backbone = MaskGITBackbone(model, class_names)
@@ -215,7 +215,7 @@ class MaskGITModel(LoadedModel):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device="cpu", dtype: torch.dtype | None = None,
                         class_names: Sequence[str] | None = None, trust_remote_code: bool = False) -> "MaskGITModel":
-        from .maskgit_standin import MaskTransformer
+        from migm_shortcut.maskgit.transformer import MaskTransformer
 
         folder = Path(folder)
         files = sorted((folder / "MaskGIT").glob("*.pth"))
@@ -245,7 +245,6 @@ class MaskGITModel(LoadedModel):
         """(N, H, W) codes -> images in [-1, 1] (the VQGAN's range)."""
         return vq_decode(self.vqvae, codes, self.path).clamp(-1, 1)
 
-    @staticmethod
-    def parse_prompt(text: str):
+    def parse_prompt(self, text: str):
         """A prompt as typed: a class id ("207") or a class name (with a names list)."""
         return int(text) if text.strip().isdigit() else text

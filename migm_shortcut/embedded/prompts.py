@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from .errors import MigmError
+from migm_shortcut.errors import MigmError
 
 CLASS_NAMES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
-from .errors import MigmError
+from migm_shortcut.errors import MigmError
 
 VQ_CONFIG = dict(
     in_channels=1,

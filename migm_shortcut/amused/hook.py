@@ -17,7 +17,7 @@ steps the head advances the kept features and the model's own output layer turns
 the logits the pipeline expects. Which steps are full follows ``budget_full_steps``.
 
 Only the aMUSEd family (diffusers ``UVit2DModel``) is supported: a DiMOO-style model is driven
-by this package's sampler instead (``migm_shortcut.adapters.dimoo``).
+by this package's sampler instead (``migm_shortcut.dimoo.model``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from .errors import MigmError
-from .schedule import amused_masked_counts
-from .shortcut import ShortcutHead, budget_full_steps, new_tokens, shortcut_step
+from migm_shortcut.errors import MigmError
+from migm_shortcut.schedule import amused_masked_counts
+from migm_shortcut.shortcut import ShortcutHead, budget_full_steps, new_tokens, shortcut_step
 
 HOOK_NAME = "migm_shortcut"
 
@@ -57,7 +57,7 @@ class ShortcutHook(ModelHook):
         self.prev_features = None
 
     def initialize_hook(self, module):
-        from .adapters.amused import UVit2DFeatures
+        from migm_shortcut.amused.model import UVit2DFeatures
 
         self.adapter = UVit2DFeatures(module)  # refuses anything but a UVit2DModel
         self.head.check_base(self.adapter)

@@ -1,16 +1,18 @@
-"""A Lumina-DiMOO-style text-to-image sampler for masked image generation models.
+"""The masked-token sampler: one batched, seeded, device-resident loop for every family.
 
-The loop, per step k of N:
+The loop, per step k of N (the model's ``SamplingRule`` fixes the schedule, the confidence, the
+choice noise and the guidance annealing; the step policy fixes where the features come from):
 
 1. the step policy supplies features for both CFG branches (vanilla: one backbone pass);
 2. the base model's head turns them into image-code logits; on masked positions the guided
-   logits are ``(1 + s) * cond - s * uncond``;
+   logits are ``(1 + w_k s) * cond - w_k s * uncond`` (w_k: the rule's guidance annealing);
 3. a token is drawn at every masked position from ``softmax(logits / tau)`` (by inverse CDF:
    the same categorical as DiMOO's Gumbel-max, with one random number per position instead of
-   one per code); its confidence is the softmax probability of the drawn token;
-4. score = log(confidence) + tau * Gumbel noise; among positions masked before the step, the
-   lowest-scoring ones that the cosine schedule keeps masked are re-masked, the rest are
-   committed (committed tokens are never re-masked; end-of-row tokens are never masked).
+   one per code); its confidence is the softmax probability of the drawn token (tempered or not,
+   as the rule says);
+4. score = log(confidence) + (the rule's choice noise) * Gumbel noise; among positions masked
+   before the step, the lowest-scoring ones that the rule's schedule keeps masked are re-masked,
+   the rest are committed (committed tokens are never re-masked; end-of-row tokens are never masked).
 
 Unlike DiMOO's loop this one is batched. Every sample draws its noise from its own seeded
 ``torch.Generator``, so a sample's tokens depend on its prompt and seed, not on which other
@@ -19,7 +21,6 @@ samples share its batch or which policy runs (up to float round-off across batch
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -27,14 +28,13 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from migm_shortcut.checks import check_sampling
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import check_model
+from migm_shortcut.rules import DiMOORule, SamplingRule
 from migm_shortcut.sequence import per_branch, write_committed
 
 from .policies import StepPolicy, StepState, VanillaPolicy
-from migm_shortcut.schedule import maskgit_masked_counts, masked_counts
-
-RULES = ("dimoo", "maskgit")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def guided_logits(logits: torch.Tensor, num_branches: int, guidance_scale: float
 
 
 def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gumbel: torch.Tensor,
-                      where: torch.Tensor, keep: int, tau: float, noise_scale: float, maskgit: bool):
+                      where: torch.Tensor, keep: int, tau: float, noise_scale: float, tempered_confidence: bool):
     """One step's sampling and commit, after the guided logits of the ``where`` positions.
 
     ``where`` (B, M): the image indices still masked, in image order. A token is drawn at each
@@ -131,12 +131,12 @@ def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gu
     exponentiate in place, cumulative sum in place; the log-confidence comes from the logit of the
     drawn token and the normaliser, with no log-softmax over K. Everything else is (B, M): one
     ranking sort splits the positions, so no (B, N_img) mask is rebuilt. Pure tensor code with no
-    host reads, so ``torch.compile`` can fuse it (``DiMOOSampler(compile_step=True)``).
+    host reads, so ``torch.compile`` can fuse it (``MaskedTokenSampler(compile_step=True)``).
     """
     # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
-    scaled = logits / tau if (maskgit and tau > 0) else logits
+    scaled = logits / tau if (tempered_confidence and tau > 0) else logits
     peak = scaled.amax(-1, keepdim=True)
-    confidence_is_sampled = tau > 0 and (maskgit or tau == 1)  # the softmax sampled from is the one scored
+    confidence_is_sampled = tau > 0 and (tempered_confidence or tau == 1)  # the softmax sampled from is the one scored
     if tau > 0:
         unnormalised = (scaled - peak if confidence_is_sampled else (scaled - peak) / tau).exp_()
         cdf = unnormalised.cumsum_(-1)
@@ -157,38 +157,25 @@ def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gu
             normaliser.sum())
 
 
-class DiMOOSampler:
-    """Batched masked-token sampler with a pluggable step policy.
+class MaskedTokenSampler:
+    """Batched masked-token sampler with a pluggable step policy, under a family's sampling rule.
 
-    >>> sampler = DiMOOSampler(backbone, num_steps=16)
+    >>> sampler = MaskedTokenSampler.for_model(model, num_steps=16)      # the model's rule and defaults
     >>> out = sampler.generate(["a photo of a sneaker"] * 4, seeds=[0, 1, 2, 3])
     """
 
     def __init__(self, backbone, num_steps: int = 16, guidance_scale: float = 4.0,
                  temperature: float = 1.0, policy: StepPolicy | None = None,
-                 logits_dtype: torch.dtype = torch.float32, rule: str = "dimoo", choice_temperature: float = 4.5,
-                 maskgit_schedule: str = "arccos", compile_step: bool = False):
+                 logits_dtype: torch.dtype = torch.float32, rule: SamplingRule = DiMOORule(), compile_step: bool = False):
         check_model(backbone)
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise MigmError(f"steps must be a whole number >= 1, got {num_steps!r}")
-        for name, value in (("guidance scale", guidance_scale), ("temperature", temperature)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise MigmError(f"{name} must be a finite number >= 0, got {value!r}")
-        if rule not in RULES:
-            raise MigmError(f"unknown sampling rule {rule!r}; choose one of: {', '.join(RULES)}")
-        if isinstance(choice_temperature, bool) or not isinstance(choice_temperature, (int, float)) \
-                or not math.isfinite(choice_temperature) or choice_temperature < 0:
-            raise MigmError(f"choice temperature must be a finite number >= 0, got {choice_temperature!r}")
+        check_sampling(num_steps, guidance_scale, temperature)
+        if not isinstance(rule, SamplingRule):
+            raise MigmError(f"rule must be a SamplingRule (DiMOORule(), MaskGITRule(), ...), got {rule!r}")
         self.backbone = backbone
         self.layout = backbone.layout
         self.num_steps = num_steps
-        # "dimoo": Lumina-DiMOO's cosine keep-schedule, confidence from the untempered softmax, ranking
-        # noise scaled by the temperature. "maskgit": MaskGIT-pytorch's rule — its schedule (arccos by
-        # default), confidence from the tempered softmax, ranking noise scaled by the choice temperature
-        # annealed linearly to 0, and the CFG scale annealed linearly from 0 to s over the steps.
-        self.rule, self.choice_temperature = rule, float(choice_temperature)
-        self.schedule = (masked_counts(self.layout.num_image_tokens, num_steps) if rule == "dimoo" else
-                         maskgit_masked_counts(self.layout.num_image_tokens, num_steps, maskgit_schedule))
+        self.rule = rule
+        self.schedule = rule.masked_counts(self.layout.num_image_tokens, num_steps)
         self.guidance_scale = guidance_scale
         self.temperature = temperature
         self.policy = policy or VanillaPolicy()
@@ -201,6 +188,15 @@ class DiMOOSampler:
         self._sample_and_commit = (torch.compile(sample_and_commit, dynamic=True) if compile_step
                                    else sample_and_commit)
 
+    @classmethod
+    def for_model(cls, model, num_steps: int | None = None, guidance_scale: float | None = None,
+                  temperature: float | None = None, policy: StepPolicy | None = None, **options) -> "MaskedTokenSampler":
+        """The sampler of a loaded model: its backbone, its rule, its defaults for what is left None."""
+        d = model.defaults
+        return cls(model.backbone, d.num_steps if num_steps is None else num_steps,
+                   d.guidance_scale if guidance_scale is None else guidance_scale,
+                   d.temperature if temperature is None else temperature, policy, rule=model.rule, **options)
+
     @property
     def num_branches(self) -> int:
         return 2 if self.guidance_scale > 0 else 1
@@ -212,15 +208,11 @@ class DiMOOSampler:
             branches.append(torch.stack([self.layout.encode_prompt(None)] * len(prompts)))
         return self.layout.template(torch.cat(branches))
 
-    def progress(self, step: int) -> float:
-        """k / (N - 1): how far along the sampling is (MaskGIT anneals with it)."""
-        return step / (self.num_steps - 1) if self.num_steps > 1 else 1.0
-
     def step_guidance(self, out, step: int = 0) -> float | torch.Tensor:
         """The CFG scale of this step: the sampler's, except for samples on a cheap step whose
-        policy asked for another (``StepOutput.cheap_guidance``); then one scale per sample.
-        Under MaskGIT's rule the scale grows linearly from 0 at the first step to s at the last."""
-        anneal = self.progress(step) if self.rule == "maskgit" else 1.0
+        policy asked for another (``StepOutput.cheap_guidance``); then one scale per sample. The
+        rule's annealing multiplies either (MaskGIT's grows from 0 at the first step to s at the last)."""
+        anneal = self.rule.guidance_weight(step, self.num_steps)
         if out.cheap_guidance is None:
             return self.guidance_scale * anneal
         scale = torch.where(out.full, float(self.guidance_scale), float(out.cheap_guidance))
@@ -254,7 +246,7 @@ class DiMOOSampler:
         step_full: list[torch.Tensor] = []
         committed: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (image indices, codes) committed
         prev_features, newly_index, num_newly = None, None, 0
-        maskgit = self.rule == "maskgit"
+        tempered_confidence = self.rule.tempered_confidence
         self.policy.reset(batch, self.num_steps)
 
         sync(device)
@@ -283,9 +275,9 @@ class DiMOOSampler:
             # drawn by inverse CDF, which samples exactly the categorical that DiMOO's Gumbel-max does
             # without K random numbers per position (33.5 M per step at DiMOO's grid and codebook).
             token_uniform, rank_gumbel = noise.step(k)
-            noise_scale = self.choice_temperature * (1 - self.progress(k)) if maskgit else tau
+            noise_scale = self.rule.choice_noise(k, self.num_steps, tau)
             where, newly_index, new_codes, normaliser = self._sample_and_commit(
-                logits, token_uniform, rank_gumbel, where, keep, tau, noise_scale, maskgit)
+                logits, token_uniform, rank_gumbel, where, keep, tau, noise_scale, tempered_confidence)
             normalisers.append(normaliser)
             committed.append((newly_index, new_codes))
             # The commit is one scatter into the sequences; codes and commit steps are written once, after the loop.
@@ -304,3 +296,11 @@ class DiMOOSampler:
 
         return SampleOutput(codes.view(batch, *layout.grid_shape).cpu(), full_steps.cpu(), self.num_steps, loop_seconds,
                             [f.cpu() for f in step_full], commit_step.cpu())
+
+
+def generate(model, prompts: Sequence, seeds: Sequence[int], num_steps: int | None = None, policy: StepPolicy | None = None,
+             guidance_scale: float | None = None, temperature: float | None = None, progress: bool = False):
+    """Images in [-1, 1] and the sampler's output (codes, step counts, time) for a loaded model:
+    ``MaskedTokenSampler.for_model(...).generate`` then the model's ``decode``."""
+    out = MaskedTokenSampler.for_model(model, num_steps, guidance_scale, temperature, policy).generate(prompts, seeds, progress)
+    return model.decode(out.codes), out

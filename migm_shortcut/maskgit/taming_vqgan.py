@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MigmError
-from ..io import load_torch
+from migm_shortcut.errors import MigmError
+from migm_shortcut.io import load_torch
 
 REQUIRED_DD = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "out_ch", "resolution", "z_channels")
 
