@@ -68,8 +68,8 @@ def parameter_count(config: str) -> int:
             from migm_shortcut.maskgit.transformer import MASKGIT_512, MaskTransformer
             model = MaskTransformer(**MASKGIT_512)
         else:
-            from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
-            model = LLaDAModel(llada_8b_config())
+            from .llada_shaped import LLaDAShapedModel
+            model = LLaDAShapedModel()
     return sum(p.numel() for p in model.parameters())
 
 
@@ -117,7 +117,7 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         from migm_shortcut.samplers.shortcut import load_head
 
         model = MiniDiMOO.from_pretrained(SHIPPED_WEIGHTS / "backbone", device=device).to(dtype)
-        head = load_head(SHIPPED_WEIGHTS / "head").to(device, dtype)
+        head = load_head(SHIPPED_WEIGHTS / "shortcut_head").to(device, dtype)
         return _sequence_case(config, model, head, "a photo of a bag", rows, num_steps,
                               model.num_parameters(), device)
 
@@ -146,10 +146,10 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
     if config == "dimoo-8b":
         from migm_shortcut.dimoo.model import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
                                                   LLaDAImageBackbone, LLaDAImageLayout)
-        from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
+        from .llada_shaped import LLaDAShapedModel
 
         with torch.device(device):
-            model = LLaDAModel(llada_8b_config()).to(dtype).eval()
+            model = LLaDAShapedModel().to(dtype).eval()
         ids = DIMOO_SPECIAL_IDS
         # DiMOO's sequence at 512 x 512 (32 x 32 tokens) with a 64-token prompt
         layout = LLaDAImageLayout(lambda text: [1] * 64, prompt_len=64, grid_shape=(32, 32), code_offset=DIMOO_CODE_OFFSET,

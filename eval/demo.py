@@ -68,7 +68,7 @@ def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, meth
              log=print) -> Path:
     """Sample ``per_prompt`` images of each prompt with every (label, policy), the first being vanilla;
     write ``out_dir/demo_grid.png`` (a row per prompt and method) and print the measured speedups."""
-    from migm_shortcut.images import save_grid
+    from migm_shortcut.images import save_comparison_grid
 
     prompts = [p for p in distinct_prompts for _ in range(per_prompt)]
     seeds = [seed + i for i in range(len(prompts))]
@@ -79,15 +79,15 @@ def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, meth
         images, loop_seconds, full_steps = generate_batched(model, prompts, seeds, num_steps, guidance_scale,
                                                             temperature, batch_size, policy, desc=name)
         results.append((name, images, loop_seconds, full_steps.float().mean().item()))
-    rows, labels = [], []
-    for c, prompt in enumerate(distinct_prompts):
-        for name, images, _, _ in results:
-            rows.append(images[c * per_prompt : (c + 1) * per_prompt])
-            labels.append(f"{str(prompt)[:30]}\n{name}" if len(results) > 1 else str(prompt)[:40])
     vanilla_seconds = results[0][2]
-    title = ", ".join(f"{name}: {1000 * sec / len(prompts):.0f} ms/img ({vanilla_seconds / sec:.2f}x)"
-                      for name, _, sec, _ in results)
-    path = save_grid(rows, labels, Path(out_dir) / "demo_grid.png", title=f"N={num_steps}, seed {seed} | {title}")
+    # One row per method, one column per prompt: the same seeds in every row, so rows compare cell by cell.
+    cells = [[images[c * per_prompt : (c + 1) * per_prompt] for c in range(len(distinct_prompts))]
+             for _, images, _, _ in results]
+    labels = [f"{name} ({1000 * sec / len(prompts):.0f} ms/img, {vanilla_seconds / sec:.2f}x, {full:.1f} full steps)"
+              for name, _, sec, full in results]
+    title = (f"{model.kind} model, N={num_steps}, seeds {seed}..{seed + len(prompts) - 1}: each row one method on the "
+             "same prompts and seeds; speedups are sampling-loop time against vanilla")
+    path = save_comparison_grid(cells, labels, [str(p) for p in distinct_prompts], Path(out_dir) / "demo_grid.png", title)
     log(f"demo grid: {path}")
     for name, images, seconds, full in results:
         accuracy = (f", prompt accuracy {model.judge.accuracy(images, prompts):.1%}"

@@ -110,10 +110,10 @@ def build_backbone(size: str, device: torch.device, dtype: torch.dtype):
         return backbone, ShortcutHead.for_base(backbone).to(device, dtype), "a photo"
     if size == "dimoo-8b":
         from migm_shortcut.dimoo.model import LLaDAImageBackbone
-        from migm_shortcut.adapters.llada_standin import LLaDAModel, llada_8b_config
+        from .llada_shaped import LLaDAShapedModel
 
         with torch.device(device):
-            model = LLaDAModel(llada_8b_config()).to(dtype).eval()
+            model = LLaDAShapedModel().to(dtype).eval()
         backbone = LLaDAImageBackbone(model, dimoo_layout(1024, 1024))
         return backbone, ShortcutHead.for_base(backbone).to(device, dtype), "a photo"
     if size == "maskgit-512":
@@ -153,17 +153,24 @@ class Stopwatch:
         return timed
 
 
+def size_rule(size: str):
+    """Each size samples with its family's own rule (MaskGIT's for maskgit-512, DiMOO's otherwise)."""
+    from migm_shortcut.maskgit.model import MaskGITModel
+    from migm_shortcut.rules import DiMOORule
+
+    return MaskGITModel.rule if size.startswith("maskgit") else DiMOORule()
+
+
 def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool,
-             batch: int = 1, compile_step: bool = False):
+             batch: int = 1, compile_step: bool = False, rule=None):
     """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
     and the model/head split per image."""
-    from migm_shortcut.maskgit.model import MaskGITBackbone
+    from migm_shortcut.rules import DiMOORule
     from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, VanillaPolicy
 
     policy = VanillaPolicy() if budget is None else ShortcutPolicy(head, budget=budget)
-    rule = "maskgit" if isinstance(backbone, MaskGITBackbone) else "dimoo"  # each model with its own sampling rule
-    sampler = MaskedTokenSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy, rule=rule,
-                           compile_step=compile_step)
+    sampler = MaskedTokenSampler(backbone, num_steps=num_steps, guidance_scale=4.0, temperature=1.0, policy=policy,
+                                 rule=rule or DiMOORule(), compile_step=compile_step)
     model_watch, head_watch, logits_watch = (Stopwatch(backbone.device) for _ in range(3))
     # Head time is the shortcut step's prediction: embedding the new tokens with the base model, then the head
     # (bench-cost's shortcut step, less the output layer, which is timed on its own).
@@ -214,9 +221,10 @@ def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budg
         with torch.no_grad():
             for budget in (None, *budgets):
                 e2e = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False, batch=batch,
-                               compile_step=compile_step)[0]
+                               compile_step=compile_step, rule=size_rule(size))[0]
                 total, model_s, head_s, logits_s = run_loop(backbone, head, prompt, num_steps, budget, repeats,
-                                                            instrument=True, batch=batch, compile_step=compile_step)
+                                                            instrument=True, batch=batch, compile_step=compile_step,
+                                                            rule=size_rule(size))
                 full = num_steps if budget is None else budget
                 loop_s = max(total - model_s - head_s - logits_s, 0.0)
                 row["runs"].append({"budget": budget, "e2e_ms": round(1000 * e2e, 2),

@@ -391,9 +391,10 @@ def cmd_fid(args: argparse.Namespace) -> None:
     if result["backend"] == "clean-fid":
         print(f"clean-fid FID: {result['fid']:.3f} (against {result['reference']})")
     else:
+        domain = ("" if result["domain_fid"] is None else
+                  f", domain FID {result['domain_fid']:.3f} (the model's judge's features, not comparable with papers)")
         print(f"{result['num_images']} images vs {result['reference']} ({result['reference_images']}): FID "
-              f"{result['fid']:.3f}, domain FID {result['domain_fid']:.3f} (project classifier features, not comparable "
-              "with papers)")
+              f"{result['fid']:.3f}{domain}")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -474,14 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on-policy trajectories: the shortcut sampler at this budget picks the tokens "
                         "(features are still the backbone's at every step)")
     p.add_argument("--student-head", default=None,
-                   help="the head of that sampler (default: the model's head/)")
+                   help="the head of that sampler (default: the model's shortcut_head/)")
     _add_model_args(p)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train-head", help="train a shortcut head on collected (or online) trajectories")
     p.add_argument("--data", help="trajectory folder from `collect`")
     p.add_argument("--online", action="store_true", help="generate trajectories on the fly instead (no disk)")
-    p.add_argument("--out", required=True, help="output folder (head/, metrics.json, validation.json, train.log)")
+    p.add_argument("--out", required=True, help="output folder (shortcut_head/, metrics.json, validation.json, train.log)")
     p.add_argument("--prompts-file", help="online: prompts to cycle through, one per line (default: the model's own, if any)")
     for name, kind in (("steps", int), ("batch-size", int), ("lr", _finite), ("weight-decay", _finite), ("warmup", int),
                        ("ema-decay", _finite), ("kl-weight", _finite), ("kl-temperature", _finite), ("rollout", int),
@@ -503,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate-head", help="a head vs the copy-previous-features baseline, per step, on collected trajectories")
     p.add_argument("--data", required=True, help="trajectory folder from `collect`")
-    p.add_argument("--head", default=None, help="saved head folder (default: the model's head/)")
+    p.add_argument("--head", default=None, help="saved head folder (default: the model's shortcut_head/)")
     p.add_argument("--split", choices=("held-out", "train"), default="held-out",
                    help="held-out: the trajectories train-head kept out; train: the first --num it trained on")
     p.add_argument("--num", type=_positive("--num"), default=64, help="trajectories to score (train-head's --val-trajectories)")
@@ -546,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="comma-separated sizes with random weights: embedded, amused-256, dimoo-8b, maskgit-512 "
                         "(default: all four, or none with --model)")
-    p.add_argument("--head", default=None, help="with --model: its head (default: the model's head/, else a fresh one)")
+    p.add_argument("--head", default=None, help="with --model: its head (default: the model's shortcut_head/, else a fresh one)")
     p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
     p.add_argument("--steps", type=_positive("--steps"), default=16)
@@ -582,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
     p.add_argument("--images", required=True)
-    p.add_argument("--reference", default="fashion-mnist-test", help="'fashion-mnist-test', a folder, or an .npz")
+    p.add_argument("--reference", default="model", help="'model' (the model's own real images), a folder, or an .npz")
     p.add_argument("--reference-size", type=_positive("--reference-size"), default=None,
                    help="use a class-balanced subset of the reference")
     p.add_argument("--backend", choices=("torchmetrics", "clean-fid"), default="torchmetrics")

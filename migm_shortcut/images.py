@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
-from migm_shortcut.embedded.data import to_uint8
 from migm_shortcut.io import write_bytes
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float N x 1 x H x W in [-1, 1] -> uint8 N x H x W; N x 3 x H x W -> N x H x W x 3 (RGB)."""
+    pixels = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return pixels.squeeze(1) if pixels.shape[1] == 1 else pixels.permute(0, 2, 3, 1)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -60,9 +67,55 @@ def save_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str], path: str
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
+    return _write_figure(fig, path)
+
+
+def _write_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
-    return path
+    write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def mosaic(images: torch.Tensor, columns: int) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one uint8 picture of ``columns`` images per row (a 1-pixel gap)."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    padded = torch.full((rows * columns, c, h + 1, w + 1), 1.0)
+    padded[:n, :, :h, :w] = images.clamp(-1, 1)
+    tiled = rearrange(padded, "(r k) c h w -> c (r h) (k w)", k=columns)[:, :-1, :-1]
+    return to_uint8(tiled[None])[0].numpy()
+
+
+def save_comparison_grid(cells: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str], col_labels: Sequence[str],
+                         path: str | Path, title: str | None = None, per_row: int = 4) -> Path:
+    """Methods by prompts: ``cells[i][j]`` (N x C x H x W in [-1, 1]) are method i's images of prompt j,
+    drawn as one small mosaic (``per_row`` images across); method labels on the left, prompt labels
+    on top and the title inside the figure, wrapped to its width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(cells), max(len(r) for r in cells)
+    tile = 1.3  # inches per cell
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile * n_cols + 2.2, tile * n_rows + 0.9), squeeze=False)
+    for r, row in enumerate(cells):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row):
+                ax.imshow(mosaic(row[c], min(per_row, len(row[c]))), cmap="gray", vmin=0, vmax=255)
+            if c == 0:
+                ax.set_ylabel("\n".join(textwrap.wrap(row_labels[r], 18)), rotation=0, ha="right", va="center", fontsize=7)
+            if r == 0:
+                ax.set_title("\n".join(textwrap.wrap(col_labels[c], 16)) if c < len(col_labels) else "", fontsize=7)
+    if title:
+        width_chars = int((tile * n_cols + 2.2) * 14)
+        fig.suptitle("\n".join(textwrap.wrap(title, width_chars)), fontsize=8)
+    fig.tight_layout()
+    return _write_figure(fig, path)

@@ -1,7 +1,7 @@
 """The long base run's training curve: held-out masked-token CE of the EMA and raw weights per step,
-with each milestone's Inception FID marked (from scripts/base_milestone_eval.py).
+with each milestone's Inception FID marked (docs/results/base_long/head_edge.json).
 
-    python scripts/plot_base_curve.py milestones/base_long/curve.jsonl \
+    python scripts/plot_base_curve.py migm_shortcut/weights/backbone_curve.jsonl \
         --milestones docs/results/base_long/head_edge.json --out docs/base_long_curve.png
 """
 

@@ -21,4 +21,4 @@ def collect_and_train(capsys, model_args: list, prompts_file: Path, tmp_path: Pa
     code, _, err = run(capsys, "train-head", *model_args, "--data", tmp_path / "traj", "--out", tmp_path / "head",
                        "--steps", "3", "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu")
     assert code == 0, err
-    return tmp_path / "head" / "head"
+    return tmp_path / "head" / "shortcut_head"

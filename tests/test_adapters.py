@@ -12,7 +12,8 @@ from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 from migm_shortcut.eval.cost import bench_cost
 from migm_shortcut.amused.hook import disable_shortcut, enable_shortcut
 from migm_shortcut.schedule import amused_masked_counts
-from migm_shortcut.interface import MaskedImageModel, check_model, load_backbone
+from migm_shortcut.embedded.model import load_backbone
+from migm_shortcut.interface import MaskedImageModel, check_model
 from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy
 from migm_shortcut.shortcut import new_tokens
 from migm_shortcut.embedded.tokenizer import VQTokenizer
@@ -319,4 +320,4 @@ def test_the_shipped_amused_pipeline_is_a_real_pipeline_folder_with_its_own_head
     head.check_base(model.backbone)
     assert head.num_parameters() * 10 <= model.backbone.num_parameters()
     with pytest.raises(MigmError, match="train a head for this model"):
-        load_head(SHIPPED_WEIGHTS / "head").check_base(model.backbone)  # the embedded model's head refuses the UVit
+        load_head(SHIPPED_WEIGHTS / "shortcut_head").check_base(model.backbone)  # the embedded model's head refuses the UVit

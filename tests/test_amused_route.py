@@ -4,6 +4,8 @@ and the same head inside the pipeline's own __call__ through the hook."""
 import pytest
 import torch
 
+from migm_shortcut.samplers import generate
+
 from migm_shortcut import ShortcutHead, load_model
 from migm_shortcut import ShortcutConfig, apply_shortcut
 from migm_shortcut.amused.hook import disable_shortcut
@@ -64,7 +66,7 @@ def test_vanilla_shortcut_at_b_equals_n_and_b_transformer_passes(pipeline_folder
     out = MaskedTokenSampler(backbone, num_steps=4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, [0, 1, 2])
     handle.remove()
     assert len(calls) == 2 and out.full_steps.tolist() == [2, 2, 2]
-    images, _ = model.generate(PROMPTS[:1], [0], num_steps=4)
+    images, _ = generate(model, PROMPTS[:1], [0], num_steps=4)
     assert images.shape[:2] == (1, 3) and -1 <= images.min() and images.max() <= 1
 
 

@@ -141,7 +141,7 @@ def weights_with_head(tmp_path, tiny_weights):
 
     root = tmp_path / "weights"
     shutil.copytree(tiny_weights, root)
-    ShortcutHead.for_base(MiniDiMOO.from_pretrained(root / "backbone")).save_pretrained(root / "head")
+    ShortcutHead.for_base(MiniDiMOO.from_pretrained(root / "backbone")).save_pretrained(root / "shortcut_head")
     return root
 
 
@@ -151,8 +151,8 @@ def test_on_policy_collect_uses_the_weights_head_and_refuses_bad_students(tmp_pa
                          str(tmp_path / "op"), "--student-budget", "2", "--weights", w)
     assert code == 0, err
     manifest = json.loads((tmp_path / "op" / "collection.json").read_text())
-    assert manifest["student_budget"] == 2 and manifest["student_head"] == str(weights_with_head / "head")
-    for argv, match in ((["--student-head", str(weights_with_head / "head")], "--student-head needs --student-budget"),
+    assert manifest["student_budget"] == 2 and manifest["student_head"] == str(weights_with_head / "shortcut_head")
+    for argv, match in ((["--student-head", str(weights_with_head / "shortcut_head")], "--student-head needs --student-budget"),
                         (["--student-budget", "4"], "--student-budget must be between 1 and --steps (3), got 4")):
         code, out, err = run(capsys, "collect", "--num", "2", "--steps", "3", "--out", str(tmp_path / "bad"),
                              "--weights", w, *argv)
@@ -170,7 +170,7 @@ def test_validate_head_prints_the_per_step_table_and_writes_json(tmp_path, capsy
     assert "train trajectories" in out and out.splitlines()[-2].startswith("mean |")
     saved = json.loads((tmp_path / "v.json").read_text())
     assert saved["trajectories"] == 3 and [r["step"] for r in saved["rows"]] == [0, 1]
-    assert saved["head"] == str(weights_with_head / "head")
+    assert saved["head"] == str(weights_with_head / "shortcut_head")
     # the WEIGHTS/head of an untrained head is the copy predictor
     assert saved["mean"]["mse_head"] == saved["mean"]["mse_copy"]
 
@@ -307,7 +307,7 @@ def test_non_finite_config_values_are_refused(tmp_path):
     from migm_shortcut.train.head import HeadTrainConfig
 
     (tmp_path / "s.json").write_text('{"settings": [{"policy": "vanilla", "steps": 4, "guidance_scale": NaN}]}')
-    with pytest.raises(MigmError, match="guidance_scale must be a number"):
+    with pytest.raises(MigmError, match="guidance_scale must be a finite number"):
         load_sweep_config(tmp_path / "s.json")
     with pytest.raises(MigmError, match="--lr must be a finite number"):
         HeadTrainConfig(out=str(tmp_path), online=True, lr=float("nan")).check()

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from migm_shortcut import MigmError, ShortcutHead, load_model
+from migm_shortcut import MigmError, SamplingDefaults, ShortcutHead, load_model
 from migm_shortcut.dimoo.model import DiMOOModel
 from migm_shortcut.interface import INTERFACE_MEMBERS
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
-from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, calibrate
+from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, calibrate, generate
 from migm_shortcut.train.head import HeadTrainConfig, train_head
 from migm_shortcut.train.trajectories import CollectConfig, collect
 
@@ -55,7 +55,7 @@ def test_a_checkpoint_folder_loads_by_path_with_its_own_classes(dimoo):
     assert isinstance(dimoo, DiMOOModel) and dimoo.kind == "lumina-dimoo"
     assert type(dimoo.backbone.model).__name__ == "LLaDAForMultiModalGeneration"
     assert dimoo.backbone.layout.grid_shape == (2, 3)
-    assert dimoo.defaults == {"num_steps": 64, "guidance_scale": 4.0, "temperature": 1.0}
+    assert dimoo.defaults == SamplingDefaults(num_steps=64, guidance_scale=4.0, temperature=1.0)
 
 
 def test_vanilla_sampling_is_deterministic_and_shortcut_at_b_equals_n_is_vanilla(dimoo):
@@ -66,7 +66,7 @@ def test_vanilla_sampling_is_deterministic_and_shortcut_at_b_equals_n_is_vanilla
     assert torch.equal(vanilla.codes, again.codes.flip(0))  # same seed, same tokens, whatever the batch
     full = MaskedTokenSampler(backbone, num_steps=4, policy=ShortcutPolicy(random_head(backbone), budget=4))
     assert torch.equal(full.generate(PROMPTS, seeds=[0, 1, 2]).codes, vanilla.codes)
-    images, _ = dimoo.generate(PROMPTS[:1], seeds=[0], num_steps=4)
+    images, _ = generate(dimoo, PROMPTS[:1], seeds=[0], num_steps=4)
     assert images.shape[:2] == (1, 3) and -1 <= images.min() and images.max() <= 1
 
 
@@ -112,7 +112,7 @@ def test_the_dimoo_route_from_folder_to_sweep(dimoo_folder, prompts_file, tmp_pa
     calls = []
     features = loaded.backbone.features
     loaded.backbone.features = lambda ids: calls.append(len(ids)) or features(ids)
-    out = loaded.sampler(4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, seeds=[0, 1, 2])
+    out = MaskedTokenSampler.for_model(loaded, 4, policy=ShortcutPolicy(head, budget=2)).generate(PROMPTS, seeds=[0, 1, 2])
     assert len(calls) == 2 and out.full_steps.tolist() == [2, 2, 2]
     code, _, err = run(capsys, "sample", *model, "--prompts-file", prompts_file, "--steps", "4", "--policy",
                        "shortcut", "--budget", "2", "--head", head, "--out-dir", tmp_path / "fast")
@@ -145,7 +145,7 @@ def test_online_head_training_on_dimoo_under_torchrun(dimoo_folder, prompts_file
                       "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 process(es)" in (tmp_path / "head" / "train.log").read_text()
-    ShortcutHead.from_pretrained(tmp_path / "head" / "head")
+    ShortcutHead.from_pretrained(tmp_path / "head" / "shortcut_head")
 
 
 # -- bad input: one line, non-zero exit, nothing written -------------------------------------------
@@ -189,7 +189,7 @@ def test_too_long_prompts_and_foreign_heads_are_refused(dimoo_folder, tmp_path, 
                          "a photo of a small dog over green hills", "--out-dir", tmp_path / "o", out=tmp_path / "o")
     assert "at most 20 fit" in err
     err = one_line_error(capsys, "sample", *model, "--prompt", "a red cube", "--policy", "shortcut", "--head",
-                         SHIPPED_WEIGHTS / "head", "--steps", "4", "--out-dir", tmp_path / "o", out=tmp_path / "o")
+                         SHIPPED_WEIGHTS / "shortcut_head", "--steps", "4", "--out-dir", tmp_path / "o", out=tmp_path / "o")
     assert "train a head for this model" in err
     err = one_line_error(capsys, "sample", *model, "--prompt", "a red cube", "--policy", "shortcut", "--steps", "4",
                          "--out-dir", tmp_path / "o", out=tmp_path / "o")

@@ -8,7 +8,8 @@ import torch
 from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
 from migm_shortcut.cli import main
 from migm_shortcut.errors import MigmError
-from migm_shortcut.eval.fid import CachedFID, ClassifierFeatures, InceptionFeatures
+from migm_shortcut.embedded.model import ClassifierJudge
+from migm_shortcut.eval.fid import CachedFID, InceptionFeatures, JudgeFeatures
 from migm_shortcut.eval.sweep import load_sweep_config
 
 
@@ -37,7 +38,7 @@ def test_inception_fid_self_near_zero_and_different_sets_far(inception):
 def test_reference_cache_used_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGM_CACHE", str(tmp_path))
     torch.manual_seed(0)
-    features = ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))
+    features = JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))))
     ref = blobs(30, 0, True)
     CachedFID(features, ref, "r", progress=False)
     files = list((tmp_path / "fid").glob("*.safetensors"))
@@ -52,13 +53,13 @@ def test_reference_cache_used_and_invalidated(tmp_path, monkeypatch):
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 2
     # Changed extractor (other weights) -> new key.
     torch.manual_seed(1)
-    other = ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))
+    other = JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))))
     CachedFID(other, ref, "r", progress=False)
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 3
 
 
 def test_fid_rejects_bad_images(inception):
-    fid = CachedFID(ClassifierFeatures(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))),
+    fid = CachedFID(JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))),
                     blobs(10, 0, True), "r", progress=False)
     with pytest.raises(MigmError, match="shape"):
         fid.score(torch.zeros(4, 28, 28))
@@ -146,8 +147,8 @@ def test_resumed_sweep_rescores_reconstructions_only_for_another_tokenizer(tmp_p
     ({"settings": [{"policy": "vanilla", "steps": 0}]}, "steps must be"),
     ({"speed": 3}, "unknown field 'speed'"),
     ({"settings": [{"policy": "vanilla", "steps": 4, "guidance_scale": -1}]}, "guidance_scale must be"),
-    ({"settings": [{"policy": "vanilla", "steps": 4, "temperature": 0}]}, "temperature must be"),
-    ({"baseline": {"policy": "vanilla", "steps": 4, "bogus": 1}}, "bad parameters"),
+    ({"settings": [{"policy": "vanilla", "steps": 4, "temperature": -1}]}, "temperature must be"),
+    ({"baseline": {"policy": "vanilla", "steps": 4, "bogus": 1}}, "policy 'vanilla' takes no 'bogus'"),
 ])
 def test_bad_sweep_config_is_one_line(tmp_path, capsys, overrides, match):
     config = write_config(tmp_path / "bad.json", **overrides)
@@ -205,7 +206,7 @@ def test_every_shipped_sweep_config_parses(monkeypatch, tmp_path):
             continue  # cache-dit rows need the cachedit extra (its own one-line error is tested elsewhere)
         assert load_sweep_config(path).settings, path.name
     # the example's fine-tuned heads are trained by the commands in its description; until then, one clear line
-    with pytest.raises(MigmError, match="folder not found: runs/head/head"):
+    with pytest.raises(MigmError, match="folder not found: runs/head/shortcut_head"):
         load_sweep_config(example)
     assert "--out runs/head " in json.loads(example.read_text())["description"]
 

@@ -173,7 +173,7 @@ def trajectories(tiny_backbone, tmp_path):
 
 def test_training_saves_the_ema_head_and_validation_per_step(tiny_backbone, trajectories, tmp_path):
     result = train_head(tiny_train_config(tmp_path, trajectories, kl_weight=0.5, rollout=2), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
-    head = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
+    head = ShortcutHead.from_pretrained(tmp_path / "head_run" / "shortcut_head")
     head.check_base(tiny_backbone)
     assert [r["step"] for r in result["validation"]] == [0, 1, 2]
     assert {"cos_head", "cos_copy", "mse_head", "mse_copy"} <= set(result["validation"][0])
@@ -231,12 +231,12 @@ def test_kl_target_changes_the_loss_and_a_wrong_one_is_refused(tiny_backbone, tr
 
 def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp_path):
     train_head(tiny_train_config(tmp_path / "a", trajectories, num_blocks=2), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
-    start = tmp_path / "a" / "head_run" / "head"
+    start = tmp_path / "a" / "head_run" / "shortcut_head"
     # zero steps of learning: the fine-tuned head must be the starting head, architecture included
     train_head(tiny_train_config(tmp_path / "b", trajectories, init_head=str(start), lr=1e-12, ema_decay=0.0),
                backbone=tiny_backbone, model_prompts=FM_PROMPTS)
     before = ShortcutHead.from_pretrained(start)
-    after = ShortcutHead.from_pretrained(tmp_path / "b" / "head_run" / "head")
+    after = ShortcutHead.from_pretrained(tmp_path / "b" / "head_run" / "shortcut_head")
     assert after.config.num_blocks == 2
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-3), name
@@ -261,7 +261,7 @@ def test_a_head_of_another_checkpoint_is_fine_tuned_only_when_asked(tiny_backbon
     ShortcutHead.for_base(earlier).save_pretrained(tmp_path / "earlier_head")
     train_head(tiny_train_config(tmp_path / "run", trajectories, init_head=str(tmp_path / "earlier_head"),
                                  rebind_init_head=True), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
-    tuned = ShortcutHead.from_pretrained(tmp_path / "run" / "head_run" / "head")
+    tuned = ShortcutHead.from_pretrained(tmp_path / "run" / "head_run" / "shortcut_head")
     assert tuned.config.base_fingerprint == tiny_backbone.fingerprint != earlier.fingerprint
     tuned.check_base(tiny_backbone)
     # another architecture is refused even when asked
@@ -295,7 +295,7 @@ def test_validate_head_recomputes_validation_and_scores_the_training_split(tiny_
         assert row["kl_head"] == row["kl_copy"] > 0
 
     result = train_head(tiny_train_config(tmp_path, trajectories, steps=3), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
-    trained = ShortcutHead.from_pretrained(tmp_path / "head_run" / "head")
+    trained = ShortcutHead.from_pretrained(tmp_path / "head_run" / "shortcut_head")
     held_out = evaluate_head(trained, tiny_backbone, trajectories, "held-out", num=2, log=quiet)
     # the saved head is the fp16 copy of the EMA head training validated
     for mine, logged in zip(held_out["rows"], result["validation"]):
@@ -363,4 +363,4 @@ def test_two_process_torchrun_collection_and_training(tiny_weights, tmp_path):
                    "--steps", "4", "--batch-size", "2", "--val-trajectories", "1", "--device", "cpu", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "2 process(es)" in (tmp_path / "head" / "train.log").read_text()
-    ShortcutHead.from_pretrained(tmp_path / "head" / "head")
+    ShortcutHead.from_pretrained(tmp_path / "head" / "shortcut_head")

@@ -11,7 +11,10 @@ from torch import nn
 from migm_shortcut import MigmError, ShortcutHead, load_model
 from migm_shortcut.maskgit.model import MaskGITBackbone
 from migm_shortcut.maskgit.transformer import MaskTransformer
+from migm_shortcut.rules import DiMOORule, MaskGITRule
 from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy
+
+RULES = {"dimoo": DiMOORule(), "maskgit": MaskGITRule()}
 from migm_shortcut.schedule import maskgit_masked_counts
 
 from taming_standin import write_taming_vqgan
@@ -72,15 +75,15 @@ def test_class_conditional_cfg_uses_the_models_label_drop():
 @pytest.mark.parametrize("rule", ["dimoo", "maskgit"])
 def test_shortcut_at_b_equals_n_is_vanilla_and_b_below_n_runs_b_passes(rule):
     backbone = MaskGITBackbone(tiny_maskgit())
-    vanilla = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule).generate([0, 3, 4], [1, 2, 3])
+    vanilla = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=RULES[rule]).generate([0, 3, 4], [1, 2, 3])
     head = random_head(backbone)
-    full = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=rule,
+    full = MaskedTokenSampler(backbone, num_steps=6, guidance_scale=3.0, rule=RULES[rule],
                         policy=ShortcutPolicy(head, budget=6)).generate([0, 3, 4], [1, 2, 3])
     assert torch.equal(full.codes, vanilla.codes)
     calls = []
     features = backbone.features
     backbone.features = lambda ids: calls.append(1) or features(ids)
-    out = MaskedTokenSampler(backbone, num_steps=6, rule=rule, policy=ShortcutPolicy(head, budget=2)).generate([1, 2], [0, 1])
+    out = MaskedTokenSampler(backbone, num_steps=6, rule=RULES[rule], policy=ShortcutPolicy(head, budget=2)).generate([1, 2], [0, 1])
     assert len(calls) == 2 and out.full_steps.tolist() == [2, 2]
 
 
@@ -133,7 +136,7 @@ def test_maskgit_rule_by_hand_guidance_and_choice_noise_anneal():
     # MaskGIT: guidance is 0 at step 0 (the conditional logits alone) and the choice noise is off
     # (choice temperature 0), so step 0 commits the most confident position of the conditional branch:
     # position 0 (softmax of [5, 0, 0]), code 0.
-    sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule="maskgit", choice_temperature=0.0)
+    sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule=MaskGITRule(choice_temperature=0.0))
     out = sampler.generate([1], [0])
     assert out.commit_step[0].tolist() == [0, 1, 1, 1]
     assert out.codes.flatten().tolist()[0] == 0

@@ -193,7 +193,7 @@ def test_the_shipped_head_belongs_to_the_shipped_model_and_policies_need_one():
     from migm_shortcut.modeling import SHIPPED_WEIGHTS
 
     model = load_model()
-    assert model.head_path == SHIPPED_WEIGHTS / "head" and model.calibration_path == SHIPPED_WEIGHTS / "calibration.json"
+    assert model.head_path == SHIPPED_WEIGHTS / "shortcut_head" and model.calibration_path == SHIPPED_WEIGHTS / "calibration.json"
     with pytest.raises(MigmError, match="needs a shortcut head and none was given"):
         ShortcutPolicy(budget=4)
     with pytest.raises(MigmError, match="needs a sensitivity calibration"):

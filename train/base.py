@@ -408,9 +408,22 @@ def export_milestone(run: Path, dest: Path) -> dict:
     return info
 
 
+# Where a run's history lies in a milestone folder, and in a weights folder (the shipped one included).
+HISTORY = {"curve.jsonl": ("curve.jsonl", "backbone_curve.jsonl"), "train.log": ("train.log", "backbone_train.log")}
+
+
+def milestone_record(folder: Path) -> Path:
+    """``milestone.json`` of a milestone folder (``export_milestone``) or of a weights folder's backbone."""
+    for path in (folder / "milestone.json", folder / "backbone" / "milestone.json"):
+        if path.is_file():
+            return path
+    raise MigmError(f"--continue-from {folder}: no milestone.json there or in its backbone/ (pass a milestone folder "
+                    "from scripts/base_milestone.py, or a weights folder such as the shipped one)")
+
+
 def read_milestone(folder: Path, cfg: BaseTrainConfig) -> tuple[int, float]:
     """The (step, seconds) a run continues from; refuses a milestone of another schedule."""
-    info = read_json(folder / "milestone.json")
+    info = read_json(milestone_record(folder))
     if cfg.architecture != "mini-dimoo":
         raise MigmError("--continue-from continues mini-dimoo runs only")
     for key in SCHEDULE_FIELDS:
@@ -433,9 +446,10 @@ def train_base(cfg: BaseTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     if cfg.continue_from is not None:  # a continued run keeps its history: the curve and log go on
-        for name in ("curve.jsonl", "train.log"):
-            if not (out / name).is_file() and (Path(cfg.continue_from) / name).is_file():
-                shutil.copyfile(Path(cfg.continue_from) / name, out / name)
+        for name, sources in HISTORY.items():
+            found = [Path(cfg.continue_from) / source for source in sources if (Path(cfg.continue_from) / source).is_file()]
+            if not (out / name).is_file() and found:
+                shutil.copyfile(found[0], out / name)
     log = RunLog(out / "train.log")
     train, test = load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
     metrics_path = out / "metrics.json"

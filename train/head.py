@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
-from migm_shortcut.interface import check_model
+from migm_shortcut.interface import HEAD_FOLDER, check_model
 from migm_shortcut.io import write_json
 from migm_shortcut.samplers import guided_logits
 from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens, shortcut_step
@@ -427,13 +427,13 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
         if not history or history[-1]["step"] != cfg.steps:
             run_validation(cfg.steps)
         rows = history[-1]["rows"]
-        ema.shadow.cpu().save_pretrained(out / "head")
+        ema.shadow.cpu().save_pretrained(out / HEAD_FOLDER)
         result = {"train_seconds": round(seconds, 1), "steps": cfg.steps, "processes": world,
                   "parameters": head.num_parameters(), "base_parameters": backbone.num_parameters(),
                   "beats_copy_at_every_step": all(r["cos_head"] > r["cos_copy"] for r in rows),
                   "validation": rows, "settings": cfg.settings()}
         write_json(out / "metrics.json", result)
-        log(f"train-head: saved the EMA head to {out / 'head'} ({seconds / 60:.1f} min)")
+        log(f"train-head: saved the EMA head to {out / HEAD_FOLDER} ({seconds / 60:.1f} min)")
     if world > 1:
         dist.barrier()
     return result

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from migm_shortcut.errors import MigmError
+from migm_shortcut.images import to_uint8  # noqa: F401  (re-exported: the dataset's images as PNG pixels)
 from migm_shortcut.embedded.prompts import CLASS_NAMES
 
 IMAGE_SIZE = 28
@@ -66,12 +67,6 @@ def balanced_subset(data: ImageDataset, size: int) -> ImageDataset:
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 N x H x W -> float N x 1 x H x W in [-1, 1]."""
     return images.float().div(127.5).sub(1.0).unsqueeze(1)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float N x 1 x H x W in [-1, 1] -> uint8 N x H x W; N x 3 x H x W -> N x H x W x 3 (RGB)."""
-    pixels = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return pixels.squeeze(1) if pixels.shape[1] == 1 else pixels.permute(0, 2, 3, 1)
 
 
 def fashion_mnist_dir() -> Path:

@@ -141,7 +141,8 @@ class EmbeddedModel(LoadedModel):
         """One prompt per class, in class order (the demo's rows)."""
         return [canonical_prompt(c) for c in range(len(CLASS_NAMES))]
 
-    def trajectory_prompt(self, seed: int, index: int) -> tuple[str, int]:
+    @staticmethod
+    def trajectory_prompt(seed: int, index: int) -> tuple[str, int]:
         """Prompt and class of teacher trajectory ``index``: classes cycle, phrasings vary."""
         label = index % 10
         return random_prompt(label, random.Random(seed * 1_000_003 + index)), label
