@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from migm_shortcut.errors import MigmError
 from migm_shortcut.shortcut import ShortcutHead, new_tokens
 
-COST_CONFIGS = ("embedded", "amused-256", "dimoo-8b", "maskgit-512")
+from .sizes import COST_CONFIGS
 
 AMUSED_256 = dict(hidden_size=1024, use_bias=False, cond_embed_dim=768, micro_cond_encode_dim=256,
                   micro_cond_embed_dim=1280, encoder_hidden_size=768, vocab_size=8256, codebook_size=8192,

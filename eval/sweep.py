@@ -33,6 +33,7 @@ from migm_shortcut.checks import check_number, check_steps_value
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.registry import load_model
+from migm_shortcut.rules import rule_record
 from migm_shortcut.samplers import POLICIES, MaskedTokenSampler, build_policy, policy_class, policy_files
 
 from .pipeline_rows import (PIPELINE_METHODS, check_blocks, check_pipeline_setting, pipeline_head, pipeline_of,
@@ -312,7 +313,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
 
     result = {
         "config": str(config_path), "quick": quick, "num_images_per_setting": len(prompts),
-        "model_kind": model.kind, "prompts": CLASS_PROMPTS if evaluator is not None else f"{len(set(prompts))} prompts, sha256 {digest}",
+        "model_kind": model.kind, "rule": rule_record(model.rule), "prompts": CLASS_PROMPTS if evaluator is not None else f"{len(set(prompts))} prompts, sha256 {digest}",
         "reference": evaluator.reference_name if evaluator else (str(reference) if folder_fid else None),
         "reference_images": evaluator.reference_count if evaluator else (folder_fid.reference_count if folder_fid else None),
         "clip": str(clip) if clip_score else None,

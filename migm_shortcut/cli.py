@@ -18,6 +18,9 @@ import torch
 
 from migm_shortcut import __version__
 from .checks import check_sampling
+from .embedded.data import DEFAULT_DATASET
+from .eval.sizes import COST_CONFIGS, LOOP_SIZES
+from .rules import rule_record
 from .errors import MigmError
 from migm_shortcut.io import write_json
 from .samplers import POLICIES, POLICY_FILES, build_policy, policy_class, policy_parameters
@@ -177,8 +180,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     record = sample_to_folder(model, prompts, args.per_prompt, args.seed, args.steps, args.guidance_scale,
                               args.temperature, args.batch_size, policy, Path(args.out_dir), args.grid,
-                              {"model": str(args.model or "embedded"), "model_kind": model.kind, "device": args.device,
-                               "version": __version__})
+                              {"model": str(args.model or "embedded"), "model_kind": model.kind,
+                               "rule": rule_record(model.rule), "device": args.device, "version": __version__})
     print(f"wrote {record['num_images']} images to {args.out_dir} ({record['loop_seconds']:.1f} s sampling loop)")
 
 
@@ -269,6 +272,8 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     if args.prompts_file:
         cfg.prompts = model.parse_prompts(read_prompt_lines(args.prompts_file))
     cfg.rule = model.rule
+    if args.architecture is None:  # the family's own head architecture unless one is named
+        cfg.architecture = model.head_architecture
     result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)
     if result:
         m = validation_means(result["validation"])
@@ -333,7 +338,7 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
     from migm_shortcut.eval.cost import bench_cost, markdown_table
 
     configs = [c for c in args.config.split(",") if c] if args.config is not None else (
-        [] if args.model else ["embedded", "amused-256", "dimoo-8b", "maskgit-512"])
+        [] if args.model else list(COST_CONFIGS))
     model = head = prompt = None
     if args.model:
         from migm_shortcut.samplers import load_head
@@ -433,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-base", help="retrain the embedded tokenizer, classifier and backbone from scratch")
     p.add_argument("--out", required=True, help="output folder (weights, metrics.json, train.log, checkpoints/)")
-    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist', a folder of images, or an .npz")
+    p.add_argument("--data", default=DEFAULT_DATASET, help=f"{DEFAULT_DATASET!r} (the embedded model's data), a folder "
+                                                          "of images, or an .npz")
     p.add_argument("--stages", default="classifier,vq,backbone")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -489,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("ratio", int), ("heads", int), ("mlp-ratio", _finite), ("num-blocks", int),
                        ("val-trajectories", int), ("val-every", int), ("checkpoint-every", int), ("seed", int),
                        ("teacher-steps", int), ("guidance-scale", _finite), ("temperature", _finite),
-                       ("online-trajectories", int), ("online-steps-per-round", int)):
+                       ("online-trajectories", int), ("online-steps-per-round", int), ("architecture", str)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
     p.add_argument("--kl-target", choices=("branches", "guided"),
@@ -545,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-cost", help="full-step vs shortcut-step time and FLOPs at real model sizes (random weights)")
     p.add_argument("--config", default=None,
-                   help="comma-separated sizes with random weights: embedded, amused-256, dimoo-8b, maskgit-512 "
-                        "(default: all four, or none with --model)")
+                   help=f"comma-separated sizes with random weights: {', '.join(COST_CONFIGS)} "
+                        "(default: all, or none with --model)")
     p.add_argument("--head", default=None, help="with --model: its head (default: the model's shortcut_head/, else a fresh one)")
     p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
@@ -558,9 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_cost)
 
     p = sub.add_parser("bench-loop", help="the whole sampling loop per image at real sizes: model, head and loop time")
-    p.add_argument("--sizes", default="embedded,amused-256,dimoo-8b,dimoo-stub,maskgit-512",
-                   help="comma-separated: embedded, amused-256, dimoo-8b, maskgit-512, dimoo-stub (DiMOO's grid "
-                        "and codebook, no model)")
+    p.add_argument("--sizes", default=",".join(LOOP_SIZES),
+                   help=f"comma-separated: {', '.join(LOOP_SIZES)} (dimoo-stub: DiMOO's grid and codebook, no model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=_positive("--steps"), default=16)
     p.add_argument("--budgets", type=_budget_list, default=(4, 6, 8))

@@ -41,8 +41,13 @@ from migm_shortcut.modeling import PretrainedModule
 from migm_shortcut.sequence import per_branch
 
 
+# The head architectures this module builds (a family names its default in LoadedModel.head_architecture).
+HEAD_ARCHITECTURES = ("generic",)
+
+
 @dataclass
 class ShortcutHeadConfig:
+    architecture: str = "generic"  # which network (HEAD_ARCHITECTURES); heads saved before the field are generic
     width: int = 192            # the base model's feature width C
     ratio: int = 2              # bottleneck: the head works at C / ratio
     heads: int = 2
@@ -112,6 +117,9 @@ class ShortcutHead(PretrainedModule):
 
     def __init__(self, config: ShortcutHeadConfig = ShortcutHeadConfig()):
         super().__init__(config)
+        if config.architecture not in HEAD_ARCHITECTURES:
+            raise MigmError(f"unknown head architecture {config.architecture!r}; this version builds: "
+                            f"{', '.join(HEAD_ARCHITECTURES)}")
         if config.ratio < 1 or config.width % config.ratio:
             raise MigmError(f"head ratio {config.ratio} must be >= 1 and divide the width {config.width}")
         dim = config.inner

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.embedded.classifier import ClassifierConfig, ImageClassifier
 from migm_shortcut.embedded.tokenizer import VQTokenizer
 
 
@@ -29,7 +29,7 @@ def tiny_weights(tmp_path_factory):
     tok = VQTokenizer.new(block_out_channels=(32, 32), latent_channels=32, vq_embed_dim=4, num_vq_embeddings=16)
     tok.save_pretrained(root / "vq")
     MiniDiMOO(BackboneConfig(codebook_size=16, grid_size=14, width=32, depth=1, heads=2)).save_pretrained(root / "backbone")
-    FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)).save_pretrained(root / "classifier")
+    ImageClassifier(ClassifierConfig(channels=8, feature_dim=16)).save_pretrained(root / "classifier")
     return root
 
 

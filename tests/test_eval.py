@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
+from migm_shortcut.embedded.classifier import ClassifierConfig, ImageClassifier
 from migm_shortcut.cli import main
 from migm_shortcut.errors import MigmError
 from migm_shortcut.embedded.model import ClassifierJudge
@@ -38,7 +38,7 @@ def test_inception_fid_self_near_zero_and_different_sets_far(inception):
 def test_reference_cache_used_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGM_CACHE", str(tmp_path))
     torch.manual_seed(0)
-    features = JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))))
+    features = JudgeFeatures(ClassifierJudge(ImageClassifier(ClassifierConfig(channels=8, feature_dim=16))))
     ref = blobs(30, 0, True)
     CachedFID(features, ref, "r", progress=False)
     files = list((tmp_path / "fid").glob("*.safetensors"))
@@ -53,13 +53,13 @@ def test_reference_cache_used_and_invalidated(tmp_path, monkeypatch):
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 2
     # Changed extractor (other weights) -> new key.
     torch.manual_seed(1)
-    other = JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16))))
+    other = JudgeFeatures(ClassifierJudge(ImageClassifier(ClassifierConfig(channels=8, feature_dim=16))))
     CachedFID(other, ref, "r", progress=False)
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 3
 
 
 def test_fid_rejects_bad_images(inception):
-    fid = CachedFID(JudgeFeatures(ClassifierJudge(FashionClassifier(ClassifierConfig(channels=8, feature_dim=16)))),
+    fid = CachedFID(JudgeFeatures(ClassifierJudge(ImageClassifier(ClassifierConfig(channels=8, feature_dim=16)))),
                     blobs(10, 0, True), "r", progress=False)
     with pytest.raises(MigmError, match="shape"):
         fid.score(torch.zeros(4, 28, 28))

@@ -93,3 +93,16 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, source, 
     path.write_text(source)
     targets = imports_of("migm_shortcut.embedded.probe", path)
     assert any(layer(t) > 0 for t, _ in targets) is expected
+
+
+def test_every_family_folder_is_installed_and_registered():
+    """A family folder missing from pyproject.toml's packages would vanish from a non-editable install;
+    one missing from BUILTIN_FAMILIES would never register its kinds."""
+    import tomllib
+
+    from migm_shortcut.registry import BUILTIN_FAMILIES
+
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {f"migm_shortcut.{p.name}" for p in (ROOT / "migm_shortcut").iterdir() if (p / "__init__.py").is_file()}
+    assert folders <= packages
+    assert folders == set(BUILTIN_FAMILIES)

@@ -6,7 +6,7 @@ import torch
 from migm_shortcut.samplers import generate
 
 from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.embedded.classifier import FashionClassifier
+from migm_shortcut.embedded.classifier import ImageClassifier
 from migm_shortcut.errors import MigmError
 from migm_shortcut.embedded.model import EmbeddedModel
 from migm_shortcut.embedded.tokenizer import VQTokenizer
@@ -58,7 +58,7 @@ def test_wrong_model_type_and_missing_folder(tmp_path, tiny_weights):
     with pytest.raises(MigmError, match="not a 'mini-dimoo'"):
         MiniDiMOO.from_pretrained(tiny_weights / "classifier")
     with pytest.raises(MigmError, match="not found"):
-        FashionClassifier.from_pretrained(tmp_path / "nothing")
+        ImageClassifier.from_pretrained(tmp_path / "nothing")
     with pytest.raises(MigmError, match="train-base"):
         EmbeddedModel.from_pretrained(tmp_path / "nothing")
 

@@ -76,7 +76,7 @@ def pipeline_vqvae(vq: VQModel) -> VQModel:
     output range is folded into the decoder's last convolution: decoding is unchanged, exactly.
     The encoder's 1x1 quantisation convolution absorbs the same map, so encoding (which still
     takes [-1, 1] images) searches the codebook in the wider space and finds the original codes
-    for 92% of Fashion-MNIST test tokens: text-to-image is exact, img2img is not validated.
+    for 92% of the embedded testbed's test tokens: text-to-image is exact, img2img is not validated.
     """
     config = dict(vq.config)
     width, old_dim = config["latent_channels"], config.get("vq_embed_dim") or config["latent_channels"]

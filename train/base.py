@@ -2,7 +2,7 @@
 
 Stages, in order (each resumable, each writing its weights and metrics when done):
 
-1. ``classifier`` — the Fashion-MNIST judge used for prompt accuracy and domain FID;
+1. ``classifier`` — the judge used for prompt accuracy and domain FID;
 2. ``vq`` — the diffusers ``VQModel`` tokenizer (28x28 -> 14x14 codes), scored by PSNR and
    by the classifier's accuracy on reconstructions;
 3. ``backbone`` — the mini Lumina-DiMOO, trained with the masked-token objective (mask
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from migm_shortcut.amused.model import AmusedBackbone, AmusedConfig
 from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
-from migm_shortcut.embedded.classifier import ClassifierConfig, FashionClassifier
-from migm_shortcut.embedded.data import ImageDataset, load_dataset, to_model_range
+from migm_shortcut.embedded.classifier import ClassifierConfig, ImageClassifier
+from migm_shortcut.embedded.data import DEFAULT_DATASET, ImageDataset, load_dataset, to_model_range
 from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.io import append_jsonl, load_tensors, read_json, save_tensors, write_json
@@ -41,7 +41,7 @@ STAGES = ("classifier", "vq", "backbone")
 @dataclass
 class BaseTrainConfig:
     out: str
-    data: str = "fashion-mnist"
+    data: str = DEFAULT_DATASET
     stages: tuple[str, ...] = STAGES
     device: str = "auto"
     seed: int = 0
@@ -88,7 +88,7 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_classifier(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, device, log) -> dict:
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    model = FashionClassifier(ClassifierConfig()).to(device)
+    model = ImageClassifier(ClassifierConfig()).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     x_train = to_model_range(train.images).to(device)
     y_train = train.labels.to(device)
@@ -151,7 +151,7 @@ def train_vq(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, devi
                          loss_at=loss_at, checkpoint=out / "checkpoints" / "vq.pt", log=log, resume=cfg.resume,
                          checkpoint_every=cfg.checkpoint_every, on_interval=restart_dead_codes)
     model.eval()
-    metrics = evaluate_tokenizer(tok, test, FashionClassifier.from_pretrained(out / "classifier", device=device))
+    metrics = evaluate_tokenizer(tok, test, ImageClassifier.from_pretrained(out / "classifier", device=device))
     tok.model.cpu()
     tok.save_pretrained(out / "vq")
     metrics.update(train_seconds=round(seconds, 1), steps=cfg.vq_steps, parameters=sum(p.numel() for p in model.parameters()))
@@ -160,7 +160,7 @@ def train_vq(cfg: BaseTrainConfig, train: ImageDataset, test: ImageDataset, devi
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tok: VQTokenizer, test: ImageDataset, classifier: FashionClassifier) -> dict:
+def evaluate_tokenizer(tok: VQTokenizer, test: ImageDataset, classifier: ImageClassifier) -> dict:
     x = to_model_range(test.images)
     codes = torch.cat([tok.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)])
     recon = torch.cat([tok.decode(codes[i : i + 1000]) for i in range(0, len(x), 1000)])

@@ -70,6 +70,7 @@ class HeadTrainConfig:
     # Let init_head be a head of another checkpoint of this base's architecture (a base being
     # retrained): its weights start this head, which is bound to this base. Off: such a head is refused.
     rebind_init_head: bool = False
+    architecture: str = "generic"    # the head network (the loaded model's head_architecture by default)
     ratio: int = 2
     heads: int = 2
     mlp_ratio: float = 2.0
@@ -112,7 +113,8 @@ class HeadTrainConfig:
         return settings
 
     def head_options(self) -> dict:
-        return {"ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio, "num_blocks": self.num_blocks}
+        return {"architecture": self.architecture, "ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
+                "num_blocks": self.num_blocks}
 
 
 @dataclass

@@ -168,7 +168,7 @@ class PromptEncoder(nn.Module):
 
     Per-token: word embedding + learned position, normalised (no mixing across tokens, so a
     token's state depends on the token and its slot only). Pooled: the mean over non-padding
-    tokens. It stands in for aMUSEd's CLIP encoder at Fashion-MNIST scale.
+    tokens. It stands in for aMUSEd's CLIP encoder at the embedded testbed's scale.
     """
 
     def __init__(self, vocab: int, prompt_len: int, width: int):

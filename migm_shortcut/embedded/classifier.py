@@ -18,7 +18,7 @@ class ClassifierConfig:
     dropout: float = 0.3
 
 
-class FashionClassifier(PretrainedModule):
+class ImageClassifier(PretrainedModule):
     """Input: N x 1 x 28 x 28 in [-1, 1]. ``features`` gives the penultimate layer."""
 
     config_class = ClassifierConfig

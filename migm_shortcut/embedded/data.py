@@ -30,6 +30,7 @@ from migm_shortcut.embedded.prompts import CLASS_NAMES
 
 IMAGE_SIZE = 28
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEFAULT_DATASET = "fashion-mnist"  # the name load_dataset reads as Fashion-MNIST
 _SPLIT_FILES = {"train": "train", "test": "t10k"}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

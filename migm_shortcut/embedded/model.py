@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from migm_shortcut.embedded.classifier import FashionClassifier
+from migm_shortcut.embedded.classifier import ImageClassifier
 from migm_shortcut.embedded.data import balanced_subset, load_dataset, to_model_range
 from migm_shortcut.embedded.prompts import CLASS_NAMES, canonical_prompt, class_prompts, prompt_class, random_prompt
 from migm_shortcut.embedded.tokenizer import VQTokenizer
@@ -56,7 +56,7 @@ def load_backbone(directory: str | Path, device: str | torch.device = "cpu"):
 class ClassifierJudge:
     """The judge of the embedded family: the project classifier, on the class a prompt names."""
 
-    def __init__(self, classifier: FashionClassifier):
+    def __init__(self, classifier: ImageClassifier):
         self.classifier = classifier.eval()
         self.num_features = classifier.config.feature_dim
         self.identity = f"classifier:{tensor_digest(*classifier.state_dict().values())}"
@@ -81,7 +81,7 @@ class EmbeddedModel(LoadedModel):
     kind = "embedded"
     defaults = DEFAULTS
 
-    def __init__(self, image_tokenizer: VQTokenizer, backbone: torch.nn.Module, classifier: FashionClassifier,
+    def __init__(self, image_tokenizer: VQTokenizer, backbone: torch.nn.Module, classifier: ImageClassifier,
                  path: Path | None = None, head_path: Path | None = None, calibration_path: Path | None = None):
         self.image_tokenizer, self.backbone, self.classifier = image_tokenizer, backbone, classifier
         self.path, self.head_path, self.calibration_path = path, head_path, calibration_path
@@ -107,7 +107,7 @@ class EmbeddedModel(LoadedModel):
         part = lambda name: directory / name if (directory / name).is_dir() else SHIPPED_WEIGHTS / name  # noqa: E731
         tokenizer = VQTokenizer.from_pretrained(part("vq"), device=device)
         backbone = load_backbone(directory / "backbone", device=device)
-        classifier = FashionClassifier.from_pretrained(part("classifier"), device=device)
+        classifier = ImageClassifier.from_pretrained(part("classifier"), device=device)
         if backbone.config.codebook_size != tokenizer.codebook_size:
             raise MigmError(f"{directory}: backbone expects {backbone.config.codebook_size} codes, tokenizer has {tokenizer.codebook_size}")
         head = directory / HEAD_FOLDER

@@ -1,19 +1,27 @@
-"""A random-weight stand-in for MaskGIT-pytorch's ``MaskTransformer`` (valeoai, Halton-MaskGIT v1.0,
-the code MIGM-Shortcut's MaskGIT fork builds on), for tests and ``bench-cost``.
+"""This package's re-implementation of MaskGIT-pytorch's ``MaskTransformer`` (valeoai; the
+``Network/transformer.py`` of the v1.0 code that MIGM-Shortcut's MaskGIT fork builds on, with its
+``f_factor`` argument and ``ret_last_feat`` output). Released checkpoints (``MaskGIT/*.pth``) load
+into it directly: the package cannot ship the published file, so it rebuilds the same network in
+its own words.
 
-It re-creates, in our own words, what the adapter relies on:
+What it matches, exactly:
 
-* ``MaskTransformer(img_size, hidden_dim, codebook_size, f_factor, depth, heads, mlp_dim, dropout,
-  nclass)``; ``tok_emb`` is an ``Embedding`` of ``codebook_size + 1 + nclass + 1`` rows (codes, the
-  mask, the classes, "no class"); ``pos_emb`` a ``Parameter`` (1, grid² + 1, C); ``first_layer``,
-  ``transformer`` (``layers`` of PreNorm attention / feed-forward pairs), ``last_layer``, and
-  ``bias`` (grid² + 1, vocabulary): a per-position output bias;
-* ``forward(img_token, y, drop_label, return_attn=False, ret_last_feat=False)``: the class token
-  ``y + codebook_size + 1`` is appended after the grid (``codebook_size + 1 + nclass`` where
-  ``drop_label`` is set); logits are ``last_layer(x) @ tok_emb.weight.T + bias``, sliced to the
-  grid positions and the codebook; it returns ``(logits, last_feat)``.
+* **constructor**: ``MaskTransformer(img_size, hidden_dim, codebook_size, f_factor, depth, heads,
+  mlp_dim, dropout, nclass)``; the grid is ``f_factor`` tokens a side;
+* **state-dict keys and shapes**: ``tok_emb.weight`` (codes, the mask, the classes, "no class":
+  ``codebook_size + 1 + nclass + 1`` rows), ``pos_emb`` (1, grid² + 1, C), ``first_layer.{0,2,4,6}``,
+  ``transformer.layers.{i}.0`` (``PreNorm`` ``norm`` + ``fn.mha``, a ``nn.MultiheadAttention``) and
+  ``.1`` (``PreNorm`` ``norm`` + ``fn.net.{0,3}``, the feed-forward), ``last_layer.{0,2,4}``, ``bias``
+  (grid² + 1, vocabulary): the per-position output bias;
+* **forward**: ``forward(img_token, y, drop_label, return_attn=False, ret_last_feat=False)`` appends
+  the class token ``y + codebook_size + 1`` after the grid (``codebook_size + 1 + nclass`` where
+  ``drop_label`` is set); logits are ``last_layer(x) @ tok_emb.weight.T + bias`` sliced to the grid
+  and the codebook; it returns ``(logits, last_feat)``.
 
-The grid is ``f_factor`` tokens a side, as in the published code (where ``patch_size = f_factor``).
+Proved by ``tests/test_maskgit.py``: the adapter's features are ``last_layer``'s output, its logits
+equal this forward's (dropped label included), and a checkpoint in the released layout round-trips
+through ``load_model`` (its keys checked one by one by ``maskgit.model.check_state``). Checked by
+reading the published file; what needs the released weights to confirm is listed in docs/models.md.
 """
 
 from __future__ import annotations
