@@ -101,15 +101,18 @@ def save_comparison_grid(cells: Sequence[Sequence[torch.Tensor]], row_labels: Se
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(cells), max(len(r) for r in cells)
-    tile = 1.3  # inches per cell
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile * n_cols + 2.2, tile * n_rows + 0.9), squeeze=False)
-    for r, row in enumerate(cells):
+    pictures = [[mosaic(images, min(per_row, len(images))) for images in row] for row in cells]
+    tile = 1.3  # inches across a cell; its height follows the mosaic's shape
+    aspect = pictures[0][0].shape[0] / pictures[0][0].shape[1]
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile * n_cols + 2.2, tile * aspect * n_rows + 0.35 * n_rows + 1.0),
+                             squeeze=False)
+    for r, row in enumerate(pictures):
         for c in range(n_cols):
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(row):
-                ax.imshow(mosaic(row[c], min(per_row, len(row[c]))), cmap="gray", vmin=0, vmax=255)
+                ax.imshow(row[c], cmap="gray", vmin=0, vmax=255)
             if c == 0:
                 ax.set_ylabel("\n".join(textwrap.wrap(row_labels[r], 18)), rotation=0, ha="right", va="center", fontsize=7)
             if r == 0:

@@ -110,6 +110,12 @@ class ModelInfo:
         return sum(p.numel() for p in self.parameters())
 
 
+def has_partial_forward(backbone) -> bool:
+    """Whether a backbone offers the optional partial recomputation against cached keys/values
+    (``features(ids, kv_cache=)`` and ``features_at(ids, index, cache)``; ML-Cache and hybrid need it)."""
+    return callable(getattr(backbone, "features_at", None))
+
+
 def check_model(model) -> None:
     """One line naming what a would-be model lacks, instead of an AttributeError mid-sampling.
 

@@ -24,6 +24,7 @@ import torch
 
 from migm_shortcut.sequence import KVCache
 from migm_shortcut.errors import MigmError
+from migm_shortcut.interface import has_partial_forward
 
 from .policies import (StepOutput, StepPolicy, StepState, check_eps, check_whole, features_where, register_policy,
                        setting)
@@ -108,7 +109,7 @@ def check_recompute(recompute: Any) -> None:
 
 
 def require_partial_forward(backbone, who: str) -> None:
-    if not hasattr(backbone, "features_at"):
+    if not has_partial_forward(backbone):
         raise MigmError(f"{who} needs a backbone with a key/value cache (features_at); {type(backbone).__name__} has none")
 
 

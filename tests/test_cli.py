@@ -279,6 +279,11 @@ def test_demo_compares_every_policy_it_can_run(tmp_path, capsys, weights_with_he
     for label in ("vanilla", "shortcut B=4", "adaptive eps=0.4", "sencache eps=0.3 K=3", "mlcache w=0.3 k=5 r=0.1",
                   "fixed k=2"):
         assert f"{label}: 10 images" in out, label
+    # methods by classes: a row per method, a column per class, so the grid is wider than tall
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "d" / "demo_grid.png").size
+    assert width > height
 
 
 @pytest.mark.parametrize("argv,what", [

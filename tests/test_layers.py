@@ -106,3 +106,18 @@ def test_every_family_folder_is_installed_and_registered():
     folders = {f"migm_shortcut.{p.name}" for p in (ROOT / "migm_shortcut").iterdir() if (p / "__init__.py").is_file()}
     assert folders <= packages
     assert folders == set(BUILTIN_FAMILIES)
+
+
+def test_nothing_outside_the_contract_probes_a_model():
+    """What a model offers is the contract's (``interface.py``, with defaults); no caller asks with
+    hasattr/getattr whether a loaded model or its backbone has a member."""
+    probes = []
+    for name, path in modules():
+        if name.split(".")[1:2] in (["interface"], ["embedded"], ["amused"], ["dimoo"], ["maskgit"]):
+            continue  # the contract itself, and the families reading their own published objects
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("hasattr", "getattr") and node.args:
+                target = ast.unparse(node.args[0])
+                if target.split(".")[-1] in ("model", "loaded", "backbone", "state.backbone"):
+                    probes.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert probes == []
