@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.nn.parallel import DistributedDataParallel
 
+from migm_shortcut.checks import check_sampling
 from migm_shortcut.errors import MigmError
 from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import HEAD_FOLDER, check_model
@@ -101,6 +102,7 @@ class HeadTrainConfig:
             raise MigmError(f"--{bad[0].replace('_', '-')} must be a finite number, got {getattr(self, bad[0])!r}")
         if self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.kl_weight < 0 or self.kl_temperature <= 0:
             raise MigmError("need lr > 0, 0 <= ema-decay < 1, kl-weight >= 0 and kl-temperature > 0")
+        check_sampling(self.teacher_steps, self.guidance_scale, self.temperature)  # the teacher's, as the sampler checks them
         if self.kl_target not in KL_TARGETS:
             raise MigmError(f"--kl-target must be one of {', '.join(KL_TARGETS)}, got {self.kl_target!r}")
 

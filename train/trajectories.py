@@ -34,6 +34,7 @@ from einops import rearrange
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from migm_shortcut.checks import check_sampling
 from migm_shortcut.errors import MigmError
 from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import check_model
@@ -66,6 +67,7 @@ class CollectConfig:
         for name in ("num", "steps", "shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise MigmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        check_sampling(self.steps, self.guidance_scale, self.temperature)
         if self.student_budget is None and self.student_head is not None:
             raise MigmError("--student-head needs --student-budget (the budget its shortcut sampler runs at)")
         if self.student_budget is not None and not 1 <= self.student_budget <= self.steps:
