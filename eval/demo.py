@@ -11,7 +11,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from migm_shortcut.samplers import MaskedTokenSampler
+from migm_shortcut.errors import MigmError
+from migm_shortcut.samplers import POLICIES, MaskedTokenSampler, build_policy, policy_files, policy_parameters
 
 
 def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: int, guidance_scale: float,
@@ -61,6 +62,27 @@ def method_label(policy) -> str:
              "warmup": "w", "early_eps": "eps0", "shortcut_guidance": "s_short"}
     shown = [f"{short.get(k, k)}={v}" for k, v in policy.describe().items() if k != "policy" and v not in (None, False)]
     return " ".join([policy.name] + shown)
+
+
+def demo_methods(model, methods: list[str] | None, steps: int, settings: dict) -> list[tuple[str, object]]:
+    """(label, policy) of every method the demo compares: ``methods`` (vanilla first), else every
+    registered policy the model has the files for (its head, its calibration). Each policy takes its
+    declared parameters from ``settings`` (the CLI's flag values; unset ones keep its defaults)."""
+    given = {key: settings.get(key) for key in ("head", "calibration")}
+    if methods is None:
+        methods = [name for name in POLICIES
+                   if all(path is not None for path in policy_files(name, model, **given).values())]
+    if [m for m in methods if m not in POLICIES] or not methods or methods[0] != "vanilla":
+        raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICIES)}; "
+                        f"got {','.join(methods)!r}")
+    chosen = []
+    for name in methods:
+        try:
+            policy = build_policy(name, model, steps=steps, **{k: settings.get(k) for k in policy_parameters(name)})
+        except MigmError as exc:
+            raise MigmError(f"cannot run {name}: {exc} (or leave it out of --methods)") from None
+        chosen.append((method_label(policy), policy))
+    return chosen
 
 
 def run_demo(model, distinct_prompts: Sequence, per_prompt: int, seed: int, methods: list[tuple[str, object]],

@@ -195,26 +195,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         distinct = model.demo_prompts()
     else:
         raise MigmError("this model has no built-in demo prompts; pass --prompt TEXT or --prompts-file FILE")
-    from migm_shortcut.samplers import policy_files
+    from migm_shortcut.eval.demo import demo_methods, run_demo
 
-    if args.methods is None:  # every policy this model has the files for (its head, its calibration)
-        names = [m for m in POLICY_CHOICES
-                 if all(path is not None for path in policy_files(m, model, head=args.head, calibration=args.calibration).values())]
-    else:
-        names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in POLICY_CHOICES]
-    if unknown or not names or names[0] != "vanilla":
-        raise MigmError(f"--methods must start with vanilla and name policies from {', '.join(POLICY_CHOICES)}; got {args.methods!r}")
-    policies = []
-    for name in names:
-        try:
-            policy = policy_from_args(args, model, name)
-        except MigmError as exc:
-            raise MigmError(f"cannot run {name}: {exc} (or leave it out of --methods)") from None
-        policies.append(policy)
-    from migm_shortcut.eval.demo import method_label, run_demo
-
-    run_demo(model, distinct, args.per_prompt, args.seed, [(method_label(p), p) for p in policies], args.steps,
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    run_demo(model, distinct, args.per_prompt, args.seed, demo_methods(model, methods, args.steps, vars(args)), args.steps,
              args.guidance_scale, args.temperature, args.batch_size, Path(args.out_dir))
 
 

@@ -133,6 +133,12 @@ def check_model(model) -> None:
 HEAD_FOLDER = "shortcut_head"  # where a model folder keeps the head that belongs to it, in every family
 
 
+def own_head(folder: Path | str | None) -> Path | None:
+    """``folder/shortcut_head`` when it holds a saved head (the model's default head), else None."""
+    head = None if folder is None else Path(folder) / HEAD_FOLDER
+    return head if head is not None and (head / "config.json").is_file() else None
+
+
 @dataclass(frozen=True)
 class SamplingDefaults:
     """A family's own sampling settings: what a command uses when a flag is left unset."""

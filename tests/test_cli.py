@@ -316,3 +316,10 @@ def test_non_finite_config_values_are_refused(tmp_path):
         load_sweep_config(tmp_path / "s.json")
     with pytest.raises(MigmError, match="--lr must be a finite number"):
         HeadTrainConfig(out=str(tmp_path), online=True, lr=float("nan")).check()
+
+
+@pytest.mark.parametrize("methods", ["shortcut", "vanilla,bogus", ","])
+def test_demo_methods_that_do_not_start_with_vanilla_or_name_no_policy_are_one_line(tmp_path, capsys, methods):
+    code, _, err = run(capsys, "demo", "--out-dir", str(tmp_path / "d"), "--methods", methods, "--steps", "2")
+    assert code == 2 and "--methods must start with vanilla and name policies from vanilla, shortcut" in err
+    assert len(err.strip().splitlines()) == 1

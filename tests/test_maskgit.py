@@ -161,6 +161,16 @@ def maskgit_folder(tmp_path_factory):
 
 
 
+def test_a_head_saved_in_the_folder_is_the_models_own(maskgit_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "with_head"
+    shutil.copytree(maskgit_folder, folder)
+    assert load_model(folder).head_path is None
+    random_head(load_model(folder).backbone).save_pretrained(folder / "shortcut_head")
+    assert load_model(folder).head_path == folder / "shortcut_head"
+
+
 def test_a_bf16_load_keeps_the_fingerprint_of_the_weights_as_saved(maskgit_folder):
     full, half = load_model(maskgit_folder), load_model(maskgit_folder, dtype=torch.bfloat16)
     assert half.backbone.model.tok_emb.weight.dtype == torch.bfloat16

@@ -37,7 +37,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.io import tensor_digest
 from migm_shortcut.modeling import PretrainedModule
 from migm_shortcut.vq import vq_decode
-from migm_shortcut.interface import HEAD_FOLDER, LoadedModel, SamplingDefaults
+from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 
 from diffusers import UVit2DModel
 
@@ -380,8 +380,7 @@ class AmusedPipelineModel(LoadedModel):
         self.pipe, self.path = pipe, path
         # A head trained for this pipeline and saved next to its components (train-head --out FOLDER/shortcut_head)
         # is its default head; AmusedPipeline.from_pretrained ignores the extra folder.
-        head = Path(path) / HEAD_FOLDER if path is not None else None
-        self.head_path = head if head is not None and (head / "config.json").is_file() else None
+        self.head_path = own_head(path)
         size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
         self.backbone = AmusedPipelineBackbone(pipe.transformer, pipe.text_encoder, pipe.tokenizer, image_size=size)
 

@@ -45,7 +45,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import ModelInfo
 from migm_shortcut.io import read_json, tensor_digest
 from migm_shortcut.vq import load_vqvae, vq_decode
-from migm_shortcut.interface import LoadedModel, SamplingDefaults
+from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 from migm_shortcut.sequence import check_sequence_shape, grid_positions, write_image_codes
 
 # -- facts from the published Lumina-DiMOO code ----------------------------------------------
@@ -322,6 +322,7 @@ class DiMOOModel(LoadedModel):
         self.tokenizer = tokenizer
         self.vqvae = vqvae
         self.path = path
+        self.head_path = own_head(path)  # FOLDER/shortcut_head, where a head was saved or imported next to the checkpoint
         self.backbone = LLaDAImageBackbone(model, LLaDAImageLayout.for_dimoo(tokenizer, height, width, prompt_len))
 
     @classmethod

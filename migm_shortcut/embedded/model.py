@@ -23,7 +23,7 @@ from migm_shortcut.embedded.data import balanced_subset, load_dataset, to_model_
 from migm_shortcut.embedded.prompts import CLASS_NAMES, canonical_prompt, class_prompts, prompt_class, random_prompt
 from migm_shortcut.embedded.tokenizer import VQTokenizer
 from migm_shortcut.errors import MigmError
-from migm_shortcut.interface import HEAD_FOLDER, LoadedModel, ReferenceImages, SamplingDefaults
+from migm_shortcut.interface import LoadedModel, ReferenceImages, SamplingDefaults, own_head
 from migm_shortcut.io import read_json, tensor_digest
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 
@@ -110,9 +110,8 @@ class EmbeddedModel(LoadedModel):
         classifier = ImageClassifier.from_pretrained(part("classifier"), device=device)
         if backbone.config.codebook_size != tokenizer.codebook_size:
             raise MigmError(f"{directory}: backbone expects {backbone.config.codebook_size} codes, tokenizer has {tokenizer.codebook_size}")
-        head = directory / HEAD_FOLDER
         calibration = directory / "calibration.json"
-        return cls(tokenizer, backbone, classifier, directory, head if head.is_dir() else None,
+        return cls(tokenizer, backbone, classifier, directory, own_head(directory),
                    calibration if calibration.is_file() else None)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

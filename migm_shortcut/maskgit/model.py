@@ -35,7 +35,7 @@ from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import ModelInfo
 from migm_shortcut.io import load_torch, read_json, tensor_digest
 from migm_shortcut.vq import load_vqvae, vq_decode
-from migm_shortcut.interface import LoadedModel, SamplingDefaults
+from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 from migm_shortcut.rules import MaskGITRule
 from migm_shortcut.sequence import check_sequence_shape, write_image_codes
 
@@ -211,6 +211,7 @@ class MaskGITModel(LoadedModel):
     def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None, vqvae=None, path=None):
         self.backbone = MaskGITBackbone(model, class_names)
         self.vqvae, self.path = vqvae, path
+        self.head_path = own_head(path)  # FOLDER/shortcut_head, where a head was saved next to the checkpoint
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device="cpu", dtype: torch.dtype | None = None,
