@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # The lowest versions pyproject.toml allows, laid over the venv (torch stays the local CPU build):
 # the model-format tests run again against them, so the stated floors are tested ones.
-MIN_DEPS := diffusers==0.33.0 transformers==4.40.0 huggingface_hub==0.27.1 tokenizers==0.19.1
+MIN_DEPS := diffusers==0.33.0 transformers==4.46.2 huggingface_hub==0.27.1 tokenizers==0.20.3 accelerate==1.0.0
 MIN_DIR := $(VENV)/min-deps
 MIN_STAMP := $(MIN_DIR)/.installed
 MIN_TESTS := tests/test_lower_bounds.py tests/test_adapters.py tests/test_amused_route.py tests/test_dimoo_route.py tests/test_maskgit.py

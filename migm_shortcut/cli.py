@@ -74,6 +74,9 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--width", type=_positive("--width"), help="image width in pixels (Lumina-DiMOO; default 1024)")
     p.add_argument("--max-prompt-tokens", type=_positive("--max-prompt-tokens"),
                    help="longest prompt in tokens (Lumina-DiMOO; default 256)")
+    p.add_argument("--model-code", metavar="DIR",
+                   help="Lumina-DiMOO: the model code to load the checkpoint with (Lumina-DiMOO's model/ package) when "
+                        "the folder ships none, as the downloaded one does; runs that code (needs --trust-remote-code)")
     p.add_argument("--class-names", help="class-conditional models (MaskGIT): a file with one class name per line, "
                                          "so prompts may be names as well as ids")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
@@ -85,7 +88,8 @@ def load_options(args: argparse.Namespace) -> dict:
     """``load_model``'s keyword arguments from the model flags (``_add_model_args``), device aside."""
     class_names = read_prompt_lines(args.class_names) if args.class_names else None
     return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
-            "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names}
+            "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names,
+            "model_code": args.model_code}
 
 
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):

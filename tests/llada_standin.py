@@ -145,14 +145,23 @@ class LLaDAModelLM(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["LLaDALlamaBlock"]
 
+    # As published: no post_init() (transformers 5 sets tied-weight bookkeeping there) and no _init_weights.
     def __init__(self, config: LLaDAConfig, model: LLaDAModel | None = None, init_params: bool = False):
         super().__init__(config)
         self.model = model or LLaDAModel(config, init_params=init_params)
-        self.post_init()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self):
+        return self.model.transformer.wte if self.config.weight_tying else self.model.transformer.ff_out
+
+    def tie_weights(self):  # the published override takes no arguments
+        if self.config.weight_tying:
+            self.model.transformer.ff_out = self.model.transformer.wte
 
     def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, attention_bias=None, past_key_values=None,
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from migm_shortcut import MigmError, SamplingDefaults, ShortcutHead, load_model
+from migm_shortcut import MigmError, SamplingDefaults, ShortcutHead, detect_kind, load_model
 from migm_shortcut.dimoo.model import DiMOOModel
 from migm_shortcut.interface import INTERFACE_MEMBERS
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
@@ -18,7 +18,7 @@ from migm_shortcut.train.trajectories import CollectConfig, collect
 from cli_route import collect_and_train, run
 
 from test_head_training import torchrun
-from tiny_dimoo import write_tiny_dimoo
+from tiny_dimoo import write_model_code, write_tiny_dimoo
 
 SIZE = ["--height", "32", "--width", "48"]
 PROMPTS = ["a red cube", "a photo of a small dog over green hills", "a blue bag"]
@@ -97,8 +97,24 @@ def test_every_component_takes_the_model_only_through_the_interface(dimoo, tmp_p
                                batch_size=2, val_trajectories=1, online_trajectories=2, device="cpu"), backbone=model)
 
 
-def test_the_dimoo_route_from_folder_to_sweep(dimoo_folder, prompts_file, tmp_path, capsys):
-    model = ["--model", dimoo_folder, "--trust-remote-code", *SIZE]
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory):
+    """The downloaded Lumina-DiMOO layout: model_index.json, no model code; the code is named apart."""
+    root = tmp_path_factory.mktemp("hub")
+    return write_tiny_dimoo(root / "Lumina-DiMOO", with_code=False, hub=True), write_model_code(root / "repo" / "model")
+
+
+@pytest.fixture(params=["code-in-folder", "hub-folder-and-model-code"])
+def route(request, dimoo_folder, hub_folder):
+    """(CLI model flags, load_model arguments) for each way a Lumina-DiMOO folder arrives."""
+    if request.param == "code-in-folder":
+        return ["--model", dimoo_folder, "--trust-remote-code", *SIZE], (dimoo_folder, {})
+    folder, code = hub_folder
+    return (["--model", folder, "--model-code", code, "--trust-remote-code", *SIZE], (folder, {"model_code": code}))
+
+
+def test_the_dimoo_route_from_folder_to_sweep(route, prompts_file, tmp_path, capsys):
+    model, (dimoo_folder, load_options) = route
     code, out, err = run(capsys, "sample", *model, "--prompts-file", prompts_file, "--steps", "4", "--out-dir",
                          tmp_path / "vanilla")
     assert code == 0, err
@@ -108,7 +124,7 @@ def test_the_dimoo_route_from_folder_to_sweep(dimoo_folder, prompts_file, tmp_pa
     head = collect_and_train(capsys, model, prompts_file, tmp_path)
 
     # sample with that head at B < N: the backbone runs exactly B times per generation
-    loaded = load_model(dimoo_folder, trust_remote_code=True, height=32, width=48)
+    loaded = load_model(dimoo_folder, trust_remote_code=True, height=32, width=48, **load_options)
     calls = []
     features = loaded.backbone.features
     loaded.backbone.features = lambda ids: calls.append(len(ids)) or features(ids)
@@ -174,6 +190,42 @@ def test_checkpoint_code_runs_only_with_trust_remote_code(dimoo_folder, tmp_path
     assert "--trust-remote-code" in err and "modeling_xllmx_dimoo.py" in err
     with pytest.raises(MigmError, match="trust_remote_code=True"):
         load_model(dimoo_folder)
+
+
+def test_the_hub_folder_needs_its_code_named_and_trusted(hub_folder, tmp_path, capsys):
+    folder, code = hub_folder
+    assert detect_kind(folder).name == "lumina-dimoo"  # its model_index.json names a LuminaDiMOOPipeline
+    err = one_line_error(capsys, "sample", "--prompt", "a red cube", "--model", folder, "--trust-remote-code", *SIZE,
+                         "--out-dir", tmp_path / "o", out=tmp_path / "o")
+    assert "no model code" in err and "--model-code DIR" in err
+    err = one_line_error(capsys, "sample", "--prompt", "a red cube", "--model", folder, "--model-code", code, *SIZE,
+                         "--out-dir", tmp_path / "o", out=tmp_path / "o")
+    assert f"--model-code {code}: loading it runs that code" in err and "--trust-remote-code" in err
+    for bad, what in ((tmp_path / "nowhere", "is not a folder"), (folder, "not a Python package")):
+        err = one_line_error(capsys, "sample", "--prompt", "a red cube", "--model", folder, "--model-code", bad,
+                             "--trust-remote-code", *SIZE, "--out-dir", tmp_path / "o", out=tmp_path / "o")
+        assert what in err
+    with pytest.raises(MigmError, match="model_code applies to lumina-dimoo models"):
+        load_model(None, model_code=code)
+
+
+def test_the_published_class_loads_unedited_on_this_transformers(dimoo_folder):
+    """The stand-in, like the published LLaDAModelLM, never calls post_init and overrides tie_weights
+    without arguments: transformers 5 fails on both unless the compatibility step runs."""
+    import inspect
+
+    from migm_shortcut.dimoo import loading
+
+    cls = loading.model_class(dimoo_folder, None, trust_remote_code=True)
+    assert "post_init" not in inspect.getsource(cls.__mro__[1].__init__)
+    assert list(inspect.signature(cls.tie_weights).parameters) == ["self"]
+    model = load_model(dimoo_folder, trust_remote_code=True, height=32, width=48).backbone.model
+    from safetensors.torch import load_file
+
+    saved = load_file(str(dimoo_folder / "model.safetensors"))
+    assert saved.keys() == model.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert type(model).__name__ == "LLaDAForMultiModalGeneration" and type(model).__mro__[1] is cls
 
 
 def test_special_ids_that_disagree_with_dimoo_are_named(tmp_path, capsys):

@@ -21,7 +21,7 @@ def stated_floor(package: str) -> str:
 
 
 @pytest.mark.skipif(os.environ.get("MIGM_LOWER_BOUNDS") != "1", reason="runs in make test's lower-bound stage")
-@pytest.mark.parametrize("package", ["diffusers", "transformers"])
+@pytest.mark.parametrize("package", ["diffusers", "transformers", "accelerate"])
 def test_the_lower_bound_stage_imports_the_stated_floor(package):
     version, floor = __import__(package).__version__, stated_floor(package)
     assert version.split(".")[: len(floor.split("."))] == floor.split("."), f"{package} {version}, floor {floor}"
@@ -29,6 +29,6 @@ def test_the_lower_bound_stage_imports_the_stated_floor(package):
 
 def test_the_makefile_pins_the_stated_floors():
     makefile = (PYPROJECT.parent / "Makefile").read_text()
-    for package in ("diffusers", "transformers"):
+    for package in ("diffusers", "transformers", "accelerate"):
         floor = stated_floor(package)
         assert re.search(rf"{package}=={re.escape(floor)}(\.0)*\b", makefile), (package, floor)

@@ -61,8 +61,25 @@ def tiny_vqvae(seed: int = 0):
                    mid_block_add_attention=False).eval()
 
 
+# What the hub folder (Alpha-VLLM/Lumina-DiMOO) carries beside the LLaDA config: a diffusers custom pipeline index.
+HUB_MODEL_INDEX = {"_class_name": "LuminaDiMOOPipeline", "_diffusers_version": "0.34.0",
+                   "vqvae": ["diffusers", "VQModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}
+
+
+def write_model_code(folder: Path) -> Path:
+    """A model-code package laid out like Lumina-DiMOO's ``model/`` (``__init__.py`` exporting the class,
+    ``modeling_xllmx_dimoo.py``, ``configuration_llada.py``), for ``--model-code DIR``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text("from .modeling_xllmx_dimoo import LLaDAForMultiModalGeneration  # noqa: F401\n")
+    (folder / "modeling_xllmx_dimoo.py").write_text(MODEL_CODE)
+    (folder / "configuration_llada.py").write_text(CONFIG_CODE)
+    return folder
+
+
 def write_tiny_dimoo(folder: Path, seed: int = 0, with_code: bool = True, uncondition_id: int | None = None,
-                     **overrides) -> Path:
+                     hub: bool = False, **overrides) -> Path:
+    """``hub``: the downloaded layout, ``model_index.json`` beside the weights and no model code."""
     folder = Path(folder)
     model = tiny_llada(seed, **overrides)
     model.save_pretrained(folder)
@@ -76,4 +93,6 @@ def write_tiny_dimoo(folder: Path, seed: int = 0, with_code: bool = True, uncond
         config["auto_map"] = {"AutoConfig": "configuration_llada.LLaDAConfig",
                               "AutoModel": "modeling_xllmx_dimoo.LLaDAForMultiModalGeneration"}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if hub:
+        (folder / "model_index.json").write_text(json.dumps(HUB_MODEL_INDEX, indent=2))
     return folder

@@ -1,7 +1,9 @@
 """The Lumina-DiMOO family: an unmodified LLaDA / Lumina-DiMOO checkpoint behind the model contract
 (its prompt template, special tokens, image layout and VQ decoder).
 
-Registers the ``lumina-dimoo`` folder kind (options: ``height``, ``width``, ``prompt_len``).
+Registers the ``lumina-dimoo`` folder kind (options: ``height``, ``width``, ``prompt_len``, ``model_code``).
+A hub folder's ``model_index.json`` (a ``LuminaDiMOOPipeline``) does not make it another kind:
+detection reads the LLaDA ``config.json``.
 """
 
 from pathlib import Path
@@ -22,4 +24,4 @@ def load(folder: Path, device="cpu", dtype=None, trust_remote_code: bool = False
 
 
 register_model_kind(ModelKind("lumina-dimoo", "a Lumina-DiMOO / LLaDA checkpoint folder (config.json with model_type 'llada')",
-                              is_llada_checkpoint, load, order=40, options=("height", "width", "prompt_len")))
+                              is_llada_checkpoint, load, order=40, options=("height", "width", "prompt_len", "model_code")))

@@ -24,10 +24,12 @@ matches, from the published code:
 * **embed_tokens** — the frozen ``wte`` plus a fixed 1D sine-cosine code of the position (LLaDA
   uses RoPE inside attention and has no position table, so the head gets an explicit one).
 
-``DiMOOModel.from_pretrained(folder)`` loads a checkpoint folder (``config.json`` with
-``model_type`` "llada", the weights, the tokenizer, and ``vqvae/`` for decoding). The model code
-ships inside such a folder (transformers' remote code), so loading it runs that code: it
-happens only with ``trust_remote_code=True`` (CLI ``--trust-remote-code``).
+``DiMOOModel.from_pretrained(folder)`` loads a checkpoint folder as downloaded (``config.json``
+with ``model_type`` "llada", the weights, the tokenizer, ``vqvae/`` for decoding, and on the hub a
+``model_index.json`` beside them). The model code comes from the folder (``auto_map``) or from
+``model_code`` (``--model-code DIR``: Lumina-DiMOO's ``model/`` package); loading it runs that code,
+so it happens only with ``trust_remote_code=True`` (CLI ``--trust-remote-code``). How the published
+class is loaded on transformers 4.46 to 5.x without editing it: ``dimoo/loading.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from migm_shortcut.dimoo import loading
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import ModelInfo
 from migm_shortcut.io import read_json, tensor_digest
@@ -273,40 +276,6 @@ def check_dimoo_ids(config, tokenizer, folder: Path) -> None:
         raise MigmError(f"{folder} is not a Lumina-DiMOO checkpoint: its special ids disagree with DiMOO's: {'; '.join(wrong)}")
 
 
-def remote_code_files(folder: Path) -> list[str]:
-    raw = read_json(folder / "config.json")
-    files = sorted(p.name for p in folder.glob("*.py"))
-    return files if (files or raw.get("auto_map")) else []
-
-
-def load_llada_model(folder: Path, trust_remote_code: bool, dtype: torch.dtype):
-    """The model class a checkpoint folder names in its ``auto_map``, loaded by transformers."""
-    raw = read_json(folder / "config.json")
-    code = remote_code_files(folder)
-    if not code:
-        raise MigmError(f"{folder} holds a 'llada' config but no model code (no auto_map, no .py files); put "
-                        "Lumina-DiMOO's modeling files beside the weights, or load the model yourself and wrap it: "
-                        "DiMOOModel(model, tokenizer)")
-    if not trust_remote_code:
-        raise MigmError(f"{folder} ships its own model code ({', '.join(code) or 'auto_map'}); loading it runs that code. "
-                        "Pass --trust-remote-code (Python: trust_remote_code=True) if you trust this folder")
-    import transformers
-    from packaging.version import Version
-    from transformers.utils import logging as hf_logging
-
-    auto_map = raw.get("auto_map") or {}
-    name = next((n for n in ("AutoModelForCausalLM", "AutoModel") if n in auto_map), "AutoModel")
-    hf_logging.disable_progress_bar()  # stderr stays for the one line a user error gets
-    try:
-        # transformers renamed torch_dtype to dtype in 4.56; both sides of the rename are supported
-        dtype_arg = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
-        return getattr(transformers, name).from_pretrained(str(folder), trust_remote_code=True, **{dtype_arg: dtype})
-    except (OSError, ValueError, KeyError, ImportError) as exc:
-        raise MigmError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from None
-    finally:
-        hf_logging.enable_progress_bar()
-
-
 class DiMOOModel(LoadedModel):
     """A Lumina-DiMOO checkpoint: the backbone behind the model interface, its tokenizer, its VQ decoder.
 
@@ -328,25 +297,25 @@ class DiMOOModel(LoadedModel):
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, trust_remote_code: bool = False, height: int = 1024,
                         width: int = 1024, prompt_len: int = 256, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None) -> "DiMOOModel":
-        folder = Path(folder)
+                        dtype: torch.dtype | None = None, model_code: str | Path | None = None) -> "DiMOOModel":
+        """A checkpoint folder as downloaded (see ``dimoo.loading`` for where its model code comes from)."""
+        folder, device = Path(folder), torch.device(device)
         dimoo_grid(height, width)  # a bad size fails before the weights load
         if dtype is None:
-            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-        from transformers import AutoConfig, AutoTokenizer
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model_class = loading.model_class(folder, model_code, trust_remote_code)  # nothing runs without consent
+        from transformers import AutoTokenizer
 
-        remote = remote_code_files(folder)
-        if remote and not trust_remote_code:  # before anything in the folder runs
-            load_llada_model(folder, trust_remote_code, dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise MigmError(f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0]}") from None
-        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        check_dimoo_ids(config, tokenizer, folder)  # a wrong checkpoint fails before its weights load
-        model = load_llada_model(folder, trust_remote_code, dtype)
-        return cls(model.to(device).eval(), tokenizer, load_vqvae(folder, device), height=height, width=width, prompt_len=prompt_len,
-                   path=folder)
+        check_dimoo_ids(loading.load_config(folder, model_class), tokenizer, folder)  # before the weights load
+        model = loading.load_weights(folder, model_class, dtype, device)
+        loaded = cls(model, tokenizer, load_vqvae(folder, device), height=height, width=width, prompt_len=prompt_len,
+                     path=folder)
+        loaded.model_code = None if model_code is None else str(model_code)
+        return loaded
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, H, W) codes -> (N, 3, 16H, 16W) images in [-1, 1], with DiMOO's own VQ decoder (which outputs [0, 1])."""
