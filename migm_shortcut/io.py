@@ -108,6 +108,9 @@ def load_torch(path: str | Path, trust: bool = False) -> Any:
         raise MigmError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
+    except ModuleNotFoundError as exc:  # a trusted file naming a class of a library that is not installed
+        raise MigmError(f"{path} names classes of {exc.name!r}, which is not installed: pip install {exc.name}, "
+                        "or read its tensors only (load_tensor_records)") from None
     except pickle.UnpicklingError as exc:
         if not trust and "Weights only load failed" in str(exc):
             raise MigmError(f"{path} holds Python objects besides tensors, and loading them can run code from the file; "
@@ -115,6 +118,69 @@ def load_torch(path: str | Path, trust: bool = False) -> Any:
         raise MigmError(f"checkpoint {path} is corrupt or truncated (UnpicklingError); delete it and rerun without --resume") from None
     except Exception as exc:  # torch raises many types for a truncated zip
         raise MigmError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); delete it and rerun without --resume") from None
+
+
+class InertObject:
+    """Stands in for an object of a class a checkpoint names but that is never imported or run (a
+    training library's callbacks, hyper-parameter namespaces): it keeps what the file gave it."""
+
+    origin = "?"
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    # a subclass of dict or list is filled item by item after it is made (SETITEMS, APPENDS)
+    def __setitem__(self, key, value):
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):
+        self.__dict__.setdefault("values", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("values", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"<not loaded: {self.origin}>"
+
+
+class _TensorRecordsUnpickler(pickle.Unpickler):
+    """Resolves only the globals torch's own ``weights_only`` loader allows (tensors, storages, plain
+    containers); every other global the file names becomes an ``InertObject`` subclass, so no module
+    is imported and no code from the file runs."""
+
+    def find_class(self, module: str, name: str):
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = _get_allowed_globals()
+        if f"{module}.{name}" in allowed:
+            return allowed[f"{module}.{name}"]
+        return type(name, (InertObject,), {"origin": f"{module}.{name}", "__module__": __name__})
+
+
+class _TensorRecordsPickle:
+    """The ``pickle_module`` torch.load reads the file with."""
+
+    Unpickler = _TensorRecordsUnpickler
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _TensorRecordsUnpickler(file, **kwargs).load()
+
+
+def load_tensor_records(path: str | Path) -> Any:
+    """A ``torch.save`` file (a training library's checkpoint, say) read for its tensors only: tensors
+    and plain containers as saved, every other object an inert placeholder (``InertObject``). Nothing
+    from the file runs and the library that wrote it need not be installed."""
+    path = Path(path)
+    if not path.is_file():
+        raise MigmError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TensorRecordsPickle)
+    except Exception as exc:  # torch raises many types for a truncated zip
+        raise MigmError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
 def read_json(path: str | Path) -> Any:

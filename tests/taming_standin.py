@@ -176,9 +176,31 @@ TINY_PARAMS = {"embed_dim": 4, "n_embed": 16, "ddconfig": {
     "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}}
 
 
-def write_taming_vqgan(folder: Path, seed: int = 0, extra: dict | None = None) -> VQModel:
+def lightning_records() -> dict:
+    """What a PyTorch Lightning 1.0 trainer pickles beside the weights: its ModelCheckpoint callback's
+    state keyed by the callback *class*, an AttributeDict of hyper-parameters, the optimizer states.
+    The classes live in a ``pytorch_lightning`` module made for the save only and removed after, so
+    the file names classes of a library that is not installed, as the released file does here."""
+    import sys
+    import types
+
+    names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint",
+             "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing")
+    modules = {name: types.ModuleType(name) for name in names}
+    checkpoint_cls = type("ModelCheckpoint", (), {"__module__": names[2]})
+    attribute_dict = type("AttributeDict", (dict,), {"__module__": names[4]})
+    modules[names[2]].ModelCheckpoint, modules[names[4]].AttributeDict = checkpoint_cls, attribute_dict
+    return {"modules": modules, "records": {
+        "callbacks": {checkpoint_cls: {"best_model_score": torch.tensor(0.5), "best_model_path": "logs/last.ckpt"}},
+        "hyper_parameters": attribute_dict(embed_dim=4, n_embed=16), "optimizer_states": [{"state": {}, "param_groups": []}],
+        "lr_schedulers": []}}
+
+
+def write_taming_vqgan(folder: Path, seed: int = 0, extra: dict | None = None, lightning: bool = True) -> VQModel:
     """A random tiny VQGAN saved as MaskGIT-pytorch releases one: ``model.yaml`` + a Lightning ``last.ckpt``
-    (with a ``loss.`` tensor of the training loss, which loaders skip). Returns the stand-in module."""
+    (with a ``loss.`` tensor of the training loss, which loaders skip, and with ``lightning`` Lightning's
+    own pickled objects). Returns the stand-in module."""
+    import sys
     torch.manual_seed(seed)
     model = VQModel(**TINY_PARAMS).eval()
     for p in model.parameters():  # GroupNorm starts at identity; random affine makes the check meaningful
@@ -188,6 +210,12 @@ def write_taming_vqgan(folder: Path, seed: int = 0, extra: dict | None = None) -
                         "params": {**TINY_PARAMS, "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"}}}}
     (folder / "model.yaml").write_text(yaml.safe_dump(config))
     state = {**model.state_dict(), "loss.discriminator.main.0.weight": torch.zeros(2, 3, 4, 4)}
-    torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.8", "state_dict": state, **(extra or {})},
-               folder / "last.ckpt")
+    saved = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.8", "state_dict": state, **(extra or {})}
+    fake = lightning_records() if lightning else {"modules": {}, "records": {}}
+    sys.modules.update(fake["modules"])
+    try:
+        torch.save({**saved, **fake["records"]}, folder / "last.ckpt")
+    finally:
+        for name in fake["modules"]:
+            sys.modules.pop(name, None)
     return model

@@ -221,10 +221,15 @@ def test_taming_checkpoints_that_are_not_plain_tensors_mismatched_or_broken_are_
     from migm_shortcut.maskgit.taming_vqgan import load_taming_vqgan
     from migm_shortcut.errors import MigmError
 
-    write_taming_vqgan(tmp_path / "pickled", extra={"hyper_parameters": argparse.Namespace(lr=1.0)})
-    with pytest.raises(MigmError, match="--trust-remote-code"):
+    # The released Lightning file: its tensors load without Lightning and without running code from it.
+    write_taming_vqgan(tmp_path / "pickled", extra={"args": argparse.Namespace(lr=1.0)})
+    assert load_taming_vqgan(tmp_path / "pickled").config.num_vq_embeddings == 16
+    # Unpickled in full (trusted) it needs Lightning: one line saying so, never "corrupt".
+    with pytest.raises(MigmError, match="names classes of 'pytorch_lightning', which is not installed: pip install"):
+        load_taming_vqgan(tmp_path / "pickled", trust_remote_code=True)
+    (tmp_path / "pickled" / "last.ckpt").write_bytes((tmp_path / "pickled" / "last.ckpt").read_bytes()[:300])
+    with pytest.raises(MigmError, match="corrupt or truncated"):
         load_taming_vqgan(tmp_path / "pickled")
-    assert load_taming_vqgan(tmp_path / "pickled", trust_remote_code=True).config.num_vq_embeddings == 16
 
     write_taming_vqgan(tmp_path / "wide")
     config = (tmp_path / "wide" / "model.yaml").read_text().replace("ch: 32", "ch: 64")
@@ -260,3 +265,24 @@ def test_clipscore_is_refused_for_a_class_conditional_model(maskgit_folder, tmp_
     code, _, err = run(capsys, "sweep", "--model", maskgit_folder, "--prompts-file", classes, "--config", config,
                        "--clip", maskgit_folder / "MaskGIT", "--out", tmp_path / "s")
     assert code == 2 and err.count("\n") == 1 and "class-conditional" in err
+
+
+class _RunsAShellCommand:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):  # unpickling this in full would run `touch PATH`
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def test_tensor_records_keep_the_tensors_and_run_nothing_from_the_file(tmp_path):
+    from migm_shortcut.io import InertObject, load_tensor_records
+
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}, "payload": _RunsAShellCommand(marker)}, tmp_path / "x.ckpt")
+    loaded = load_tensor_records(tmp_path / "x.ckpt")
+    assert torch.equal(loaded["state_dict"]["w"], torch.arange(3.0))
+    assert isinstance(loaded["payload"], InertObject) and loaded["payload"].origin.endswith(".system")
+    assert not marker.exists()
