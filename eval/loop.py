@@ -154,11 +154,11 @@ class Stopwatch:
 
 
 def size_rule(size: str):
-    """Each size samples with its family's own rule (MaskGIT's for maskgit-512, DiMOO's otherwise)."""
-    from migm_shortcut.maskgit.model import MaskGITModel
+    """Each size samples with its family's own rule (MaskGIT's published 512 one for maskgit-512, DiMOO's otherwise)."""
+    from migm_shortcut.maskgit.model import PUBLISHED_SETTINGS
     from migm_shortcut.rules import DiMOORule
 
-    return MaskGITModel.rule if size.startswith("maskgit") else DiMOORule()
+    return PUBLISHED_SETTINGS[512][1] if size == "maskgit-512" else DiMOORule()
 
 
 def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool,

@@ -77,6 +77,9 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--model-code", metavar="DIR",
                    help="Lumina-DiMOO: the model code to load the checkpoint with (Lumina-DiMOO's model/ package) when "
                         "the folder ships none, as the downloaded one does; runs that code (needs --trust-remote-code)")
+    p.add_argument("--image-size", type=_positive("--image-size"),
+                   help="MaskGIT: which released checkpoint (MaskGIT/*_SIZE.pth) when the folder holds several")
+    p.add_argument("--checkpoint", metavar="FILE", help="MaskGIT: the checkpoint file to load (a path, or a name in MaskGIT/)")
     p.add_argument("--class-names", help="class-conditional models (MaskGIT): a file with one class name per line, "
                                          "so prompts may be names as well as ids")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
@@ -89,7 +92,7 @@ def load_options(args: argparse.Namespace) -> dict:
     class_names = read_prompt_lines(args.class_names) if args.class_names else None
     return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
             "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names,
-            "model_code": args.model_code}
+            "model_code": args.model_code, "image_size": args.image_size, "checkpoint": args.checkpoint}
 
 
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):
@@ -185,7 +188,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     record = sample_to_folder(model, prompts, args.per_prompt, args.seed, args.steps, args.guidance_scale,
                               args.temperature, args.batch_size, policy, Path(args.out_dir), args.grid,
                               {"model": str(args.model or "embedded"), "model_kind": model.kind,
-                               "rule": rule_record(model.rule), "device": args.device, "version": __version__})
+                               "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
+                               "rule": model.rule.describe(), "device": args.device, "version": __version__})
     print(f"wrote {record['num_images']} images to {args.out_dir} ({record['loop_seconds']:.1f} s sampling loop)")
 
 

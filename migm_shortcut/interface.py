@@ -186,6 +186,7 @@ class LoadedModel:
     head_architecture: ClassVar[str] = "generic"  # the ShortcutHead architecture train-head builds by default
     backbone: MaskedImageModel
     path: Path | None = None
+    checkpoint: Path | None = None         # the weights file it was loaded from, where the folder holds several
     head_path: Path | None = None          # the head that belongs to the model, where one exists
     calibration_path: Path | None = None   # its sensitivity table, where one exists
     judge: PromptJudge | None = None       # judges prompt accuracy (and domain FID), where the family has one

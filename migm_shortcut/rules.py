@@ -15,7 +15,8 @@ travels through collection, training, calibration or sweeps.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from .checks import check_number
@@ -23,17 +24,24 @@ from .errors import MigmError
 from .schedule import MASKGIT_SCHEDULES, maskgit_masked_counts, masked_counts
 
 
-def progress(step: int, num_steps: int) -> float:
-    """k / (N - 1): how far along the sampling is (1 with a single step)."""
-    return step / (num_steps - 1) if num_steps > 1 else 1.0
-
-
 @dataclass(frozen=True)
 class SamplingRule:
     """Base class; see the module docstring for what a rule decides."""
 
     name: ClassVar[str] = "base"
-    tempered_confidence: ClassVar[bool] = False  # confidence from softmax(logits / tau) rather than softmax(logits)
+    # False (DiMOO): tokens from softmax(logits / temperature), confidence from softmax(logits).
+    # True (MaskGIT): the temperature multiplies the logits (MaskGIT's ``logit * sm_temp``), and
+    # tokens and their confidence both come from that softmax.
+    tempered_confidence: ClassVar[bool] = False
+
+    def replace(self, **settings) -> "SamplingRule":
+        """This rule with some settings changed; one line naming the settings it has otherwise."""
+        own = [f.name for f in fields(self)]
+        unknown = [k for k in settings if k not in own]
+        if unknown:
+            raise MigmError(f"the {self.name} sampling rule has no setting {unknown[0]!r}; its settings: "
+                            f"{', '.join(own) or 'none'}")
+        return dataclasses.replace(self, **settings)
 
     def masked_counts(self, num_tokens: int, num_steps: int) -> list[int]:
         raise NotImplementedError
@@ -71,9 +79,10 @@ class DiMOORule(SamplingRule):
 
 @dataclass(frozen=True)
 class MaskGITRule(SamplingRule):
-    """MaskGIT-pytorch's: its schedule (arccos by default), confidence from the tempered softmax,
-    ranking noise scaled by the choice temperature annealed linearly to 0, and the CFG scale
-    annealed linearly from 0 at the first step to s at the last."""
+    """MaskGIT-pytorch's (``Trainer/vit.py`` ``sample``): its schedule (``adap_sche``, arccos by
+    default); the temperature is ``sm_temp``, multiplying the logits, and tokens and confidence come
+    from that softmax; ranking noise ``r_temp * Gumbel * (1 - k/N)`` (``randomize="linear"``,
+    ``choice_temperature`` is ``r_temp``); CFG ``w * k/N`` at step k (0-based) of N."""
 
     name: ClassVar[str] = "maskgit"
     tempered_confidence: ClassVar[bool] = True
@@ -89,7 +98,7 @@ class MaskGITRule(SamplingRule):
         return maskgit_masked_counts(num_tokens, num_steps, self.schedule)
 
     def choice_noise(self, step: int, num_steps: int, temperature: float) -> float:
-        return self.choice_temperature * (1 - progress(step, num_steps))
+        return self.choice_temperature * (1 - step / num_steps)  # the published ratio: indice / len(scheduler)
 
     def guidance_weight(self, step: int, num_steps: int) -> float:
-        return progress(step, num_steps)
+        return step / num_steps

@@ -133,8 +133,12 @@ def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gu
     ranking sort splits the positions, so no (B, N_img) mask is rebuilt. Pure tensor code with no
     host reads, so ``torch.compile`` can fuse it (``MaskedTokenSampler(compile_step=True)``).
     """
-    # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from.
-    scaled = logits / tau if (tempered_confidence and tau > 0) else logits
+    # DiMOO's confidence is the untempered softmax; MaskGIT's the tempered one it samples from, whose
+    # temperature (sm_temp) multiplies the logits, as published.
+    if tempered_confidence:
+        scaled, tau = logits * tau, 1.0
+    else:
+        scaled = logits
     peak = scaled.amax(-1, keepdim=True)
     confidence_is_sampled = tau > 0 and (tempered_confidence or tau == 1)  # the softmax sampled from is the one scored
     if tau > 0:

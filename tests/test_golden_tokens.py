@@ -1,6 +1,14 @@
 """Every family and every policy gives the tokens recorded in golden_tokens.json (same seeds, same
 prompts): restructuring the package must not change a single sampled token or full-step count.
-The digests were recorded before the families became plug-ins (``python tests/golden_families.py --write``)."""
+The digests were recorded before the families became plug-ins (``python tests/golden_families.py --write``)
+and were unchanged by it. Two families were re-recorded since, each for a stated reason:
+
+* ``dimoo``: the LLaDA stand-in now mirrors the published ``LLaDAModelLM`` (no ``post_init``, hence no
+  re-initialisation of its random weights), so the tiny checkpoint holds other weights;
+* ``maskgit``: MaskGIT's rule anneals CFG and the choice noise by k/N, as the published sampler
+  (``indice / len(scheduler)``), where it had k/(N-1).
+
+Embedded and aMUSEd digests are the originals."""
 
 import json
 

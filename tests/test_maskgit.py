@@ -132,19 +132,30 @@ class FixedLogits(nn.Module):
 
 def test_maskgit_rule_by_hand_guidance_and_choice_noise_anneal():
     model = FixedLogits()
-    # N=2 over 4 tokens: step 0 commits round(v0)->1 token, step 1 the rest. temperature 0: argmax tokens.
-    # MaskGIT: guidance is 0 at step 0 (the conditional logits alone) and the choice noise is off
+    # N=2 over 4 tokens: step 0 commits round(v0)->1 token, step 1 the rest. MaskGIT's temperature is
+    # sm_temp and multiplies the logits (published ``softmax(logit * sm_temp)``): at 2 the draws are near-certain.
+    # Guidance is w * k/N (0 at step 0: the conditional logits alone) and the choice noise is off
     # (choice temperature 0), so step 0 commits the most confident position of the conditional branch:
     # position 0 (softmax of [5, 0, 0]), code 0.
-    sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0, rule=MaskGITRule(choice_temperature=0.0))
+    sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=2.0, rule=MaskGITRule(choice_temperature=0.0))
     out = sampler.generate([1], [0])
     assert out.commit_step[0].tolist() == [0, 1, 1, 1]
     assert out.codes.flatten().tolist()[0] == 0
-    # at step 1 guidance is full (s = 3): (1+3) c - 3 u pushes every remaining position away from code 2
+    # at step 1 of 2 guidance is w * 1/2 = 1.5: (1+1.5) c - 1.5 u pushes every remaining position away from code 2
     assert 2 not in out.codes.flatten().tolist()
     # DiMOO's rule guides from the first step: position 0 is then 4*5 - 0 = 20 vs -9 for code 2 ... still code 0
     dimoo = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0).generate([1], [0])
     assert dimoo.codes.flatten().tolist()[0] == 0
+
+
+def test_maskgit_annealing_is_the_published_k_over_n():
+    """``Trainer/vit.py``: ``_w = w * (indice / len(scheduler))`` and the Gumbel noise times ``(1 - indice / len(scheduler))``."""
+    rule = MaskGITRule(choice_temperature=7.0)
+    assert [rule.guidance_weight(k, 15) for k in (0, 5, 14)] == [0.0, 5 / 15, 14 / 15]
+    assert [rule.choice_noise(k, 15, 1.0) for k in (0, 5, 14)] == [7.0, 7.0 * (1 - 5 / 15), 7.0 * (1 - 14 / 15)]
+    assert rule.replace(schedule="cosine").schedule == "cosine"
+    with pytest.raises(MigmError, match="the maskgit sampling rule has no setting 'tau'; its settings: schedule, choice_temperature"):
+        rule.replace(tau=1)
 
 
 # -- a checkpoint folder in the released layout ----------------------------------------------------
@@ -224,9 +235,12 @@ def test_taming_checkpoints_that_are_not_plain_tensors_mismatched_or_broken_are_
     # The released Lightning file: its tensors load without Lightning and without running code from it.
     write_taming_vqgan(tmp_path / "pickled", extra={"args": argparse.Namespace(lr=1.0)})
     assert load_taming_vqgan(tmp_path / "pickled").config.num_vq_embeddings == 16
-    # Unpickled in full (trusted) it needs Lightning: one line saying so, never "corrupt".
+    assert load_taming_vqgan(tmp_path / "pickled", trust_remote_code=True).config.num_vq_embeddings == 16
+    # Unpickled in full (load_torch, trusted) it needs Lightning: one line saying so, never "corrupt".
+    from migm_shortcut.io import load_torch
+
     with pytest.raises(MigmError, match="names classes of 'pytorch_lightning', which is not installed: pip install"):
-        load_taming_vqgan(tmp_path / "pickled", trust_remote_code=True)
+        load_torch(tmp_path / "pickled" / "last.ckpt", trust=True)
     (tmp_path / "pickled" / "last.ckpt").write_bytes((tmp_path / "pickled" / "last.ckpt").read_bytes()[:300])
     with pytest.raises(MigmError, match="corrupt or truncated"):
         load_taming_vqgan(tmp_path / "pickled")
@@ -286,3 +300,37 @@ def test_tensor_records_keep_the_tensors_and_run_nothing_from_the_file(tmp_path)
     assert torch.equal(loaded["state_dict"]["w"], torch.arange(3.0))
     assert isinstance(loaded["payload"], InertObject) and loaded["payload"].origin.endswith(".system")
     assert not marker.exists()
+
+
+def test_the_checkpoint_is_chosen_never_guessed_and_the_published_settings_follow_its_size(tmp_path, capsys):
+    """The released MaskGIT/ holds MaskGIT_ImageNet_256.pth and _512.pth side by side (here 64 and 512 px
+    tiny ones); without MaskGIT/config.json the settings come from the tensors, the codebook from the VQGAN."""
+    from migm_shortcut.maskgit.model import PUBLISHED_SETTINGS
+
+    folder = tmp_path / "pretrained_maskgit"
+    (folder / "MaskGIT").mkdir(parents=True)
+    for name, grid in (("MaskGIT_ImageNet_64.pth", 4), ("MaskGIT_ImageNet_512.pth", 32)):
+        torch.manual_seed(0)
+        model = MaskTransformer(**{**TINY, "f_factor": grid, "img_size": grid * 16, "heads": 16})
+        torch.save({"model_state_dict": model.state_dict(), "iter": 1, "global_epoch": 1}, folder / "MaskGIT" / name)
+    write_taming_vqgan(folder / "VQGAN")
+    with pytest.raises(MigmError, match=r"holds 2 checkpoints \(MaskGIT_ImageNet_512.pth, MaskGIT_ImageNet_64.pth\); "
+                                        "choose one with --image-size 256|512 or --checkpoint FILE"):
+        load_model(folder)
+    big = load_model(folder, image_size=512)
+    assert big.checkpoint.name == "MaskGIT_ImageNet_512.pth" and big.backbone.layout.grid_shape == (32, 32)
+    assert big.backbone.layout.codebook_size == 16  # from VQGAN/model.yaml's n_embed, not guessed
+    assert (big.defaults, big.rule) == PUBLISHED_SETTINGS[512]
+    assert (big.defaults.num_steps, big.defaults.guidance_scale, big.rule.choice_temperature) == (15, 2.8, 7.0)
+    small = load_model(folder, checkpoint="MaskGIT_ImageNet_64.pth")
+    assert small.backbone.layout.grid_shape == (4, 4) and (small.defaults, small.rule) == PUBLISHED_SETTINGS[256]
+    for options, what in (({"image_size": 256}, "no single checkpoint for --image-size 256"),
+                          ({"checkpoint": "nope.pth"}, "--checkpoint nope.pth: no such file")):
+        with pytest.raises(MigmError, match=what):
+            load_model(folder, **options)
+    code, _, err = run(capsys, "sample", "--model", folder, "--checkpoint", "MaskGIT_ImageNet_64.pth", "--prompt", "3",
+                       "--out-dir", tmp_path / "s")
+    assert code == 0, err
+    record = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert record["checkpoint"].endswith("MaskGIT_ImageNet_64.pth") and record["steps"] == 8
+    assert record["rule"] == {"rule": "maskgit", "schedule": "arccos", "choice_temperature": 4.5}

@@ -39,7 +39,14 @@ from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 from migm_shortcut.rules import MaskGITRule
 from migm_shortcut.sequence import check_sequence_shape, write_image_codes
 
-MASKGIT_DEFAULTS = SamplingDefaults(num_steps=12, guidance_scale=3.0, temperature=1.0)
+# The published sampling settings per image size (MaskGIT-pytorch's README, "Performance on ImageNet"):
+# steps, CFG w, softmax temperature (sm_temp), Gumbel temperature (r_temp); arccos schedule, "linear" noise.
+# Other sizes take the 256 settings.
+PUBLISHED_SETTINGS = {
+    256: (SamplingDefaults(num_steps=8, guidance_scale=3.0, temperature=1.0), MaskGITRule(choice_temperature=4.5)),
+    512: (SamplingDefaults(num_steps=15, guidance_scale=2.8, temperature=1.0), MaskGITRule(choice_temperature=7.0)),
+}
+MASKGIT_DEFAULTS, MASKGIT_RULE = PUBLISHED_SETTINGS[256]
 
 
 class MaskGITLayout:
@@ -161,8 +168,10 @@ class MaskGITBackbone(ModelInfo, nn.Module):
 
 
 # -- a checkpoint folder in the released layout -------------------------------------------------
-def infer_settings(state: dict[str, torch.Tensor]) -> dict:
-    """MaskTransformer settings from the tensors (heads cannot be read off them: the published 16)."""
+def infer_settings(state: dict[str, torch.Tensor], codebook: int) -> dict:
+    """MaskTransformer settings from the tensors and the tokenizer's codebook size (the embedding holds
+    codebook + 1 + nclass + 1 rows, so it cannot tell the two apart); heads cannot be read off the
+    tensors: the published 16."""
     try:
         rows, hidden = state["tok_emb.weight"].shape
         positions = state["pos_emb"].shape[1] - 1
@@ -173,8 +182,8 @@ def infer_settings(state: dict[str, torch.Tensor]) -> dict:
         raise MigmError(f"the checkpoint is not a MaskTransformer state dict (no {exc}); "
                         "give MaskGIT/config.json with its settings") from None
     grid = math.isqrt(positions)
-    # rows = codebook + 1 + nclass + 1; the published codebook is 1024 (ImageNet VQGAN)
-    codebook = 1024 if rows > 1026 else rows - 3
+    if rows - codebook - 2 < 1:
+        raise MigmError(f"the checkpoint's embedding has {rows} rows, too few for a {codebook}-code tokenizer plus classes")
     return {"img_size": grid * 16, "hidden_dim": hidden, "codebook_size": codebook, "f_factor": grid, "depth": depth,
             "heads": 16, "mlp_dim": mlp_dim, "dropout": 0.0, "nclass": vocab - codebook - 2}
 
@@ -187,6 +196,40 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: Path) -
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise MigmError(f"{where}: tensor {name} is {tuple(state[name].shape)} in the checkpoint, the settings give "
                             f"{tuple(tensor.shape)}")
+
+
+def tokenizer_codebook(folder: Path) -> int | None:
+    """The image tokenizer's codebook size, read from its config (``vqvae/`` or ``VQGAN/model.yaml``)."""
+    if (folder / "vqvae" / "config.json").is_file():
+        return int(read_json(folder / "vqvae" / "config.json")["num_vq_embeddings"])
+    if (folder / "VQGAN" / "model.yaml").is_file():
+        from migm_shortcut.maskgit.taming_vqgan import read_taming_config
+
+        return int(read_taming_config(folder / "VQGAN" / "model.yaml")["n_embed"])
+    return None
+
+
+def choose_checkpoint(folder: Path, image_size: int | None, checkpoint: str | Path | None) -> Path:
+    """The transformer checkpoint: ``checkpoint`` (a path, or a file name in ``MaskGIT/``), else the one
+    for ``image_size`` (``..._512.pth``), else the only one; two or more is refused, listing them."""
+    files = sorted((folder / "MaskGIT").glob("*.pth"))
+    if checkpoint is not None:
+        path = Path(checkpoint) if Path(checkpoint).is_file() else folder / "MaskGIT" / str(checkpoint)
+        if not path.is_file():
+            raise MigmError(f"--checkpoint {checkpoint}: no such file (MaskGIT/ holds: {', '.join(f.name for f in files) or 'none'})")
+        return path
+    if not files:
+        raise MigmError(f"{folder}/MaskGIT holds no .pth checkpoint (the released layout: MaskGIT/MaskGIT_ImageNet_256.pth)")
+    if image_size is not None:
+        sized = [f for f in files if f.stem.endswith(f"_{image_size}")]
+        if len(sized) != 1:
+            raise MigmError(f"{folder}/MaskGIT holds no single checkpoint for --image-size {image_size} "
+                            f"({', '.join(f.name for f in files)}); name one with --checkpoint FILE")
+        return sized[0]
+    if len(files) > 1:
+        raise MigmError(f"{folder}/MaskGIT holds {len(files)} checkpoints ({', '.join(f.name for f in files)}); choose one "
+                        "with --image-size 256|512 or --checkpoint FILE")
+    return files[0]
 
 
 def maskgit_vqvae(folder: Path, device, trust_remote_code: bool = False):
@@ -206,36 +249,48 @@ class MaskGITModel(LoadedModel):
 
     kind = "maskgit"
     defaults = MASKGIT_DEFAULTS
-    rule = MaskGITRule()
+    rule = MASKGIT_RULE
 
-    def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None, vqvae=None, path=None):
+    def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None, vqvae=None, path=None,
+                 checkpoint: Path | None = None):
         self.backbone = MaskGITBackbone(model, class_names)
-        self.vqvae, self.path = vqvae, path
+        self.vqvae, self.path, self.checkpoint = vqvae, path, checkpoint
         self.head_path = own_head(path)  # FOLDER/shortcut_head, where a head was saved next to the checkpoint
+        # the published sampling settings of this resolution (the grid is image side / 16)
+        self.image_size = self.backbone.layout.grid_shape[0] * 16
+        self.defaults, self.rule = PUBLISHED_SETTINGS.get(self.image_size, PUBLISHED_SETTINGS[256])
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device="cpu", dtype: torch.dtype | None = None,
-                        class_names: Sequence[str] | None = None, trust_remote_code: bool = False) -> "MaskGITModel":
+                        class_names: Sequence[str] | None = None, trust_remote_code: bool = False,
+                        image_size: int | None = None, checkpoint: str | Path | None = None) -> "MaskGITModel":
         from migm_shortcut.maskgit.transformer import MaskTransformer
 
         folder = Path(folder)
-        files = sorted((folder / "MaskGIT").glob("*.pth"))
-        if not files:
-            raise MigmError(f"{folder}/MaskGIT holds no .pth checkpoint (the released layout: MaskGIT/MaskGIT_ImageNet_256.pth)")
-        checkpoint = load_torch(files[0])
-        state = checkpoint.get("model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        file = choose_checkpoint(folder, image_size, checkpoint)
+        saved = load_torch(file)
+        state = saved.get("model_state_dict", saved) if isinstance(saved, dict) else None
         if not isinstance(state, dict):
-            raise MigmError(f"{files[0]} is not a MaskGIT checkpoint (expected a dict with model_state_dict)")
+            raise MigmError(f"{file} is not a MaskGIT checkpoint (expected a dict with model_state_dict)")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         settings_file = folder / "MaskGIT" / "config.json"
-        settings = read_json(settings_file) if settings_file.is_file() else infer_settings(state)
+        if settings_file.is_file():
+            settings = read_json(settings_file)
+        else:
+            codebook = tokenizer_codebook(folder)
+            if codebook is None:
+                raise MigmError(f"{folder}: no image tokenizer (VQGAN/ or vqvae/) to read the codebook size from; add it, "
+                                "or give MaskGIT/config.json with the MaskTransformer settings")
+            settings = infer_settings(state, codebook)
         try:
             model = MaskTransformer(**settings)
         except TypeError as exc:
             raise MigmError(f"{settings_file}: bad MaskTransformer settings ({exc})") from None
-        check_state(state, model, files[0])
+        check_state(state, model, file)
         model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
-        loaded = cls(model.eval(), class_names, maskgit_vqvae(folder, device, trust_remote_code), folder)
+        loaded = cls(model.eval(), class_names, maskgit_vqvae(folder, device, trust_remote_code), folder, file)
+        if image_size is not None and loaded.image_size != image_size:
+            raise MigmError(f"{file} is a {loaded.image_size}x{loaded.image_size} model, not {image_size}; pass its size")
         # The fingerprint names the weights as saved, so a head trained on one dtype loads on another:
         # take it before the cast (cached on the backbone, which keeps this module).
         loaded.backbone.fingerprint

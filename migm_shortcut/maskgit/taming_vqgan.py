@@ -12,7 +12,7 @@ does not map (naming the first such tensor), so a checkpoint of another layout f
 The checkpoint is a PyTorch Lightning 1.0 file that also pickles Lightning's callbacks and
 hyper-parameters. Its tensors are read without Lightning and without running code from the file
 (``io.load_tensor_records``: only the globals torch's ``weights_only`` loader allows are resolved,
-every other object becomes an inert placeholder); ``trust_remote_code`` unpickles it in full.
+every other object becomes an inert placeholder), so neither Lightning nor ``trust_remote_code`` is needed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.io import load_tensor_records, load_torch
+from migm_shortcut.io import load_tensor_records
 
 REQUIRED_DD = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "out_ch", "resolution", "z_channels")
 
@@ -129,9 +129,9 @@ def load_taming_vqgan(folder: str | Path, device="cpu", trust_remote_code: bool 
     if not ckpts:
         raise MigmError(f"{folder} holds no .ckpt file (MaskGIT-pytorch releases VQGAN/last.ckpt)")
     # The released file is a PyTorch Lightning checkpoint: besides the weights it pickles Lightning's
-    # callbacks and hyper-parameters. Its tensors are read without Lightning and without running
-    # anything from the file; trust_remote_code unpickles it in full (Lightning then must be installed).
-    checkpoint = load_torch(ckpts[0], trust=True) if trust_remote_code else load_tensor_records(ckpts[0])
+    # callbacks and hyper-parameters. Only its tensors are needed, so they are read without Lightning
+    # and without running anything from the file, trusted or not.
+    checkpoint = load_tensor_records(ckpts[0])
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MigmError(f"{ckpts[0]} is not a VQGAN checkpoint (expected a dict with a state_dict of tensors)")
