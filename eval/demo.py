@@ -50,7 +50,9 @@ def sample_to_folder(model, prompts: Sequence, per_prompt: int, seed: int, num_s
         "seed": seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
         "guidance_scale": guidance_scale, "temperature": temperature, "batch_size": batch_size,
         "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
-        "mean_full_steps": round(full_steps.float().mean().item(), 3), **(run_info or {}),
+        "mean_full_steps": round(full_steps.float().mean().item(), 3),
+        # image i (seed + i) paid for full_steps[i] backbone passes (a sample-dependent policy varies them)
+        "full_steps": [int(n) for n in full_steps.tolist()], **(run_info or {}),
     }
     write_json(out_dir / "run.json", record)
     return record

@@ -83,8 +83,8 @@ class SweepConfig:
     quick_per_class: int = 10
     seed: int = 0
     batch_size: int = 50
-    guidance_scale: float = 4.0
-    temperature: float = 1.0
+    guidance_scale: float | None = None  # None: the model's own (LoadedModel.defaults)
+    temperature: float | None = None
     reference: str = MODEL_REFERENCE  # "model": the model's own real images; else a folder or .npz
     reference_size: int | None = None
     quick_reference_size: int | None = 1000
@@ -135,8 +135,9 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if not raw.get("settings"):
         raise MigmError(f"{path}: 'settings' must list at least one sampler setting")
     settings = [_parse_setting(s, f"{path}: settings[{i}]") for i, s in enumerate(raw["settings"])]
-    baseline = _parse_setting(raw.get("baseline", {"policy": "vanilla", "steps": 16}), f"{path}: baseline")
-    if baseline.policy != "vanilla":
+    # No baseline: vanilla at the model's own N (filled in once the model is loaded).
+    baseline = _parse_setting(raw["baseline"], f"{path}: baseline") if "baseline" in raw else None
+    if baseline is not None and baseline.policy != "vanilla":
         raise MigmError(f"{path}: the baseline must be a vanilla setting (speedups are ratios to vanilla)")
     scalars = {k: v for k, v in raw.items() if k not in ("settings", "baseline", "description")}
     return SweepConfig(settings=settings, baseline=baseline, **scalars)
@@ -281,6 +282,11 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     if clip is not None:
         check_clip_folder(clip)
     loaded = load_model(model, device=device, **(load_options or {}))
+    # What the config leaves unset is the model's own: its N for the baseline, its CFG scale and temperature.
+    d = loaded.defaults
+    cfg.baseline = cfg.baseline or Setting("vanilla", d.num_steps)
+    cfg.guidance_scale = d.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale
+    cfg.temperature = d.temperature if cfg.temperature is None else cfg.temperature
     for setting in [cfg.baseline] + cfg.settings:  # every setting's policy is checked before any work
         setting_policy(loaded, setting)
     per_class = cfg.quick_per_class if quick else cfg.per_class

@@ -80,6 +80,10 @@ def _add_model_args(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--image-size", type=_positive("--image-size"),
                    help="MaskGIT: which released checkpoint (MaskGIT/*_SIZE.pth) when the folder holds several")
     p.add_argument("--checkpoint", metavar="FILE", help="MaskGIT: the checkpoint file to load (a path, or a name in MaskGIT/)")
+    p.add_argument("--choice-temperature", type=_finite,
+                   help="MaskGIT's rule: the Gumbel (choice) temperature r_temp (default: the published one for the "
+                        "checkpoint's size, 4.5 at 256, 7 at 512)")
+    p.add_argument("--schedule", help="MaskGIT's rule: the unmasking schedule (arccos, cosine, linear, square, root)")
     p.add_argument("--class-names", help="class-conditional models (MaskGIT): a file with one class name per line, "
                                          "so prompts may be names as well as ids")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
@@ -92,13 +96,19 @@ def load_options(args: argparse.Namespace) -> dict:
     class_names = read_prompt_lines(args.class_names) if args.class_names else None
     return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code, "height": args.height,
             "width": args.width, "prompt_len": args.max_prompt_tokens, "class_names": class_names,
-            "model_code": args.model_code, "image_size": args.image_size, "checkpoint": args.checkpoint}
+            "model_code": args.model_code, "image_size": args.image_size, "checkpoint": args.checkpoint,
+            "rule_options": rule_options(args)}
 
 
 def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     from migm_shortcut.registry import load_model
 
     return load_model(args.model, device=device or args.device, **load_options(args))
+
+
+def rule_options(args: argparse.Namespace) -> dict:
+    """Settings of the model's sampling rule given as flags (MaskGIT's choice temperature and schedule)."""
+    return {"choice_temperature": args.choice_temperature, "schedule": args.schedule}
 
 
 def fill_sampling_defaults(args: argparse.Namespace, model) -> None:
@@ -264,6 +274,11 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     if args.prompts_file:
         cfg.prompts = model.parse_prompts(read_prompt_lines(args.prompts_file))
     cfg.rule = model.rule
+    # online mode's teacher samples with the model's own settings unless flags name others
+    for flag, value in (("teacher_steps", model.defaults.num_steps), ("guidance_scale", model.defaults.guidance_scale),
+                        ("temperature", model.defaults.temperature)):
+        if vars(args)[flag] is None:
+            setattr(cfg, flag, value)
     if args.architecture is None:  # the family's own head architecture unless one is named
         cfg.architecture = model.head_architecture
     result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)

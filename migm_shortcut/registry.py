@@ -97,13 +97,15 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype | None = None, **options):
+               dtype: str | torch.dtype | None = None, rule_options: dict | None = None, **options):
     """The model in ``path``, ready to sample on ``device`` (see the module docstring for the kinds).
 
     ``options`` go to the kind's loader: ``trust_remote_code`` (every kind: allow a checkpoint
     folder's own Python code to run; it is code execution, so it is off by default) and the ones a
     kind lists (Lumina-DiMOO: ``height``, ``width``, ``prompt_len``; MaskGIT: ``class_names``).
     An option the kind does not take is refused in one line. Options left at None are not given.
+    ``rule_options`` change settings of the family's sampling rule (MaskGIT: ``choice_temperature``,
+    ``schedule``); one the rule does not have is refused in one line.
     """
     dtype = resolve_dtype(dtype)
     kind = detect_kind(path)
@@ -115,4 +117,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         if not takers:
             raise MigmError(f"unknown load option {name!r}")
         raise MigmError(f"{name} applies to {', '.join(takers)} models; this folder is a {kind.name} model")
-    return kind.load(None if path is None else Path(path), device=device, dtype=dtype, **given)
+    model = kind.load(None if path is None else Path(path), device=device, dtype=dtype, **given)
+    rule_options = {k: v for k, v in (rule_options or {}).items() if v is not None}
+    if rule_options:
+        model.rule = model.rule.replace(**rule_options)
+    return model

@@ -364,3 +364,22 @@ def test_two_process_torchrun_collection_and_training(tiny_weights, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "2 process(es)" in (tmp_path / "head" / "train.log").read_text()
     ShortcutHead.from_pretrained(tmp_path / "head" / "shortcut_head")
+
+
+def test_collection_says_what_it_will_write_and_refuses_what_cannot_fit(tiny_backbone, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from migm_shortcut.train import trajectories
+
+    cfg = CollectConfig(num=4, steps=3, shard_size=2, batch_size=2)
+    said = []
+    collect(tiny_backbone, cfg, tmp_path / "ok", progress=False, log=said.append)
+    per = trajectories.trajectory_bytes(tiny_backbone, cfg)
+    # 3 steps x 2 CFG branches x L positions x C channels in fp16, plus the small tensors
+    assert per > 3 * 2 * tiny_backbone.layout.seq_len * tiny_backbone.width * 2
+    assert any(f"4 trajectories to write, {trajectories.human_bytes(per)} each" in line for line in said)
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(trajectories.shutil, "disk_usage", lambda path: usage._replace(free=per))
+    with pytest.raises(MigmError, match="collecting 4 trajectories needs .* free; train online instead"):
+        collect(tiny_backbone, cfg, tmp_path / "full", progress=False, log=said.append)
+    assert not (tmp_path / "full").exists()

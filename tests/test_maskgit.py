@@ -334,3 +334,13 @@ def test_the_checkpoint_is_chosen_never_guessed_and_the_published_settings_follo
     record = json.loads((tmp_path / "s" / "run.json").read_text())
     assert record["checkpoint"].endswith("MaskGIT_ImageNet_64.pth") and record["steps"] == 8
     assert record["rule"] == {"rule": "maskgit", "schedule": "arccos", "choice_temperature": 4.5}
+    assert record["full_steps"] == [8]  # each image's backbone passes
+    # every published setting is settable: the choice temperature and the schedule are the rule's
+    code, _, err = run(capsys, "sample", "--model", folder, "--image-size", "512", "--prompt", "3", "--prompt", "4",
+                       "--choice-temperature", "3.5", "--schedule", "cosine", "--steps", "4", "--out-dir", tmp_path / "t")
+    assert code == 0, err
+    record = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert record["rule"] == {"rule": "maskgit", "schedule": "cosine", "choice_temperature": 3.5}
+    assert record["full_steps"] == [4, 4] and record["guidance_scale"] == 2.8
+    code, _, err = run(capsys, "sample", "--prompt", "a bag", "--choice-temperature", "3", "--out-dir", tmp_path / "u")
+    assert code == 2 and "the dimoo sampling rule has no setting 'choice_temperature'; its settings: none" in err

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -191,6 +192,36 @@ def shard_is_complete(path: Path, expected: int) -> bool:
         return False
 
 
+def trajectory_bytes(backbone, cfg: CollectConfig) -> int:
+    """Bytes one trajectory takes on disk: fp16 features of every step and CFG branch (the bulk:
+    at MaskGIT-512, N=32, about 100 MB), plus codes, commit steps, mask ratios and prompt ids."""
+    branches = 2 if cfg.guidance_scale > 0 else 1
+    layout = backbone.layout
+    features = cfg.steps * branches * layout.seq_len * backbone.width * 2
+    return features + layout.num_image_tokens * 16 + cfg.steps * 4 + layout.prompt_len * 8 + 16
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_disk(backbone, cfg: CollectConfig, out: Path, todo: int, log) -> None:
+    """Say what the collection will write; refuse, before writing anything, when it cannot fit."""
+    per = trajectory_bytes(backbone, cfg)
+    existing = next(p for p in (out, *out.parents) if p.exists())  # the folder may not exist yet
+    free = shutil.disk_usage(existing).free
+    log(f"collect: {todo} trajectories to write, {human_bytes(per)} each, {human_bytes(per * todo)} in all "
+        f"({human_bytes(free)} free in {out})")
+    if per * todo > free:
+        raise MigmError(f"collecting {todo} trajectories needs {human_bytes(per * todo)} ({human_bytes(per)} each) but "
+                        f"{out} has {human_bytes(free)} free; train online instead (train-head --online, nothing on disk) "
+                        "or collect fewer (--num)")
+
+
 def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_size: int = 1,
             progress: bool = True, log=print, model_prompts=None) -> dict:
     """Write (or finish writing) the collection in ``out``; returns a summary of this rank's work.
@@ -204,6 +235,11 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
     if student is not None:
         student.check_base(backbone)  # a head for another base model fails here, before anything is written
     out = Path(out)
+    mine = [j for j in range(cfg.num_shards) if j % world_size == rank]
+    sizes = {j: min((j + 1) * cfg.shard_size, cfg.num) - j * cfg.shard_size for j in mine}
+    todo = sum(n for j, n in sizes.items() if not shard_is_complete(shard_path(out, j), n))
+    say = (lambda m: (log(m), tqdm.write(m))) if (progress and rank == 0) else log
+    check_disk(backbone, cfg, out, todo, say)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "base_fingerprint": backbone.fingerprint, **cfg.manifest()}
     if student is not None:
@@ -218,7 +254,6 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
                             "use a new --out folder or the same settings to resume")
     elif rank == 0:
         write_json(manifest_path, manifest)
-    mine = [j for j in range(cfg.num_shards) if j % world_size == rank]
     done, written = 0, 0
     bar = tqdm(mine, desc=f"collect[rank {rank}]", disable=not progress)
     for j in bar:
