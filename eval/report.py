@@ -159,6 +159,15 @@ def markdown_for(result, source: str = "") -> str:
 
     if isinstance(result, dict) and isinstance(result.get("rows"), list):
         return markdown_table(result)
+    if isinstance(result, dict) and result.get("kind") == "dimoo_load":
+        lines = ["| loader | transformers | parameters | load | first image | peak host memory |",
+                 "|---|---|---:|---:|---:|---:|"]
+        for r in result["results"]:
+            first = "—" if r["first_image_s"] is None else f"{r['first_image_s']:.1f} s"
+            lines.append(f"| {r['case']} | {r['transformers']} | {r['parameters_b']:.2f}B | {r['load_s']:.1f} s | {first} | "
+                         f"{r['peak_rss_gb']:.1f} GiB |")
+        return "\n".join(lines) + (f"\n\nCheckpoint: {result['checkpoint_gb']} GiB of bf16 safetensors; "
+                                   f"first image: {result['image']} on {result['device']}, load included.\n")
     if isinstance(result, dict) and isinstance(result.get("results"), list) and result["results"]:
         first = result["results"][0]
         if "runs" in first or ("size" in first and "skipped" in first):

@@ -56,6 +56,7 @@ class Setting:
     label: str | None = None
     guidance_scale: float | None = None  # None: the sweep's own value
     temperature: float | None = None
+    rule: dict[str, Any] | None = None  # settings of the model's sampling rule (MaskGIT: choice_temperature, schedule)
 
     @property
     def name(self) -> str:
@@ -66,6 +67,7 @@ class Setting:
             shown["s"] = self.guidance_scale
         if self.temperature is not None:
             shown["T"] = self.temperature
+        shown.update(self.rule or {})
         extra = ", ".join(f"{k}={v}" for k, v in shown.items())
         return f"{self.policy} N={self.steps}" + (f" ({extra})" if extra else "")
 
@@ -110,8 +112,10 @@ def _parse_setting(raw: Any, where: str) -> Setting:
         sampling = {key: check_number(key, raw[key]) for key in ("guidance_scale", "temperature") if key in raw}
     except MigmError as exc:
         raise MigmError(f"{where}: {exc}") from None
-    params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature")}
-    setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling)
+    if "rule" in raw and not isinstance(raw["rule"], dict):
+        raise MigmError(f"{where}: rule must be an object of rule settings, like {{\"choice_temperature\": 7}}")
+    params = {k: v for k, v in raw.items() if k not in ("policy", "steps", "label", "guidance_scale", "temperature", "rule")}
+    setting = Setting(raw["policy"], raw["steps"], params, raw.get("label"), **sampling, rule=raw.get("rule") or None)
     if setting.policy in PIPELINE_METHODS:
         check_pipeline_setting(setting.policy, setting.steps, setting.params, where)
         return setting
@@ -158,7 +162,8 @@ def setting_policy(model, setting: Setting):
 def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds: list[int],
                 progress: bool = True, decode: bool = True) -> tuple[torch.Tensor | None, dict]:
     policy = setting_policy(model, setting)
-    sampler = MaskedTokenSampler.for_model(model, setting.steps, *setting.sampling(cfg), policy)
+    rule = model.rule.replace(**setting.rule) if setting.rule else model.rule
+    sampler = MaskedTokenSampler.for_model(model, setting.steps, *setting.sampling(cfg), policy, rule=rule)
     sampler.generate(prompts[: min(4, len(prompts))], seeds[: min(4, len(prompts))])  # warm-up, untimed
     images, seconds, sizes, full = [], [], [], []
     for i in tqdm(range(0, len(prompts), cfg.batch_size), desc=setting.name, unit="batch", disable=not progress, leave=False):
@@ -198,7 +203,7 @@ def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
 
 
 def _row_key(row: dict) -> str:
-    fields_ = ("method", "setting", "steps", "params", "guidance_scale", "temperature", "inputs")
+    fields_ = ("method", "setting", "steps", "params", "guidance_scale", "temperature", "inputs", "rule")
     return json.dumps({k: row.get(k) for k in fields_}, sort_keys=True, default=str)
 
 
@@ -287,8 +292,10 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     cfg.baseline = cfg.baseline or Setting("vanilla", d.num_steps)
     cfg.guidance_scale = d.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale
     cfg.temperature = d.temperature if cfg.temperature is None else cfg.temperature
-    for setting in [cfg.baseline] + cfg.settings:  # every setting's policy is checked before any work
+    for setting in [cfg.baseline] + cfg.settings:  # every setting's policy and rule are checked before any work
         setting_policy(loaded, setting)
+        if setting.rule:
+            loaded.rule.replace(**setting.rule)
     per_class = cfg.quick_per_class if quick else cfg.per_class
     if prompts is not None:
         if not prompts:
@@ -359,7 +366,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         if setting.policy in PIPELINE_METHODS:
             temperature = None  # the pipeline's scheduler anneals its own
         row = {"method": setting.policy, "setting": setting.name, "steps": setting.steps, "params": setting.params,
-               "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, model)}
+               "guidance_scale": guidance, "temperature": temperature, "inputs": setting_inputs(setting, model),
+               "rule": setting.rule}
         planned.append((setting, row, reusable.get(_row_key(row))))
     # New rows need their baseline timed in this run.
     is_pipeline = [setting.policy in PIPELINE_METHODS for setting, _, _ in planned]

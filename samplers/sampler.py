@@ -194,12 +194,13 @@ class MaskedTokenSampler:
 
     @classmethod
     def for_model(cls, model, num_steps: int | None = None, guidance_scale: float | None = None,
-                  temperature: float | None = None, policy: StepPolicy | None = None, **options) -> "MaskedTokenSampler":
-        """The sampler of a loaded model: its backbone, its rule, its defaults for what is left None."""
+                  temperature: float | None = None, policy: StepPolicy | None = None, rule: SamplingRule | None = None,
+                  **options) -> "MaskedTokenSampler":
+        """The sampler of a loaded model: its backbone, its rule (or ``rule``), its defaults for what is left None."""
         d = model.defaults
         return cls(model.backbone, d.num_steps if num_steps is None else num_steps,
                    d.guidance_scale if guidance_scale is None else guidance_scale,
-                   d.temperature if temperature is None else temperature, policy, rule=model.rule, **options)
+                   d.temperature if temperature is None else temperature, policy, rule=rule or model.rule, **options)
 
     @property
     def num_branches(self) -> int:

@@ -188,22 +188,58 @@ def test_a_bf16_load_keeps_the_fingerprint_of_the_weights_as_saved(maskgit_folde
     assert half.backbone.fingerprint == full.backbone.fingerprint
 
 
-def test_the_maskgit_route_from_folder_to_sweep(maskgit_folder, tmp_path, capsys):
-    model = load_model(maskgit_folder)
+@pytest.fixture(scope="module")
+def released_folder(tmp_path_factory):
+    """The released layout at two sizes: MaskGIT/ with two checkpoints and no config.json, the Lightning VQGAN."""
+    folder = tmp_path_factory.mktemp("released") / "pretrained_maskgit"
+    (folder / "MaskGIT").mkdir(parents=True)
+    for size, grid in ((64, 4), (128, 8)):
+        torch.manual_seed(grid)
+        model = MaskTransformer(**{**TINY, "f_factor": grid, "img_size": size, "heads": 16})
+        torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": {}, "iter": 1, "global_epoch": 1},
+                   folder / "MaskGIT" / f"MaskGIT_ImageNet_{size}.pth")
+    write_taming_vqgan(folder / "VQGAN")
+    return folder
+
+
+@pytest.fixture(params=["one-checkpoint", "released-two-checkpoints"])
+def maskgit_route(request, maskgit_folder, released_folder):
+    if request.param == "one-checkpoint":
+        return ["--model", maskgit_folder], load_model(maskgit_folder)
+    return ["--model", released_folder, "--image-size", "64"], load_model(released_folder, image_size=64)
+
+
+def test_the_maskgit_route_from_folder_to_sweep(maskgit_route, tmp_path, capsys):
+    m, model = maskgit_route
     assert model.kind == "maskgit" and model.backbone.layout.grid_shape == (4, 4)
     classes = tmp_path / "classes.txt"
     classes.write_text("0\n3\n4\n")
-    m = ["--model", maskgit_folder]
+    # vanilla, and the shortcut at B = N equal to it
     head = collect_and_train(capsys, m, classes, tmp_path)
+    for name, extra in (("vanilla", []), ("full", ["--policy", "shortcut", "--budget", "4", "--head", head])):
+        code, _, err = run(capsys, "sample", *m, "--prompts-file", classes, "--steps", "4", *extra, "--out-dir", tmp_path / name)
+        assert code == 0, err
+    runs = {n: json.loads((tmp_path / n / "run.json").read_text()) for n in ("vanilla", "full")}
+    assert runs["full"]["full_steps"] == runs["vanilla"]["full_steps"] == [4, 4, 4]
+    assert [(tmp_path / "vanilla" / f"{i:06d}.png").read_bytes() == (tmp_path / "full" / f"{i:06d}.png").read_bytes()
+            for i in range(3)] == [True] * 3
+    # online training takes the model's own settings
+    code, _, err = run(capsys, "train-head", *m, "--online", "--prompts-file", classes, "--teacher-steps", "4",
+                       "--online-trajectories", "2", "--steps", "2", "--batch-size", "2", "--val-trajectories", "1",
+                       "--out", tmp_path / "online", "--device", "cpu")
+    assert code == 0, err
     config = tmp_path / "sweep.json"
     config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4}, "batch_size": 3,
-                                  "settings": [{"policy": "shortcut", "steps": 4, "budget": 2, "head": str(head)}]}))
+                                  "settings": [{"policy": "shortcut", "steps": 4, "budget": 2, "head": str(head)},
+                                               {"policy": "vanilla", "steps": 4, "rule": {"choice_temperature": 7.0}}]}))
     reference = write_reference_images(tmp_path / "imagenet_style", size=8)
     code, _, err = run(capsys, "sweep", *m, "--prompts-file", classes, "--config", config, "--reference", reference,
                        "--out", tmp_path / "sweep")
     assert code == 0, err
-    rows = json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]
-    assert [r["full_steps"] for r in rows] == [4, 2] and all(r["fid"] > 0 for r in rows)
+    result = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    rows = result["rows"]
+    assert [r["full_steps"] for r in rows] == [4, 2, 4] and all(r["fid"] > 0 for r in rows)
+    assert rows[2]["rule"] == {"choice_temperature": 7.0} and result["guidance_scale"] == 3.0  # the model's own w
     code, _, err = run(capsys, "sample", *m, "--prompt", "3", "--steps", "4", "--out-dir", tmp_path / "png")
     assert code == 0, err
     from PIL import Image
