@@ -106,6 +106,15 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     return load_model(args.model, device=device or args.device, **load_options(args))
 
 
+def run_load_options(args: argparse.Namespace) -> dict:
+    """The load options a run used, as run.json records them (the class-names file by its path)."""
+    options = {k: v for k, v in load_options(args).items() if v not in (None, False) and k != "class_names"}
+    options["rule_options"] = {k: v for k, v in options.pop("rule_options").items() if v is not None}
+    if not options["rule_options"]:
+        del options["rule_options"]
+    return options | ({"class_names": args.class_names} if args.class_names else {})
+
+
 def rule_options(args: argparse.Namespace) -> dict:
     """Settings of the model's sampling rule given as flags (MaskGIT's choice temperature and schedule)."""
     return {"choice_temperature": args.choice_temperature, "schedule": args.schedule}
@@ -198,6 +207,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     record = sample_to_folder(model, prompts, args.per_prompt, args.seed, args.steps, args.guidance_scale,
                               args.temperature, args.batch_size, policy, Path(args.out_dir), args.grid,
                               {"model": str(args.model or "embedded"), "model_kind": model.kind,
+                               "load_options": run_load_options(args),
                                "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
                                "rule": model.rule.describe(), "device": args.device, "version": __version__})
     print(f"wrote {record['num_images']} images to {args.out_dir} ({record['loop_seconds']:.1f} s sampling loop)")

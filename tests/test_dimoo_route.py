@@ -122,6 +122,17 @@ def test_the_dimoo_route_from_folder_to_sweep(route, prompts_file, tmp_path, cap
     assert json.loads((tmp_path / "vanilla" / "run.json").read_text())["model_kind"] == "lumina-dimoo"
 
     head = collect_and_train(capsys, model, prompts_file, tmp_path)
+    # the shortcut at B = N is vanilla, image for image
+    code, _, err = run(capsys, "sample", *model, "--prompts-file", prompts_file, "--steps", "4", "--policy", "shortcut",
+                       "--budget", "4", "--head", head, "--out-dir", tmp_path / "full")
+    assert code == 0, err
+    assert all((tmp_path / "full" / p.name).read_bytes() == p.read_bytes() for p in (tmp_path / "vanilla").glob("*.png"))
+    # online training (no trajectories on disk), with the model's own sampling settings
+    code, _, err = run(capsys, "train-head", *model, "--online", "--prompts-file", prompts_file, "--teacher-steps", "4",
+                       "--online-trajectories", "2", "--steps", "2", "--batch-size", "2", "--val-trajectories", "1",
+                       "--out", tmp_path / "online", "--device", "cpu")
+    assert code == 0, err
+    assert (tmp_path / "online" / "shortcut_head" / "config.json").is_file()
 
     # sample with that head at B < N: the backbone runs exactly B times per generation
     loaded = load_model(dimoo_folder, trust_remote_code=True, height=32, width=48, **load_options)

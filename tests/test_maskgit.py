@@ -378,5 +378,6 @@ def test_the_checkpoint_is_chosen_never_guessed_and_the_published_settings_follo
     record = json.loads((tmp_path / "t" / "run.json").read_text())
     assert record["rule"] == {"rule": "maskgit", "schedule": "cosine", "choice_temperature": 3.5}
     assert record["full_steps"] == [4, 4] and record["guidance_scale"] == 2.8
+    assert record["load_options"] == {"image_size": 512, "rule_options": {"choice_temperature": 3.5, "schedule": "cosine"}}
     code, _, err = run(capsys, "sample", "--prompt", "a bag", "--choice-temperature", "3", "--out-dir", tmp_path / "u")
     assert code == 2 and "the dimoo sampling rule has no setting 'choice_temperature'; its settings: none" in err

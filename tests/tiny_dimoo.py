@@ -84,6 +84,10 @@ def write_tiny_dimoo(folder: Path, seed: int = 0, with_code: bool = True, uncond
     model = tiny_llada(seed, **overrides)
     model.save_pretrained(folder)
     tiny_tokenizer(uncondition_id or DIMOO_SPECIAL_IDS["uncondition"]).save_pretrained(folder)
+    # As the released folder names it (transformers 5 writes its own backend name, which 4.x cannot read).
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
     tiny_vqvae(seed).save_pretrained(folder / "vqvae")
     config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["LLaDAForMultiModalGeneration"]
