@@ -58,6 +58,11 @@ class SamplingRule:
         return {"rule": self.name, **asdict(self)}
 
 
+def progress(step: int, num_steps: int) -> float:
+    """k / (N - 1), the fork's ``indice / (len(scheduler) - 1)`` (1 with a single step, where it would divide by 0)."""
+    return step / (num_steps - 1) if num_steps > 1 else 1.0
+
+
 def rule_record(rule: SamplingRule):
     """A rule as manifests and logs record it: its name when it has its default settings, else its settings."""
     return rule.name if rule == type(rule)() else rule.describe()
@@ -79,10 +84,12 @@ class DiMOORule(SamplingRule):
 
 @dataclass(frozen=True)
 class MaskGITRule(SamplingRule):
-    """MaskGIT-pytorch's (``Trainer/vit.py`` ``sample``): its schedule (``adap_sche``, arccos by
-    default); the temperature is ``sm_temp``, multiplying the logits, and tokens and confidence come
-    from that softmax; ranking noise ``r_temp * Gumbel * (1 - k/N)`` (``randomize="linear"``,
-    ``choice_temperature`` is ``r_temp``); CFG ``w * k/N`` at step k (0-based) of N."""
+    """MaskGIT's, as MIGM-Shortcut's MaskGIT fork samples (``Trainer/vit.py`` ``sample`` and
+    ``sample_shortcut``): its schedule (``adap_sche``, arccos by default); the temperature is
+    ``sm_temp``, multiplying the logits, and tokens and confidence come from that softmax; ranking
+    noise ``r_temp * Gumbel * (1 - k/(N-1))`` (``randomize="linear"``; ``choice_temperature`` is
+    ``r_temp``); CFG ``w * k/(N-1)`` at step k (0-based) of N. (valeoai's original ``vit.py``
+    divides by N instead; the fork, whose heads and numbers this package compares with, by N-1.)"""
 
     name: ClassVar[str] = "maskgit"
     tempered_confidence: ClassVar[bool] = True
@@ -98,7 +105,7 @@ class MaskGITRule(SamplingRule):
         return maskgit_masked_counts(num_tokens, num_steps, self.schedule)
 
     def choice_noise(self, step: int, num_steps: int, temperature: float) -> float:
-        return self.choice_temperature * (1 - step / num_steps)  # the published ratio: indice / len(scheduler)
+        return self.choice_temperature * (1 - progress(step, num_steps))
 
     def guidance_weight(self, step: int, num_steps: int) -> float:
-        return step / num_steps
+        return progress(step, num_steps)

@@ -1,14 +1,13 @@
 """Every family and every policy gives the tokens recorded in golden_tokens.json (same seeds, same
 prompts): restructuring the package must not change a single sampled token or full-step count.
 The digests were recorded before the families became plug-ins (``python tests/golden_families.py --write``)
-and were unchanged by it. Two families were re-recorded since, each for a stated reason:
+and were unchanged by it. One family was re-recorded since, for a stated reason:
 
 * ``dimoo``: the LLaDA stand-in now mirrors the published ``LLaDAModelLM`` (no ``post_init``, hence no
-  re-initialisation of its random weights), so the tiny checkpoint holds other weights;
-* ``maskgit``: MaskGIT's rule anneals CFG and the choice noise by k/N, as the published sampler
-  (``indice / len(scheduler)``), where it had k/(N-1).
+  re-initialisation of its random weights), so the tiny checkpoint holds other weights.
 
-Embedded and aMUSEd digests are the originals."""
+The embedded, aMUSEd and MaskGIT digests are the originals (MaskGIT's temperature is now its
+``sm_temp``, which multiplies the logits, and equals the old meaning at the temperature used here, 1)."""
 
 import json
 

@@ -134,25 +134,26 @@ def test_maskgit_rule_by_hand_guidance_and_choice_noise_anneal():
     model = FixedLogits()
     # N=2 over 4 tokens: step 0 commits round(v0)->1 token, step 1 the rest. MaskGIT's temperature is
     # sm_temp and multiplies the logits (published ``softmax(logit * sm_temp)``): at 2 the draws are near-certain.
-    # Guidance is w * k/N (0 at step 0: the conditional logits alone) and the choice noise is off
+    # Guidance is w * k/(N-1) (0 at step 0: the conditional logits alone) and the choice noise is off
     # (choice temperature 0), so step 0 commits the most confident position of the conditional branch:
     # position 0 (softmax of [5, 0, 0]), code 0.
     sampler = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=2.0, rule=MaskGITRule(choice_temperature=0.0))
     out = sampler.generate([1], [0])
     assert out.commit_step[0].tolist() == [0, 1, 1, 1]
     assert out.codes.flatten().tolist()[0] == 0
-    # at step 1 of 2 guidance is w * 1/2 = 1.5: (1+1.5) c - 1.5 u pushes every remaining position away from code 2
+    # at step 1 of 2 guidance is full (w * 1/(2-1) = 3): (1+3) c - 3 u pushes every remaining position away from code 2
     assert 2 not in out.codes.flatten().tolist()
     # DiMOO's rule guides from the first step: position 0 is then 4*5 - 0 = 20 vs -9 for code 2 ... still code 0
     dimoo = MaskedTokenSampler(model, num_steps=2, guidance_scale=3.0, temperature=0.0).generate([1], [0])
     assert dimoo.codes.flatten().tolist()[0] == 0
 
 
-def test_maskgit_annealing_is_the_published_k_over_n():
-    """``Trainer/vit.py``: ``_w = w * (indice / len(scheduler))`` and the Gumbel noise times ``(1 - indice / len(scheduler))``."""
+def test_maskgit_annealing_is_the_forks_k_over_n_minus_1():
+    """MIGM-Shortcut's MaskGIT fork, ``Trainer/vit.py``: ``_w = w * (indice / (len(scheduler)-1))`` and the
+    Gumbel noise times ``(1 - indice / (len(scheduler)-1))``: full guidance and no noise at the last step."""
     rule = MaskGITRule(choice_temperature=7.0)
-    assert [rule.guidance_weight(k, 15) for k in (0, 5, 14)] == [0.0, 5 / 15, 14 / 15]
-    assert [rule.choice_noise(k, 15, 1.0) for k in (0, 5, 14)] == [7.0, 7.0 * (1 - 5 / 15), 7.0 * (1 - 14 / 15)]
+    assert [rule.guidance_weight(k, 15) for k in (0, 7, 14)] == [0.0, 0.5, 1.0]
+    assert [rule.choice_noise(k, 15, 1.0) for k in (0, 7, 14)] == [7.0, 3.5, 0.0]
     assert rule.replace(schedule="cosine").schedule == "cosine"
     with pytest.raises(MigmError, match="the maskgit sampling rule has no setting 'tau'; its settings: schedule, choice_temperature"):
         rule.replace(tau=1)
@@ -360,6 +361,10 @@ def test_the_checkpoint_is_chosen_never_guessed_and_the_published_settings_follo
     assert (big.defaults.num_steps, big.defaults.guidance_scale, big.rule.choice_temperature) == (15, 2.8, 7.0)
     small = load_model(folder, checkpoint="MaskGIT_ImageNet_64.pth")
     assert small.backbone.layout.grid_shape == (4, 4) and (small.defaults, small.rule) == PUBLISHED_SETTINGS[256]
+    (folder / "MaskGIT" / "config.json").write_text(json.dumps({**TINY, "codebook_size": 1024}))
+    with pytest.raises(MigmError, match="says codebook_size 1024, the image tokenizer has 16 codes"):
+        load_model(folder, image_size=64)
+    (folder / "MaskGIT" / "config.json").unlink()
     for options, what in (({"image_size": 256}, "no single checkpoint for --image-size 256"),
                           ({"checkpoint": "nope.pth"}, "--checkpoint nope.pth: no such file")):
         with pytest.raises(MigmError, match=what):

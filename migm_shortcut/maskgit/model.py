@@ -276,6 +276,10 @@ class MaskGITModel(LoadedModel):
         settings_file = folder / "MaskGIT" / "config.json"
         if settings_file.is_file():
             settings = read_json(settings_file)
+            tokenizer_codes = tokenizer_codebook(folder)
+            if tokenizer_codes is not None and settings.get("codebook_size") not in (None, tokenizer_codes):
+                raise MigmError(f"{settings_file} says codebook_size {settings['codebook_size']}, the image tokenizer has "
+                                f"{tokenizer_codes} codes; they must agree")
         else:
             codebook = tokenizer_codebook(folder)
             if codebook is None:
