@@ -261,10 +261,11 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor | None, image_positi
 
 
 def budget_full_steps(num_steps: int, budget: int) -> list[int]:
-    """The published placement of B full steps among N: step 0, then ``max(prev + 1, round(N k / B))``.
+    """The published placement of B full steps among N: step 0, then ``max(prev + 1, round(N * (k / B)))``.
 
-    Python's ``round`` (half to even) is the rounding; it reproduces the published examples
-    (N=64, B=11 and N=32, B=12).
+    The order of operations is the published ``refresh_steps`` one (both MIGM-Shortcut forks): k / B
+    first, then times N, then Python's ``round`` (half to even). ``N * k / B`` rounds differently
+    at 7 of the (N, B) pairs up to 64, e.g. N=45, B=10.
     """
     if num_steps < 1:
         raise MigmError(f"steps must be at least 1, got {num_steps}")
@@ -272,5 +273,5 @@ def budget_full_steps(num_steps: int, budget: int) -> list[int]:
         raise MigmError(f"budget must be between 1 and the number of steps ({num_steps}), got {budget}")
     steps = [0]
     for k in range(1, budget):
-        steps.append(max(steps[-1] + 1, round(num_steps * k / budget)))
+        steps.append(max(steps[-1] + 1, round(num_steps * (k / budget))))
     return steps

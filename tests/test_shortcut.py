@@ -251,3 +251,23 @@ def test_shortcut_guidance_applies_on_shortcut_steps_only(tiny_backbone):
 def test_bad_shortcut_guidance_is_one_line(tiny_backbone, policy, value):
     with pytest.raises(MigmError, match="shortcut_guidance must be a number >= 0"):
         make_policy(policy, head=random_head(tiny_backbone), shortcut_guidance=value)
+
+
+def published_refresh_steps(step: int, budget: int) -> list[int]:
+    """The full steps as MIGM-Shortcut's ``sample_shortcut`` / DiMOO generator compute them (their order of
+    operations, written out here): a boolean mask over the steps, read back as indices."""
+    refresh = [False] * step
+    refresh[0] = True
+    left_budget, left_timesteps, this_refresh_step = budget - 1, step - 1, 0
+    for k in range(1, left_budget + 1):
+        this_refresh_step = max(this_refresh_step + 1, round((left_timesteps + 1) * (k / (left_budget + 1))))
+        refresh[this_refresh_step] = True
+    assert sum(refresh) == budget
+    return [i for i, full in enumerate(refresh) if full]
+
+
+def test_the_placement_is_the_published_refresh_steps_for_every_n_and_b():
+    mismatched = [(n, b) for n in range(2, 65) for b in range(2, n + 1)
+                  if budget_full_steps(n, b) != published_refresh_steps(n, b)]
+    assert mismatched == []
+    assert budget_full_steps(45, 10) == [0, 4, 9, 14, 18, 22, 27, 31, 36, 40]  # where N * k / B would give 32
