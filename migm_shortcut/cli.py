@@ -289,8 +289,11 @@ def cmd_train_head(args: argparse.Namespace) -> None:
                         ("temperature", model.defaults.temperature)):
         if vars(args)[flag] is None:
             setattr(cfg, flag, value)
-    if args.architecture is None:  # the family's own head architecture unless one is named
+    if args.architecture is None:  # the family's own head architecture, at its published sizes, unless named
         cfg.architecture = model.head_architecture
+        for key, value in model.head_options.items():
+            if vars(args)[key] is None:
+                setattr(cfg, key, value)
     result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)
     if result:
         m = validation_means(result["validation"])
@@ -315,6 +318,18 @@ def cmd_validate_head(args: argparse.Namespace) -> None:
     if args.out:
         write_json(args.out, {"head": str(head_path), **result})
         print(f"wrote {args.out}")
+
+
+def cmd_import_head(args: argparse.Namespace) -> None:
+    from .released_heads import import_head
+
+    if not Path(args.file).is_file():
+        raise MigmError(f"head file not found: {args.file}")
+    model = load_model_from_args(args)
+    head = import_head(args.file, model, args.out, heads=args.heads)
+    print(f"imported a {head.config.architecture} head ({head.num_parameters() / 1e6:.2f}M parameters, "
+          f"{head.config.num_blocks} block(s), bottleneck {head.config.ratio}, {head.config.heads} heads) for this "
+          f"{model.kind} model into {args.out}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -536,6 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the per-step numbers to this JSON file")
     _add_model_args(p)
     p.set_defaults(func=cmd_validate_head)
+
+    p = sub.add_parser("import-head", help="a head the MIGM-Shortcut authors released (.pth) as a head folder for this model")
+    p.add_argument("file", help="the released state dict, e.g. MaskGIT-Shortcut/maskgit-shortcut.pth")
+    p.add_argument("--out", required=True, help="head folder to write (MODEL/shortcut_head makes it the model's own)")
+    p.add_argument("--heads", type=_positive("--heads"), help="attention heads (not in the file; default: the published)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_import_head)
 
     p = sub.add_parser("calibrate", help="per-step sensitivity table for the sencache and adaptive policies")
     p.add_argument("--out", required=True, help="JSON file to write")

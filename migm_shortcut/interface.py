@@ -184,6 +184,7 @@ class LoadedModel:
     defaults: ClassVar[SamplingDefaults]
     rule: SamplingRule = DiMOORule()
     head_architecture: ClassVar[str] = "generic"  # the ShortcutHead architecture train-head builds by default
+    head_options: ClassVar[dict] = {}              # and its sizes (ratio, heads, num_blocks) where the family has published ones
     backbone: MaskedImageModel
     path: Path | None = None
     checkpoint: Path | None = None         # the weights file it was loaded from, where the folder holds several

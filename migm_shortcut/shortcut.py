@@ -41,8 +41,29 @@ from migm_shortcut.modeling import PretrainedModule
 from migm_shortcut.sequence import per_branch
 
 
-# The head architectures this module builds (a family names its default in LoadedModel.head_architecture).
-HEAD_ARCHITECTURES = ("generic",)
+# The head architectures: "generic" is this module's own; a family registers the published one it
+# matches (``register_head_architecture``) and names its default in LoadedModel.head_architecture.
+HEAD_ARCHITECTURES: dict[str, type] = {}
+
+
+def register_head_architecture(name: str):
+    """Class decorator: ``ShortcutHead(config)`` builds this subclass when ``config.architecture`` is ``name``."""
+    def register(cls):
+        HEAD_ARCHITECTURES[name] = cls
+        cls.architecture = name
+        return cls
+
+    return register
+
+
+def head_class(architecture: str) -> type:
+    if architecture not in HEAD_ARCHITECTURES:
+        from migm_shortcut.registry import model_kinds
+
+        model_kinds()  # the families register their published architectures on import
+    if architecture not in HEAD_ARCHITECTURES:
+        raise MigmError(f"unknown head architecture {architecture!r}; this version builds: {', '.join(HEAD_ARCHITECTURES)}")
+    return HEAD_ARCHITECTURES[architecture]
 
 
 @dataclass
@@ -112,14 +133,21 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
 
 
 class ShortcutHead(PretrainedModule):
+    """The shortcut head. ``ShortcutHead(config)`` builds the architecture ``config.architecture``
+    names: this class is the generic one; the published ones are subclasses registered by their
+    families (``maskgit.shortcut_head``). Everything outside the network (binding to a base,
+    saving, the shortcut step) is shared."""
+
     config_class = ShortcutHeadConfig
     model_type = "migm-shortcut-head"
 
+    def __new__(cls, config: ShortcutHeadConfig = ShortcutHeadConfig()):
+        if cls is ShortcutHead and config.architecture != "generic":
+            cls = head_class(config.architecture)
+        return super().__new__(cls)
+
     def __init__(self, config: ShortcutHeadConfig = ShortcutHeadConfig()):
         super().__init__(config)
-        if config.architecture not in HEAD_ARCHITECTURES:
-            raise MigmError(f"unknown head architecture {config.architecture!r}; this version builds: "
-                            f"{', '.join(HEAD_ARCHITECTURES)}")
         if config.ratio < 1 or config.width % config.ratio:
             raise MigmError(f"head ratio {config.ratio} must be >= 1 and divide the width {config.width}")
         dim = config.inner
@@ -180,12 +208,8 @@ class ShortcutHead(PretrainedModule):
         the base model embeds them; token_valid: (B, M) bool, False at padding;
         mask_ratio: (B,) share of image tokens still masked after the new tokens.
         """
-        b, _, c = features.shape
-        if c != self.config.width:
-            raise MigmError(f"features have width {c}, the shortcut head expects {self.config.width}")
-        if token_embeddings.shape[0] != b or token_valid.shape != token_embeddings.shape[:2] or mask_ratio.shape != (b,):
-            raise MigmError(f"shortcut head inputs disagree: features {tuple(features.shape)}, tokens "
-                            f"{tuple(token_embeddings.shape)}, valid {tuple(token_valid.shape)}, ratio {tuple(mask_ratio.shape)}")
+        b = features.shape[0]
+        self.check_inputs(features, token_embeddings, token_valid, mask_ratio)
         dtype = self.feature_in.weight.dtype
         x = self.feature_in(features.to(dtype))
         tokens = torch.cat([self.null_token.expand(b, 1, -1), self.token_in(token_embeddings.to(dtype))], dim=1)
@@ -195,6 +219,14 @@ class ShortcutHead(PretrainedModule):
         scale, shift = self.ratio_embed(sinusoidal_embedding(1000 * mask_ratio, x.shape[-1]).to(dtype)).chunk(2, -1)
         x = self.out_norm(x) * (1 + scale[:, None]) + shift[:, None]
         return features.to(dtype) + self.out(x)
+
+    def check_inputs(self, features, token_embeddings, token_valid, mask_ratio) -> None:
+        b, _, c = features.shape
+        if c != self.config.width:
+            raise MigmError(f"features have width {c}, the shortcut head expects {self.config.width}")
+        if token_embeddings.shape[0] != b or token_valid.shape != token_embeddings.shape[:2] or mask_ratio.shape != (b,):
+            raise MigmError(f"shortcut head inputs disagree: features {tuple(features.shape)}, tokens "
+                            f"{tuple(token_embeddings.shape)}, valid {tuple(token_valid.shape)}, ratio {tuple(mask_ratio.shape)}")
 
     def advance(self, backbone, features: torch.Tensor, new_tokens: "NewTokens", mask_ratio: torch.Tensor) -> torch.Tensor:
         """One shortcut step: embed the new tokens with the base model, then predict."""
@@ -275,3 +307,6 @@ def budget_full_steps(num_steps: int, budget: int) -> list[int]:
     for k in range(1, budget):
         steps.append(max(steps[-1] + 1, round(num_steps * (k / budget))))
     return steps
+
+
+HEAD_ARCHITECTURES["generic"] = ShortcutHead

@@ -3,6 +3,7 @@ forward signature, class-conditional sampling with the label drop, MaskGIT's own
 a checkpoint folder in the released layout through the whole route, and the one-line refusals."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -386,3 +387,79 @@ def test_the_checkpoint_is_chosen_never_guessed_and_the_published_settings_follo
     assert record["load_options"] == {"image_size": 512, "rule_options": {"choice_temperature": 3.5, "schedule": "cosine"}}
     code, _, err = run(capsys, "sample", "--prompt", "a bag", "--choice-temperature", "3", "--out-dir", tmp_path / "u")
     assert code == 2 and "the dimoo sampling rule has no setting 'choice_temperature'; its settings: none" in err
+
+
+# -- the authors' released head ------------------------------------------------------------------
+def released_maskgit_head(backbone_model, path, seed=3, hidden=None, heads=4):
+    """The stand-in of the published MaskGITShortcut with random weights, saved as the release is: a plain state dict."""
+    from maskgit_shortcut_standin import MaskGITShortcut
+
+    torch.manual_seed(seed)
+    published = MaskGITShortcut(hidden or backbone_model.tok_emb.weight.shape[1], n_block=1, bottleneck_ratio=2,
+                                tok_emb=backbone_model.tok_emb, pos_emb=backbone_model.pos_emb, num_heads=heads).eval()
+    for p in published.parameters():
+        nn.init.normal_(p, std=0.1)
+    torch.save(published.state_dict(), path)
+    return published
+
+
+def test_an_imported_released_head_computes_what_the_published_module_computes(maskgit_folder, tmp_path, capsys):
+    model = load_model(maskgit_folder)
+    published = released_maskgit_head(model.backbone.model, tmp_path / "maskgit-shortcut.pth")
+    assert not any(k.startswith(("wte", "wpe")) for k in published.state_dict())  # non-persistent, as published
+    code, out, err = run(capsys, "import-head", tmp_path / "maskgit-shortcut.pth", "--model", maskgit_folder,
+                         "--heads", "4", "--out", tmp_path / "imported")
+    assert code == 0 and "imported a maskgit-shortcut head" in out, err
+    head = ShortcutHead.from_pretrained(tmp_path / "imported")
+    assert type(head).__name__ == "MaskGITShortcutHead" and head.config.base_fingerprint == model.backbone.fingerprint
+    # the same inputs both ways: features of a real step, the tokens committed at the previous step
+    torch.manual_seed(0)
+    b, lay = 3, model.backbone.layout
+    features = torch.randn(b, lay.seq_len, model.backbone.width)
+    positions = torch.stack([torch.randperm(lay.num_image_tokens)[:5].sort().values for _ in range(b)])
+    ids = torch.randint(0, lay.codebook_size, (b, 5))
+    token_map = torch.zeros(b, lay.seq_len, dtype=torch.bool).scatter_(1, positions, True)
+    ratio = torch.tensor([0.75, 0.5, 0.25])
+    with torch.no_grad():
+        expected = published(features, ids, token_map, ratio)
+        ours = head(features, model.backbone.embed_tokens(ids, positions), torch.ones(b, 5, dtype=torch.bool), ratio)
+    assert torch.allclose(ours, expected, atol=1e-5), (ours - expected).abs().max()
+    # it samples like any head: exactly B backbone passes
+    code, _, err = run(capsys, "sample", "--model", maskgit_folder, "--prompt", "3", "--steps", "6", "--policy", "shortcut",
+                       "--budget", "3", "--head", tmp_path / "imported", "--out-dir", tmp_path / "s")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["full_steps"] == [3]
+
+
+def test_released_heads_that_do_not_fit_are_refused_in_one_line(maskgit_folder, tmp_path, capsys):
+    model = load_model(maskgit_folder)
+
+    def refused(path, *extra):
+        code, _, err = run(capsys, "import-head", path, "--model", maskgit_folder, "--heads", "4", "--out",
+                           tmp_path / "out", *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
+    torch.save(released_maskgit_head(model.backbone.model, tmp_path / "x.pth"), tmp_path / "pickled.pth")  # the module
+    assert "loading them can run code" in refused(tmp_path / "pickled.pth")
+    wide = MaskTransformer(**{**TINY, "hidden_dim": 64})
+    released_maskgit_head(wide, tmp_path / "wide.pth")
+    assert "for features of width 64; the model's are 32" in refused(tmp_path / "wide.pth")
+    generic = ShortcutHead.for_base(model.backbone)
+    torch.save(generic.state_dict(), tmp_path / "generic.pth")
+    assert "not a MaskGIT-Shortcut head" in refused(tmp_path / "generic.pth")
+    state = torch.load(tmp_path / "x.pth")
+    state.pop("adaLN_modulation.bias")
+    torch.save(state, tmp_path / "partial.pth")
+    assert "lacks the key 'adaLN_modulation.bias'" in refused(tmp_path / "partial.pth")
+    assert "head file not found" in refused(tmp_path / "nowhere.pth")
+    # imported for one base, refused on another
+    assert run(capsys, "import-head", tmp_path / "x.pth", "--model", maskgit_folder, "--heads", "4", "--out",
+               tmp_path / "mine")[0] == 0
+    other = tmp_path / "other"
+    shutil.copytree(maskgit_folder, other)
+    torch.manual_seed(9)
+    torch.save({"model_state_dict": tiny_maskgit(seed=9).state_dict()}, other / "MaskGIT" / "MaskGIT_ImageNet_64.pth")
+    code, _, err = run(capsys, "sample", "--model", other, "--prompt", "1", "--policy", "shortcut", "--budget", "2",
+                       "--steps", "4", "--head", tmp_path / "mine", "--out-dir", tmp_path / "o")
+    assert code == 2 and "trained for base model" in err

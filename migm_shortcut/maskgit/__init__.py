@@ -9,6 +9,8 @@ from pathlib import Path
 
 from migm_shortcut.registry import ModelKind, register_model_kind
 
+from . import shortcut_head  # noqa: F401  (registers the published MaskGIT-Shortcut head architecture)
+
 
 def load(folder: Path, device="cpu", dtype=None, trust_remote_code: bool = False, class_names=None, image_size=None,
          checkpoint=None):

@@ -250,6 +250,9 @@ class MaskGITModel(LoadedModel):
     kind = "maskgit"
     defaults = MASKGIT_DEFAULTS
     rule = MASKGIT_RULE
+    # The published MaskGIT-Shortcut head, sized as its evaluation: bottleneck 2, 16 heads, 1 block.
+    head_architecture = "maskgit-shortcut"
+    head_options = {"ratio": 2, "heads": 16, "num_blocks": 1}
 
     def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None, vqvae=None, path=None,
                  checkpoint: Path | None = None):
