@@ -31,31 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from migm_shortcut.maskgit.transformer import FeedForward, PreNorm  # the blocks the published head reuses, as it does
 from migm_shortcut.modeling import PretrainedModule
 from migm_shortcut.shortcut import ShortcutHead, ShortcutHeadConfig, register_head_architecture, sinusoidal_embedding
 
 FREQUENCIES = 256  # the timestep embedder's sinusoid size
-
-
-class PreNorm(nn.Module):
-    """LayerNorm of the input only, then ``fn`` (keys and values passed as they are)."""
-
-    def __init__(self, dim: int, fn: nn.Module):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fn = fn
-
-    def forward(self, x, **kwargs):
-        return self.fn(self.norm(x), **kwargs)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim), nn.Dropout(0.0))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 class Attention(nn.Module):
