@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.samplers import POLICIES, MaskedTokenSampler, build_policy, policy_files, policy_parameters
+from migm_shortcut.samplers import POLICIES, POLICY_FILES, MaskedTokenSampler, build_policy, policy_files, policy_parameters
 
 
 def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: int, guidance_scale: float,
@@ -70,7 +70,7 @@ def demo_methods(model, methods: list[str] | None, steps: int, settings: dict) -
     """(label, policy) of every method the demo compares: ``methods`` (vanilla first), else every
     registered policy the model has the files for (its head, its calibration). Each policy takes its
     declared parameters from ``settings`` (the CLI's flag values; unset ones keep its defaults)."""
-    given = {key: settings.get(key) for key in ("head", "calibration")}
+    given = {key: settings.get(key) for key in POLICY_FILES}
     if methods is None:
         methods = [name for name in POLICIES
                    if all(path is not None for path in policy_files(name, model, **given).values())]

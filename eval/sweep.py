@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from migm_shortcut.checks import check_number, check_steps_value
+from migm_shortcut.checks import check_number, check_whole
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.registry import load_model
@@ -108,7 +108,7 @@ def _parse_setting(raw: Any, where: str) -> Setting:
         raise MigmError(f"{where}: unknown policy {raw['policy']!r}; choose one of: "
                         f"{', '.join(sorted(POLICIES) + list(PIPELINE_METHODS))}")
     try:
-        check_steps_value(raw["steps"])
+        check_whole(raw["steps"], "steps")
         sampling = {key: check_number(key, raw[key]) for key in ("guidance_scale", "temperature") if key in raw}
     except MigmError as exc:
         raise MigmError(f"{where}: {exc}") from None
@@ -297,6 +297,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         if setting.rule:
             loaded.rule.replace(**setting.rule)
     per_class = cfg.quick_per_class if quick else cfg.per_class
+    evaluation = loaded.evaluation_prompts(per_class) if prompts is None else None
     if prompts is not None:
         if not prompts:
             raise MigmError("the prompts file holds no prompts")
@@ -304,19 +305,18 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         prompts = [p for p in loaded.parse_prompts(prompts) for _ in range(per_prompt)]
         if clip is not None and any(not isinstance(p, str) for p in prompts):
             raise MigmError("--clip scores text prompts; this model is class-conditional (drop --clip)")
-        evaluator, classes = None, None
+        evaluator = None
         cfg.real_baseline = cfg.reconstruction_baseline = False
         from .clip import LocalCLIPScore
         from .fid import FolderFID
 
         folder_fid = FolderFID(reference, progress=progress) if reference is not None else None
         clip_score = LocalCLIPScore(clip) if clip is not None else None
-    elif loaded.evaluation_prompts(per_class) is not None:
+    elif evaluation is not None:
         reference_size = cfg.quick_reference_size if quick else cfg.reference_size
         evaluator = SampleEvaluator(loaded.judge, reference_images(loaded, cfg.reference, reference_size),
                                     cfg.inception, progress)
-        prompts, _ = loaded.evaluation_prompts(per_class)
-        classes = prompts  # the judge reads each image's class from its prompt
+        prompts, _ = evaluation  # the judge reads each image's class from its prompt
     else:
         raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     if evaluator is not None:
@@ -393,7 +393,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         images, speed = run(model, setting, cfg, prompts, seeds, progress, decode=scored)
         baseline_latency.setdefault(is_pipeline[i], speed["latency_s"])
         if evaluator is not None:
-            scores = evaluator.score(images, classes).as_dict()
+            scores = evaluator.score(images, prompts).as_dict()
         else:
             scores = {"fid": folder_fid.score(images) if folder_fid else None, "domain_fid": None,
                       "prompt_accuracy": None, "num_images": len(prompts)}

@@ -9,23 +9,22 @@ import math
 from .errors import MigmError
 
 
-def check_steps_value(steps, what: str = "steps") -> int:
-    """A whole number >= 1."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise MigmError(f"{what} must be a whole number >= 1, got {steps!r}")
-    return steps
+def check_whole(value, what: str) -> int:
+    """A whole number >= 1 (steps, intervals, reuse counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MigmError(f"{what} must be a whole number >= 1, got {value!r}")
+    return value
 
 
-def check_number(what: str, value, positive: bool = False) -> float:
-    """A finite number >= 0 (> 0 with ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-            or (positive and value == 0):
-        raise MigmError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+def check_number(what: str, value) -> float:
+    """A finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise MigmError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def check_sampling(steps, guidance_scale, temperature) -> None:
     """Steps, CFG scale and sampling temperature, as every entry point takes them."""
-    check_steps_value(steps)
+    check_whole(steps, "steps")
     check_number("guidance scale", guidance_scale)
     check_number("temperature", temperature)

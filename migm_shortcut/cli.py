@@ -20,10 +20,9 @@ from migm_shortcut import __version__
 from .checks import check_sampling
 from .embedded.data import DEFAULT_DATASET
 from .eval.sizes import COST_CONFIGS, LOOP_SIZES
-from .rules import rule_record
 from .errors import MigmError
 from migm_shortcut.io import write_json
-from .samplers import POLICIES, POLICY_FILES, build_policy, policy_class, policy_parameters
+from .samplers import POLICIES, POLICY_FILES, build_policy, policy_parameters
 
 
 def _positive(name: str):
@@ -108,16 +107,14 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
 
 def run_load_options(args: argparse.Namespace) -> dict:
     """The load options a run used, as run.json records them (the class-names file by its path)."""
-    options = {k: v for k, v in load_options(args).items() if v not in (None, False) and k != "class_names"}
-    options["rule_options"] = {k: v for k, v in options.pop("rule_options").items() if v is not None}
-    if not options["rule_options"]:
-        del options["rule_options"]
+    options = {k: v for k, v in load_options(args).items() if v not in (None, False, {}) and k != "class_names"}
     return options | ({"class_names": args.class_names} if args.class_names else {})
 
 
 def rule_options(args: argparse.Namespace) -> dict:
     """Settings of the model's sampling rule given as flags (MaskGIT's choice temperature and schedule)."""
-    return {"choice_temperature": args.choice_temperature, "schedule": args.schedule}
+    given = {"choice_temperature": args.choice_temperature, "schedule": args.schedule}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def fill_sampling_defaults(args: argparse.Namespace, model) -> None:
@@ -189,8 +186,7 @@ def policy_from_args(args: argparse.Namespace, model, name: str | None = None):
     head and calibration unless named; bad settings (a head for another model, a budget outside
     1..N) fail here, before any work."""
     name = name or args.policy
-    policy_class(name)  # an unknown name: one line listing the policies
-    params = {key: vars(args)[key] for key in policy_parameters(name)}
+    params = {key: vars(args)[key] for key in policy_parameters(name)}  # an unknown name: one line listing them
     return build_policy(name, model, steps=args.steps, **params)
 
 

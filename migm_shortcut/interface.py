@@ -1,15 +1,18 @@
-"""The model interface: what the sampler, the shortcut head, the baselines and the trainer need
-from a masked image generation model.
+"""The model contract: everything the sampler, the policies, the trainers and the evaluation may
+ask of a model, in two parts.
 
-A model is one bidirectional pass over a token sequence that holds the prompt and the image
-codes (or carries the prompt beside it). Three models implement it:
+* ``MaskedImageModel`` (with its ``TokenLayout``) is the *backbone*: one bidirectional pass over a
+  token sequence that holds the prompt and the image codes (or carries the prompt beside it), its
+  last-layer features, its own output layer and its frozen token embedding. The step policies and
+  the shortcut head see only this.
+* ``LoadedModel`` is what ``load_model`` returns for a folder: the backbone plus what the family
+  knows about it: how codes become images, its sampling rule and default settings, how it reads
+  prompts, an optional judge and reference images, the head and calibration that belong to it and
+  the head architecture it trains by default. Every member has a default here, so a family states
+  only what it has, and no caller probes a model with ``hasattr``.
 
-* ``MiniDiMOO`` (the embedded default, Lumina-DiMOO layout),
-* ``AmusedBackbone`` (a diffusers ``UVit2DModel``, in ``migm_shortcut.amused.model``),
-* ``LLaDAImageBackbone`` (Lumina-DiMOO's LLaDA transformer, in ``migm_shortcut.dimoo.model``).
-
-``MaskedImageModel`` spells the interface out; ``BACKBONES`` maps a saved backbone's
-``model_type`` to its class, so a weights folder says itself which model it holds.
+Each family implements both in its own folder (``migm_shortcut/embedded``, ``amused``, ``dimoo``,
+``maskgit``) and registers its folder kinds with ``migm_shortcut.registry``.
 """
 
 from __future__ import annotations
@@ -219,7 +222,6 @@ class LoadedModel:
     def evaluation_prompts(self, per_class: int) -> tuple[list, list[int]] | None:
         """The built-in evaluation set (prompts and their class), for sweeps without a prompts file."""
         return None
-
 
     def reference_images(self, split: str = "test", size: int | None = None) -> ReferenceImages | None:
         """Real images of ``split`` to score FID against (``size`` of them); None: the family has none."""

@@ -151,12 +151,15 @@ class _TensorRecordsUnpickler(pickle.Unpickler):
     containers); every other global the file names becomes an ``InertObject`` subclass, so no module
     is imported and no code from the file runs."""
 
-    def find_class(self, module: str, name: str):
+    def __init__(self, file, **kwargs):
         from torch._weights_only_unpickler import _get_allowed_globals
 
-        allowed = _get_allowed_globals()
-        if f"{module}.{name}" in allowed:
-            return allowed[f"{module}.{name}"]
+        super().__init__(file, **kwargs)
+        self.allowed = _get_allowed_globals()
+
+    def find_class(self, module: str, name: str):
+        if f"{module}.{name}" in self.allowed:
+            return self.allowed[f"{module}.{name}"]
         return type(name, (InertObject,), {"origin": f"{module}.{name}", "__module__": __name__})
 
 

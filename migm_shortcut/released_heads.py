@@ -64,8 +64,7 @@ def import_head(path: str | Path, model, out: str | Path, heads: int | None = No
     config = cls.config_from_state(state, model.backbone, heads or model.head_options.get("heads", 1))
     head = ShortcutHead(config)
     check_keys(state, head, path)
-    head.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-    head.check_base(model.backbone)
+    head.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})  # bound to the model by its config
     dtype = next(iter(state.values())).dtype
     head.save_pretrained(out, dtype=dtype if dtype.is_floating_point else torch.float32)
     return head.eval()

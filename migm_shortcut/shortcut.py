@@ -50,7 +50,6 @@ def register_head_architecture(name: str):
     """Class decorator: ``ShortcutHead(config)`` builds this subclass when ``config.architecture`` is ``name``."""
     def register(cls):
         HEAD_ARCHITECTURES[name] = cls
-        cls.architecture = name
         return cls
 
     return register

@@ -15,18 +15,19 @@ duplicate and confidence rankings go stale. That is the weakness the learned sho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from migm_shortcut.sequence import KVCache
+from migm_shortcut.checks import check_whole
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import has_partial_forward
+from migm_shortcut.sequence import KVCache
 
-from .policies import (StepOutput, StepPolicy, StepState, check_eps, check_whole, features_where, register_policy,
+from .policies import (StepOutput, StepPolicy, StepState, check_eps, features_where, register_policy,
                        setting)
 from .sensitivity import SensitivityScore, SensitivityTable, load_calibration
 

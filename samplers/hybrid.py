@@ -17,8 +17,8 @@ still counts as cheap in ``SampleOutput.full_steps``: sweeps measure the latency
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from migm_shortcut.checks import check_whole
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import MaskedImageModel
 
@@ -83,12 +84,7 @@ class StepOutput:
     cheap_guidance: float | None = None
 
 
-# Checks the policies share for their parameters.
-def check_whole(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MigmError(f"{what} must be a whole number >= 1, got {value!r}")
-
-
+# Checks the policies share for their parameters (whole numbers: migm_shortcut.checks.check_whole).
 def check_nonnegative(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise MigmError(f"{name} must be a number >= 0, got {value!r}")
@@ -100,7 +96,6 @@ def check_eps(eps: float, max_reuse: int | None, early_eps: float | None = None)
             check_nonnegative(value, name)
     if max_reuse is not None:
         check_whole(max_reuse, "max_reuse (K)")
-
 
 
 def setting(help: str, kind: Any = int, flag: str | None = None):

@@ -119,7 +119,8 @@ def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gu
     """One step's sampling and commit, after the guided logits of the ``where`` positions.
 
     ``where`` (B, M): the image indices still masked, in image order. A token is drawn at each
-    from ``softmax(logits / tau)`` by inverse CDF with ``token_uniform``; its score is its
+    from ``softmax(logits / tau)`` (with ``tempered_confidence``, MaskGIT's ``softmax(logits * tau)``)
+    by inverse CDF with ``token_uniform``; its score is its
     log-confidence plus ``noise_scale`` times ``rank_gumbel``; the ``keep`` lowest-scoring stay
     masked, the rest are committed. Returns (still masked indices (B, keep), committed indices
     (B, M - keep), their tokens, softmax normaliser sum), the indices in image order. The last is
@@ -140,7 +141,7 @@ def sample_and_commit(logits: torch.Tensor, token_uniform: torch.Tensor, rank_gu
     else:
         scaled = logits
     peak = scaled.amax(-1, keepdim=True)
-    confidence_is_sampled = tau > 0 and (tempered_confidence or tau == 1)  # the softmax sampled from is the one scored
+    confidence_is_sampled = tau == 1  # the softmax sampled from is the one scored (MaskGIT always, DiMOO at tau 1)
     if tau > 0:
         unnormalised = (scaled - peak if confidence_is_sampled else (scaled - peak) / tau).exp_()
         cdf = unnormalised.cumsum_(-1)

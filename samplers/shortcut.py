@@ -12,8 +12,8 @@ are formed from the base model's own head exactly as on a full step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -58,8 +58,6 @@ def measure(folder: Path, case: str) -> dict:
 
         model = load_model(folder, trust_remote_code=True, dtype="bfloat16", height=128, width=128, prompt_len=32)
     else:
-        import transformers
-        from packaging.version import Version
         from transformers import AutoTokenizer
 
         from migm_shortcut.dimoo import loading
@@ -67,8 +65,8 @@ def measure(folder: Path, case: str) -> dict:
         from migm_shortcut.vq import load_vqvae
 
         cls = loading.compatible(loading.model_class(folder, None, trust_remote_code=True))
-        dtype_arg = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
-        llada = cls.from_pretrained(str(folder), **{dtype_arg: torch.bfloat16, "low_cpu_mem_usage": False}).eval()
+        llada = cls.from_pretrained(str(folder), **{loading.dtype_keyword(): torch.bfloat16,
+                                                    "low_cpu_mem_usage": False}).eval()
         model = DiMOOModel(llada, AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True), load_vqvae(folder, "cpu"), height=128,
                            width=128, prompt_len=32)
     loaded = time.perf_counter()

@@ -6,6 +6,8 @@ and a Lightning-style ``last.ckpt`` + ``model.yaml`` writer. Nothing in the pack
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import torch
@@ -181,9 +183,6 @@ def lightning_records() -> dict:
     state keyed by the callback *class*, an AttributeDict of hyper-parameters, the optimizer states.
     The classes live in a ``pytorch_lightning`` module made for the save only and removed after, so
     the file names classes of a library that is not installed, as the released file does here."""
-    import sys
-    import types
-
     names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint",
              "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing")
     modules = {name: types.ModuleType(name) for name in names}
@@ -200,7 +199,6 @@ def write_taming_vqgan(folder: Path, seed: int = 0, extra: dict | None = None, l
     """A random tiny VQGAN saved as MaskGIT-pytorch releases one: ``model.yaml`` + a Lightning ``last.ckpt``
     (with a ``loss.`` tensor of the training loss, which loaders skip, and with ``lightning`` Lightning's
     own pickled objects). Returns the stand-in module."""
-    import sys
     torch.manual_seed(seed)
     model = VQModel(**TINY_PARAMS).eval()
     for p in model.parameters():  # GroupNorm starts at identity; random affine makes the check meaningful

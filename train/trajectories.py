@@ -202,11 +202,13 @@ def trajectory_bytes(backbone, cfg: CollectConfig) -> int:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n:.1f} TB"
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
 
 
 def check_disk(backbone, cfg: CollectConfig, out: Path, todo: int, log) -> None:
@@ -237,7 +239,8 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
     out = Path(out)
     mine = [j for j in range(cfg.num_shards) if j % world_size == rank]
     sizes = {j: min((j + 1) * cfg.shard_size, cfg.num) - j * cfg.shard_size for j in mine}
-    todo = sum(n for j, n in sizes.items() if not shard_is_complete(shard_path(out, j), n))
+    complete = {j: shard_is_complete(shard_path(out, j), n) for j, n in sizes.items()}  # this rank's shards only
+    todo = sum(n for j, n in sizes.items() if not complete[j])
     say = (lambda m: (log(m), tqdm.write(m))) if (progress and rank == 0) else log
     check_disk(backbone, cfg, out, todo, say)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -259,10 +262,10 @@ def collect(backbone, cfg: CollectConfig, out: str | Path, rank: int = 0, world_
     for j in bar:
         indices = list(range(j * cfg.shard_size, min((j + 1) * cfg.shard_size, cfg.num)))
         path = shard_path(out, j)
+        if complete[j]:
+            done += 1
+            continue
         if path.exists():
-            if shard_is_complete(path, len(indices)):
-                done += 1
-                continue
             log(f"collect: {path.name} is corrupt or truncated; regenerating it")
         tensors = generate_trajectories(backbone, cfg, indices, source, student)
         save_tensors(path, tensors, metadata={"format": FORMAT, "base_fingerprint": backbone.fingerprint,

@@ -25,19 +25,17 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from migm_shortcut.interface import ModelInfo
+from migm_shortcut.interface import LoadedModel, ModelInfo, SamplingDefaults, own_head
 from migm_shortcut.sequence import MASK, PAD, SequenceLayout, check_sequence_shape, write_image_codes
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import tensor_digest
 from migm_shortcut.modeling import PretrainedModule
 from migm_shortcut.vq import vq_decode
-from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 
 from diffusers import UVit2DModel
 

@@ -41,16 +41,10 @@ from migm_shortcut.io import read_json
 CLASS_NAMES = ("LLaDAForMultiModalGeneration", "LLaDAModelLM")
 
 
-def folder_code(folder: Path) -> list[str]:
+def folder_code(folder: Path, config: dict) -> list[str]:
     """The Python files (or ``auto_map``) a checkpoint folder ships, which loading it would run."""
-    raw = read_json(folder / "config.json")
     files = sorted(p.name for p in folder.glob("*.py"))
-    return files if (files or raw.get("auto_map")) else []
-
-
-def _wanted_names(folder: Path) -> list[str]:
-    named = read_json(folder / "config.json").get("architectures") or []
-    return [*named, *[n for n in CLASS_NAMES if n not in named]]
+    return files if (files or config.get("auto_map")) else []
 
 
 def import_code_package(code: Path):
@@ -74,7 +68,8 @@ def import_code_package(code: Path):
 
 def model_class(folder: Path, model_code: str | Path | None, trust_remote_code: bool) -> type:
     """The published model class for ``folder`` (see the module docstring for where it comes from)."""
-    shipped = folder_code(folder)
+    config = read_json(folder / "config.json")
+    shipped = folder_code(folder, config)
     if model_code is None and not shipped:
         raise MigmError(f"{folder} holds a 'llada' config but no model code (no auto_map, no .py files), as the "
                         "downloaded Lumina-DiMOO folder does; name the code with --model-code DIR (Lumina-DiMOO's "
@@ -83,7 +78,8 @@ def model_class(folder: Path, model_code: str | Path | None, trust_remote_code: 
         what = f"--model-code {model_code}" if model_code is not None else f"{folder} ships its own model code ({', '.join(shipped)})"
         raise MigmError(f"{what}: loading it runs that code. Pass --trust-remote-code (Python: trust_remote_code=True) "
                         "if you trust it")
-    names = _wanted_names(folder)
+    named = config.get("architectures") or []
+    names = [*named, *[n for n in CLASS_NAMES if n not in named]]
     if model_code is not None:
         code = Path(model_code)
         if not code.is_dir():
@@ -95,7 +91,7 @@ def model_class(folder: Path, model_code: str | Path | None, trust_remote_code: 
         return found
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    auto_map = read_json(folder / "config.json").get("auto_map") or {}
+    auto_map = config.get("auto_map") or {}
     reference = next((auto_map[k] for k in ("AutoModelForCausalLM", "AutoModel") if k in auto_map), None)
     if reference is None:
         raise MigmError(f"{folder} ships .py files but its config.json has no auto_map naming the model class; "
@@ -112,10 +108,12 @@ def compatible(cls: type) -> type:
         return cls
     published_tie = cls.tie_weights
     takes_arguments = len(inspect.signature(published_tie).parameters) > 1
+    # transformers 5 needs post_init for loading; 4.x loads without it (and is left as it was)
+    needs_post_init = transformers_release() >= (5,)
 
     def __init__(self, config, *args, **kwargs):
         cls.__init__(self, config, *args, **kwargs)
-        if not hasattr(self, "all_tied_weights_keys") and _needs_post_init():
+        if needs_post_init and not hasattr(self, "all_tied_weights_keys"):
             self.post_init()
 
     def tie_weights(self, *args, **kwargs):
@@ -125,12 +123,16 @@ def compatible(cls: type) -> type:
                                        "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
-def _needs_post_init() -> bool:
-    """transformers 5 needs ``post_init`` for loading; 4.x loads without it (and is left as it was)."""
+def transformers_release() -> tuple[int, ...]:
     import transformers
     from packaging.version import Version
 
-    return Version(transformers.__version__).major >= 5
+    return Version(transformers.__version__).release
+
+
+def dtype_keyword() -> str:
+    """``from_pretrained``'s dtype argument: transformers renamed ``torch_dtype`` to ``dtype`` in 4.56."""
+    return "dtype" if transformers_release() >= (4, 56) else "torch_dtype"
 
 
 def load_config(folder: Path, cls: type):
@@ -143,15 +145,11 @@ def load_config(folder: Path, cls: type):
 
 def load_weights(folder: Path, cls: type, dtype: torch.dtype, device: torch.device):
     """The model with the folder's weights, in ``dtype``, on ``device`` (low-memory loading)."""
-    import transformers
-    from packaging.version import Version
     from transformers.utils import logging as hf_logging
 
-    # transformers renamed torch_dtype to dtype in 4.56; both sides of the rename are supported
-    dtype_arg = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
     # low_cpu_mem_usage: 4.x builds the model on the meta device and fills it from the file (accelerate,
     # a dependency); 5.x always does and ignores the flag. device_map puts each tensor on the GPU as it loads.
-    options = {dtype_arg: dtype, "low_cpu_mem_usage": True}
+    options = {dtype_keyword(): dtype, "low_cpu_mem_usage": True}
     if device.type != "cpu":
         options["device_map"] = {"": str(device)}
     hf_logging.disable_progress_bar()  # stderr stays for the one line a user error gets

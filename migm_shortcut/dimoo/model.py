@@ -45,10 +45,9 @@ from torch import nn
 
 from migm_shortcut.dimoo import loading
 from migm_shortcut.errors import MigmError
-from migm_shortcut.interface import ModelInfo
-from migm_shortcut.io import read_json, tensor_digest
+from migm_shortcut.interface import LoadedModel, ModelInfo, SamplingDefaults, own_head
+from migm_shortcut.io import tensor_digest
 from migm_shortcut.vq import load_vqvae, vq_decode
-from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 from migm_shortcut.sequence import check_sequence_shape, grid_positions, write_image_codes
 
 # -- facts from the published Lumina-DiMOO code ----------------------------------------------

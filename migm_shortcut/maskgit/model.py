@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 from migm_shortcut.errors import MigmError
-from migm_shortcut.interface import ModelInfo
+from migm_shortcut.interface import LoadedModel, ModelInfo, SamplingDefaults, own_head
 from migm_shortcut.io import load_torch, read_json, tensor_digest
 from migm_shortcut.vq import load_vqvae, vq_decode
-from migm_shortcut.interface import LoadedModel, SamplingDefaults, own_head
 from migm_shortcut.rules import MaskGITRule
 from migm_shortcut.sequence import check_sequence_shape, write_image_codes
 
