@@ -288,7 +288,7 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     if args.architecture is None:  # the family's own head architecture, at its published sizes, unless named
         cfg.architecture = model.head_architecture
         for key, value in model.head_options.items():
-            if vars(args)[key] is None:
+            if vars(args).get(key) is None:
                 setattr(cfg, key, value)
     result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)
     if result:
@@ -377,7 +377,8 @@ def cmd_bench_cost(args: argparse.Namespace) -> None:
         head = load_head(head_path) if head_path else None
         prompt = (model.demo_prompts() or [args.prompt])[0]
     results = bench_cost(configs, device=args.device, batch=args.batch_size, num_steps=args.steps, budgets=args.budgets,
-                         repeats=args.repeats, model=model, head=head, prompt=prompt)
+                         repeats=args.repeats, model=model, head=head, prompt=prompt,
+                         architectures=tuple(a for a in args.head_architecture.split(",") if a))
     print(markdown_table(results))
     if args.out:
         write_json(Path(args.out), {"results": results})
@@ -523,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("ratio", int), ("heads", int), ("mlp-ratio", _finite), ("num-blocks", int),
                        ("val-trajectories", int), ("val-every", int), ("checkpoint-every", int), ("seed", int),
                        ("teacher-steps", int), ("guidance-scale", _finite), ("temperature", _finite),
-                       ("online-trajectories", int), ("online-steps-per-round", int), ("architecture", str)):
+                       ("online-trajectories", int), ("online-steps-per-round", int), ("architecture", str),
+                       ("mlp-hidden", int), ("rope-theta", _finite), ("norm-eps", _finite)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
     p.add_argument("--kl-target", choices=("branches", "guided"),
@@ -589,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated sizes with random weights: {', '.join(COST_CONFIGS)} "
                         "(default: all, or none with --model)")
     p.add_argument("--head", default=None, help="with --model: its head (default: the model's shortcut_head/, else a fresh one)")
+    p.add_argument("--head-architecture", default="generic",
+                   help="comma-separated heads to price each size with: generic (this package's) and/or published "
+                        "(the size's family's published architecture at the authors' sizes)")
     p.add_argument("--prompt", default="a photo", help="with --model: the prompt the steps are timed on")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="images per step (x2 CFG branches)")
     p.add_argument("--steps", type=_positive("--steps"), default=16)

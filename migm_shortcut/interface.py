@@ -71,7 +71,11 @@ class MaskedImageModel(Protocol):
       need to know about where and how the model runs (``ModelInfo`` supplies them for modules).
 
     Optional: ``features(ids, kv_cache=)`` and ``features_at(ids, index, cache)`` (partial
-    recomputation against cached keys/values) — only ML-Cache needs them.
+    recomputation against cached keys/values) — only ML-Cache needs them. With defaults in
+    ``ModelInfo``: ``embed_ids(ids)``, the bare token embedding for heads that place positions
+    themselves (the published DiMOO-Shortcut head applies RoPE), and ``feature_valid(prompt_rows)``,
+    (B, P) prompt ids of each row -> (B, L) bool, False at positions the model's own forward never
+    sees (Lumina-DiMOO strips its batching padding), or None when it sees them all.
     """
 
     width: int
@@ -89,6 +93,8 @@ class MaskedImageModel(Protocol):
 
 INTERFACE_MEMBERS = ("width", "layout", "fingerprint", "device", "dtype", "features", "logits_from_features",
                      "embed_tokens", "embed", "num_parameters")
+# The optional members: ModelInfo gives embed_ids and feature_valid defaults; features_at is ML-Cache's.
+OPTIONAL_MEMBERS = ("embed_ids", "feature_valid", "features_at")
 LAYOUT_MEMBERS = ("seq_len", "grid_shape", "prompt_len", "pad_id", "code_offset", "codebook_size", "num_image_tokens",
                   "image_positions", "prompt_in_sequence", "encode_prompt", "template", "with_codes")
 
@@ -111,6 +117,13 @@ class ModelInfo:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        raise MigmError(f"{type(self).__name__} does not expose its bare token embedding (embed_ids), which a head "
+                        "that applies positions itself needs; train a generic head for it (--architecture generic)")
+
+    def feature_valid(self, prompt_rows: torch.Tensor) -> torch.Tensor | None:
+        return None  # the model's forward sees every position of its sequence
 
 
 def has_partial_forward(backbone) -> bool:

@@ -61,7 +61,10 @@ def import_head(path: str | Path, model, out: str | Path, heads: int | None = No
     state = released_state(path)
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise MigmError(f"{path} holds NaN or inf; the file is damaged")
-    config = cls.config_from_state(state, model.backbone, heads or model.head_options.get("heads", 1))
+    options = dict(model.head_options)
+    if heads:
+        options["heads"] = heads
+    config = cls.config_from_state(state, model.backbone, options)
     head = ShortcutHead(config)
     check_keys(state, head, path)
     head.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})  # bound to the model by its config

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import PretrainedModule
@@ -70,14 +71,38 @@ class ShortcutHeadConfig:
     architecture: str = "generic"  # which network (HEAD_ARCHITECTURES); heads saved before the field are generic
     width: int = 192            # the base model's feature width C
     ratio: int = 2              # bottleneck: the head works at C / ratio
-    heads: int = 2
+    heads: int = 0              # attention heads; 0: scaled with the width (default_heads), resolved when built
     mlp_ratio: float = 2.0
     num_blocks: int = 1
     base_fingerprint: str = ""  # the base model this head was trained for
+    # Used by the architectures built from the base's own blocks (dimoo-shortcut): its MLP size
+    # (0: inner x mlp_ratio), its RoPE base and its norms' epsilon.
+    mlp_hidden: int = 0
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
 
     @property
     def inner(self) -> int:
         return self.width // self.ratio
+
+    def resolve_heads(self) -> int:
+        """``heads``, or when 0 the default for the inner width; written back so a saved head names it."""
+        if self.heads < 0 or self.mlp_hidden < 0:
+            raise MigmError(f"head sizes must not be negative (heads {self.heads}, mlp_hidden {self.mlp_hidden}); "
+                            "0 means the default")
+        if self.heads == 0:
+            self.heads = default_heads(self.inner)
+        return self.heads
+
+
+def default_heads(inner: int) -> int:
+    """Attention heads for an inner width: the fewest whose head size is at most 128 channels, so heads
+    are 64-128 wide wherever the width allows (96 -> 1 head, 384 -> 3, 2048 -> 16). A fixed count
+    would give 2 heads of 1024 channels at Lumina-DiMOO's width."""
+    for heads in range(1, inner + 1):
+        if inner % heads == 0 and inner // heads <= 128:
+            return heads
+    return 1
 
 
 class Attention(nn.Module):
@@ -131,6 +156,21 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+class TimestepEmbedder(nn.Module):
+    """The published heads' embedding of ``1000 x mask_ratio`` (DiT's timestep embedder): 256 sinusoidal
+    frequencies, cos then sin, then Linear-SiLU-Linear with round(sqrt(256 x dim)) hidden units."""
+
+    FREQUENCIES = 256
+
+    def __init__(self, dim: int):
+        super().__init__()
+        hidden = round(math.sqrt(dim * self.FREQUENCIES))
+        self.mlp = nn.Sequential(nn.Linear(self.FREQUENCIES, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.FREQUENCIES))
+
+
 class ShortcutHead(PretrainedModule):
     """The shortcut head. ``ShortcutHead(config)`` builds the architecture ``config.architecture``
     names: this class is the generic one; the published ones are subclasses registered by their
@@ -139,6 +179,10 @@ class ShortcutHead(PretrainedModule):
 
     config_class = ShortcutHeadConfig
     model_type = "migm-shortcut-head"
+    # How the new tokens reach the head: False, the base's embedding *with* its position scheme
+    # (``backbone.embed_tokens``); True, the bare token embedding (``backbone.embed_ids``) plus the
+    # positions, which the head applies itself (RoPE, as the published DiMOO-Shortcut head does).
+    applies_positions: bool = False
 
     def __new__(cls, config: ShortcutHeadConfig = ShortcutHeadConfig()):
         if cls is ShortcutHead and config.architecture != "generic":
@@ -150,6 +194,7 @@ class ShortcutHead(PretrainedModule):
         if config.ratio < 1 or config.width % config.ratio:
             raise MigmError(f"head ratio {config.ratio} must be >= 1 and divide the width {config.width}")
         dim = config.inner
+        config.resolve_heads()
         if dim % config.heads:
             raise MigmError(f"head inner width {dim} is not divisible by heads {config.heads}")
         self.feature_in = nn.Linear(config.width, dim)
@@ -198,14 +243,23 @@ class ShortcutHead(PretrainedModule):
         """A fresh head sized for ``backbone`` and bound to its fingerprint."""
         return cls(ShortcutHeadConfig(width=backbone.width, base_fingerprint=backbone.fingerprint, **overrides))
 
+    def place(self, device: torch.device, dtype: torch.dtype) -> "ShortcutHead":
+        """Move the head where the sampler runs the base; it computes in the base's dtype (bf16 on a GPU).
+        An architecture with its own published dtype handling overrides this (dimoo-shortcut)."""
+        return self.to(device, dtype)
+
     # -- prediction ----------------------------------------------------------------------
     def forward(self, features: torch.Tensor, token_embeddings: torch.Tensor, token_valid: torch.Tensor,
-                mask_ratio: torch.Tensor) -> torch.Tensor:
+                mask_ratio: torch.Tensor, token_positions: torch.Tensor | None = None,
+                feature_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Next-step features.
 
         features: (B, L, C) previous features; token_embeddings: (B, M, C) the new tokens as
         the base model embeds them; token_valid: (B, M) bool, False at padding;
-        mask_ratio: (B,) share of image tokens still masked after the new tokens.
+        mask_ratio: (B,) share of image tokens still masked after the new tokens;
+        token_positions: (B, M) the new tokens' sequence positions and feature_valid: (B, L) bool,
+        False at positions the base's forward never sees (batching padding), for the architectures
+        that place tokens themselves (``applies_positions``); this one reads neither.
         """
         b = features.shape[0]
         self.check_inputs(features, token_embeddings, token_valid, mask_ratio)
@@ -234,10 +288,14 @@ class ShortcutHead(PretrainedModule):
 
 def shortcut_step(head: nn.Module, backbone, features: torch.Tensor, new_tokens: "NewTokens",
                   mask_ratio: torch.Tensor) -> torch.Tensor:
-    """``head`` may be a ``ShortcutHead`` or a wrapper of one (DDP in training)."""
+    """``head`` may be a ``ShortcutHead`` or DDP's wrapper of one (training)."""
+    module = head.module if isinstance(head, DistributedDataParallel) else head
     with torch.no_grad():
-        embeddings = backbone.embed_tokens(new_tokens.ids, new_tokens.positions)
-    return head(features, embeddings, new_tokens.valid, mask_ratio)
+        if module.applies_positions:
+            embeddings = backbone.embed_ids(new_tokens.ids)
+        else:
+            embeddings = backbone.embed_tokens(new_tokens.ids, new_tokens.positions)
+    return head(features, embeddings, new_tokens.valid, mask_ratio, new_tokens.positions, new_tokens.feature_valid)
 
 
 @dataclass
@@ -247,14 +305,17 @@ class NewTokens:
     ids: torch.Tensor        # (B', M) vocabulary ids
     positions: torch.Tensor  # (B', M) sequence positions
     valid: torch.Tensor      # (B', M) bool
+    # (B', L) bool, False at sequence positions the base never sees (its batching padding); None: all seen
+    feature_valid: torch.Tensor | None = None
 
     def to(self, device) -> "NewTokens":
-        return NewTokens(self.ids.to(device), self.positions.to(device), self.valid.to(device))
+        moved = None if self.feature_valid is None else self.feature_valid.to(device)
+        return NewTokens(self.ids.to(device), self.positions.to(device), self.valid.to(device), moved)
 
 
 def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor | None, image_positions: torch.Tensor,
                prompt_ids: torch.Tensor | None, pad_id: int, num_branches: int, width: int | None = None,
-               index: torch.Tensor | None = None) -> NewTokens:
+               index: torch.Tensor | None = None, feature_valid: torch.Tensor | None = None) -> NewTokens:
     """The shortcut head's control input for every sequence of a CFG batch.
 
     image_ids: (B, N_img) vocabulary ids of the image tokens; newly: (B, N_img) bool, the ones
@@ -266,6 +327,7 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor | None, image_positi
     when the caller knows it (the sampler does, from its schedule): then nothing is read back
     from the device. ``index`` (B, M): the committed image indices themselves, when every row
     committed M (the sampler's case): then ``newly`` is not read and no sort is needed.
+    ``feature_valid``: the backbone's ``feature_valid`` of these rows, carried along for the head.
     """
     if index is not None:
         ids, positions = image_ids.gather(1, index), image_positions.to(index.device)[index]
@@ -281,14 +343,14 @@ def new_tokens(image_ids: torch.Tensor, newly: torch.Tensor | None, image_positi
         positions = torch.where(valid, image_positions.to(order.device)[order], 0)
     ids, positions, valid = (per_branch(t, num_branches) for t in (ids, positions, valid))
     if prompt_ids is None:  # the prompt is not in the model's sequence: every branch sees image tokens only
-        return NewTokens(ids, positions, valid)
+        return NewTokens(ids, positions, valid, feature_valid)
     # The conditional rows see their prompt; the unconditional rows padding there, which is invalid.
     prompt_ids = prompt_ids.to(ids.device)
     if num_branches == 2:
         prompt_ids = torch.cat([prompt_ids, torch.full_like(prompt_ids, pad_id)])
     prompt_positions = torch.arange(prompt_ids.shape[1], device=ids.device).expand_as(prompt_ids)
     return NewTokens(torch.cat([prompt_ids, ids], 1), torch.cat([prompt_positions, positions], 1),
-                     torch.cat([prompt_ids != pad_id, valid], 1))
+                     torch.cat([prompt_ids != pad_id, valid], 1), feature_valid)
 
 
 def budget_full_steps(num_steps: int, budget: int) -> list[int]:

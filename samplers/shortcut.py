@@ -43,11 +43,12 @@ def state_new_tokens(state: StepState):
     b = state.batch_size
     image_ids = state.input_ids[:b, layout.image_positions.to(state.input_ids.device)]
     prompt_ids = state.input_ids[:b, : layout.prompt_len] if layout.prompt_in_sequence else None
+    seen = state.backbone.feature_valid(state.input_ids[:, : layout.prompt_len])  # every branch's rows
     if state.newly_index is not None and state.num_newly > 0:  # the sampler's own indices: no sort
         return new_tokens(image_ids, None, layout.image_positions, prompt_ids, layout.pad_id, state.num_branches,
-                          index=state.newly_index.to(image_ids.device))
+                          index=state.newly_index.to(image_ids.device), feature_valid=seen)
     return new_tokens(image_ids, state.newly_committed.to(image_ids.device), layout.image_positions, prompt_ids,
-                      layout.pad_id, state.num_branches, width=max(state.num_newly, 1))
+                      layout.pad_id, state.num_branches, width=max(state.num_newly, 1), feature_valid=seen)
 
 
 def shortcut_features(head: ShortcutHead, state: StepState) -> torch.Tensor:
@@ -124,7 +125,7 @@ class ShortcutPolicy(StepPolicy):
     def check_base(self, backbone) -> None:
         if self._checked_base != id(backbone):
             self.head.check_base(backbone)
-            self.head.to(backbone.device, backbone.dtype)  # the head runs in the model's dtype (bf16 on a GPU)
+            self.head.place(backbone.device, backbone.dtype)  # the head's dtype handling (its architecture's)
             if self.compile:
                 self.head.forward = torch.compile(self.head.forward)
             self._checked_base = id(backbone)

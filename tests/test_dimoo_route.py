@@ -9,7 +9,7 @@ import torch
 
 from migm_shortcut import MigmError, SamplingDefaults, ShortcutHead, detect_kind, load_model
 from migm_shortcut.dimoo.model import DiMOOModel
-from migm_shortcut.interface import INTERFACE_MEMBERS
+from migm_shortcut.interface import INTERFACE_MEMBERS, OPTIONAL_MEMBERS
 from migm_shortcut.modeling import SHIPPED_WEIGHTS
 from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, calibrate, generate
 from migm_shortcut.train.head import HeadTrainConfig, train_head
@@ -77,7 +77,7 @@ class InterfaceOnly:
         self._backbone = backbone
 
     def __getattr__(self, name):
-        if name in INTERFACE_MEMBERS:
+        if name in INTERFACE_MEMBERS + OPTIONAL_MEMBERS:
             return getattr(self._backbone, name)
         raise AttributeError(f"{name!r} is not part of the model interface")
 

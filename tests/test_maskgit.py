@@ -431,6 +431,29 @@ def test_an_imported_released_head_computes_what_the_published_module_computes(m
     assert json.loads((tmp_path / "s" / "run.json").read_text())["full_steps"] == [3]
 
 
+def test_the_sampler_with_an_imported_head_matches_the_published_loop_token_for_token(maskgit_folder, tmp_path):
+    from migm_shortcut.released_heads import import_head
+    from migm_shortcut.samplers.sampler import StepNoise
+    from published_maskgit_loop import published_maskgit_loop
+
+    model = load_model(maskgit_folder)
+    published = released_maskgit_head(model.backbone.model, tmp_path / "maskgit-shortcut.pth")
+    head = import_head(tmp_path / "maskgit-shortcut.pth", model, tmp_path / "imported", heads=4)
+    steps, budget, w, sm_temp, r_temp, classes, seeds = 8, 3, 3.0, 1.3, 0.5, [0, 1, 3, 4], [5, 8, 2, 7]
+    rule = MaskGITRule(schedule="arccos", choice_temperature=r_temp)
+    run_with = lambda policy: MaskedTokenSampler(model.backbone, num_steps=steps, guidance_scale=w,  # noqa: E731
+                                                 temperature=sm_temp, policy=policy, rule=rule).generate(classes, seeds)
+    out = run_with(ShortcutPolicy(head, budget=budget))
+    assert out.full_steps.tolist() == [budget] * len(classes)
+    assert not torch.equal(run_with(None).codes, out.codes)  # the head's predictions decide tokens here
+    g = model.backbone.layout.num_image_tokens
+    masked_per_step = [g, *maskgit_masked_counts(g, steps)[:-1]]
+    for label, seed, codes in zip(classes, seeds, out.codes):
+        noise = StepNoise([torch.Generator().manual_seed(seed)], masked_per_step, torch.device("cpu"))
+        expected = published_maskgit_loop(model.backbone.model, published, label, steps, budget, w, sm_temp, r_temp, noise)
+        assert torch.equal(expected, codes)
+
+
 def test_released_heads_that_do_not_fit_are_refused_in_one_line(maskgit_folder, tmp_path, capsys):
     model = load_model(maskgit_folder)
 

@@ -73,9 +73,12 @@ class HeadTrainConfig:
     rebind_init_head: bool = False
     architecture: str = "generic"    # the head network (the loaded model's head_architecture by default)
     ratio: int = 2
-    heads: int = 2
+    heads: int = 0                   # 0: scaled with the width (64-128 channels a head)
     mlp_ratio: float = 2.0
     num_blocks: int = 1
+    mlp_hidden: int = 0              # the architectures built from the base's blocks: the base's sizes
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
     val_trajectories: int = 64
     val_every: int = 500
     checkpoint_every: int = 250
@@ -116,7 +119,8 @@ class HeadTrainConfig:
 
     def head_options(self) -> dict:
         return {"architecture": self.architecture, "ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
-                "num_blocks": self.num_blocks}
+                "num_blocks": self.num_blocks, "mlp_hidden": self.mlp_hidden, "rope_theta": self.rope_theta,
+                "norm_eps": self.norm_eps}
 
 
 @dataclass
@@ -145,8 +149,12 @@ def step_inputs(backbone, batch: ExampleBatch, j: int) -> tuple[NewTokens, torch
     step = (batch.start + j)[:, None]
     newly = batch.commit_step == step
     still = batch.commit_step > step
+    rows = batch.prompt_ids
+    if branches == 2:  # the unconditional rows hold the model's own unconditional prompt
+        rows = torch.cat([rows, layout.encode_prompt(None).to(rows.device).expand_as(rows)])
     tokens = new_tokens(batch.codes + layout.code_offset, newly, layout.image_positions,
-                        batch.prompt_ids if layout.prompt_in_sequence else None, layout.pad_id, branches)
+                        batch.prompt_ids if layout.prompt_in_sequence else None, layout.pad_id, branches,
+                        feature_valid=backbone.feature_valid(rows))
     ratio = still.float().mean(1).repeat(branches)
     return tokens.to(batch.codes.device), ratio, still.repeat(branches, 1)
 

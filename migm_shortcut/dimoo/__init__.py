@@ -11,6 +11,8 @@ from pathlib import Path
 from migm_shortcut.io import read_json
 from migm_shortcut.registry import ModelKind, register_model_kind
 
+from . import shortcut_head  # noqa: F401  (registers the published DiMOO-Shortcut head architecture)
+
 
 def is_llada_checkpoint(folder: Path) -> bool:
     config = folder / "config.json"

@@ -222,7 +222,7 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
         """(B, L) -> (B, L, C): the output of ``ln_f``; zeros at the left padding of each prompt."""
         check_sequence_shape(input_ids, self.layout.seq_len)
         lay = self.layout
-        leading = (input_ids[:, : lay.prompt_len] == lay.pad_id).int().cumprod(1).sum(1)
+        leading = (~self.feature_valid(input_ids[:, : lay.prompt_len])).sum(1)
         out = None
         for n in leading.unique().tolist():  # one forward per distinct prompt length
             rows = (leading == n).nonzero()[:, 0]
@@ -246,6 +246,16 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids))
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen ``wte`` alone: what the published DiMOO-Shortcut head reads (it applies RoPE itself)."""
+        return self.transformer["wte"](ids)
+
+    def feature_valid(self, prompt_rows: torch.Tensor) -> torch.Tensor:
+        """False at each row's left padding, which ``features`` strips before the model sees the row."""
+        lay = self.layout
+        leading = (prompt_rows[:, : lay.prompt_len] == lay.pad_id).int().cumprod(1).sum(1)
+        return torch.arange(lay.seq_len, device=prompt_rows.device)[None] >= leading[:, None]
 
     @cached_property
     def fingerprint(self) -> str:
@@ -284,6 +294,7 @@ class DiMOOModel(LoadedModel):
 
     kind = "lumina-dimoo"
     defaults = DIMOO_DEFAULTS
+    head_architecture = "dimoo-shortcut"  # the published DiMOO-Shortcut head, sized from the base (head_options)
 
     def __init__(self, model: nn.Module, tokenizer, vqvae=None, *, height: int = 1024, width: int = 1024,
                  prompt_len: int = 256, path: str | Path | None = None):
@@ -292,6 +303,16 @@ class DiMOOModel(LoadedModel):
         self.path = path
         self.head_path = own_head(path)  # FOLDER/shortcut_head, where a head was saved or imported next to the checkpoint
         self.backbone = LLaDAImageBackbone(model, LLaDAImageLayout.for_dimoo(tokenizer, height, width, prompt_len))
+
+    @property
+    def head_options(self) -> dict:
+        """The published head's sizes: bottleneck 2 and one block, with the base's own heads, MLP size, RoPE
+        base and RMS epsilon (the published head copies the base's LLaDA config, halving only ``d_model``)."""
+        cfg = getattr(self.backbone.model, "config", None)
+        read = lambda name, default: getattr(cfg, name, None) or default  # noqa: E731  (LLaDA's config fields)
+        return {"ratio": 2, "num_blocks": 1, "heads": int(read("n_heads", 32)),
+                "mlp_hidden": int(read("mlp_hidden_size", 4 * self.backbone.width)),
+                "rope_theta": float(read("rope_theta", 10000.0)), "norm_eps": float(read("rms_norm_eps", 1e-5))}
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, trust_remote_code: bool = False, height: int = 1024,

@@ -121,6 +121,10 @@ class MiniDiMOO(ModelInfo, PretrainedModule):
         """Token plus position embedding of arbitrary (id, position) pairs: the shortcut head's input."""
         return self.token_embedding(ids) + self.position_embedding(positions)
 
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The token embedding alone (for heads that place positions themselves)."""
+        return self.token_embedding(ids)
+
     def features(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Last-layer features after the final norm: (B, L) ids -> (B, L, width).
 

@@ -159,6 +159,9 @@ class MaskGITBackbone(ModelInfo, nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.tok_emb(input_ids) + self.model.pos_emb
 
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.tok_emb(ids)
+
     @cached_property
     def fingerprint(self) -> str:
         m, lay = self.model, self.layout

@@ -25,8 +25,6 @@ every row, so there are none there; the mask is applied only when some slot is p
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,9 +32,7 @@ from torch import nn
 from migm_shortcut.errors import MigmError
 from migm_shortcut.maskgit.transformer import FeedForward, PreNorm  # the blocks the published head reuses, as it does
 from migm_shortcut.modeling import PretrainedModule
-from migm_shortcut.shortcut import ShortcutHead, ShortcutHeadConfig, register_head_architecture, sinusoidal_embedding
-
-FREQUENCIES = 256  # the timestep embedder's sinusoid size
+from migm_shortcut.shortcut import ShortcutHead, ShortcutHeadConfig, TimestepEmbedder, register_head_architecture
 
 
 class Attention(nn.Module):
@@ -72,16 +68,6 @@ class ShortcutAttnBlock(nn.Module):
         return x + self.self_attn_ff(x)
 
 
-class TimestepEmbedder(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        hidden = round(math.sqrt(dim * FREQUENCIES))
-        self.mlp = nn.Sequential(nn.Linear(FREQUENCIES, hidden), nn.SiLU(), nn.Linear(hidden, dim))
-
-    def forward(self, t):
-        return self.mlp(sinusoidal_embedding(t, FREQUENCIES))
-
-
 @register_head_architecture("maskgit-shortcut")
 class MaskGITShortcutHead(ShortcutHead):
     """``ShortcutHeadConfig(architecture="maskgit-shortcut", width=C, ratio=..., heads=..., num_blocks=...)``;
@@ -91,6 +77,8 @@ class MaskGITShortcutHead(ShortcutHead):
     def __init__(self, config: ShortcutHeadConfig = ShortcutHeadConfig(architecture="maskgit-shortcut")):
         PretrainedModule.__init__(self, config)  # the network below, not the generic one
         dim = round(config.width / config.ratio)
+        if config.resolve_heads() < 1 or dim % config.heads:
+            raise MigmError(f"head inner width {dim} is not divisible by heads {config.heads}")
         projection = (lambda a, b: nn.Linear(a, b)) if config.ratio != 1 else (lambda a, b: nn.Identity())  # noqa: E731
         self.proj_in, self.proj_out = projection(config.width, dim), projection(dim, config.width)
         self.new_token_proj_in = projection(config.width, dim)
@@ -101,8 +89,10 @@ class MaskGITShortcutHead(ShortcutHead):
         self.adaLN_modulation = nn.Linear(dim, 2 * dim)
 
     def forward(self, features: torch.Tensor, token_embeddings: torch.Tensor, token_valid: torch.Tensor,
-                mask_ratio: torch.Tensor) -> torch.Tensor:
-        """Next-step features (see ``ShortcutHead.forward`` for the shapes)."""
+                mask_ratio: torch.Tensor, token_positions: torch.Tensor | None = None,
+                feature_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-step features (see ``ShortcutHead.forward`` for the shapes; the positions are already in
+        ``token_embeddings``, MaskGIT's ``pos_emb``)."""
         self.check_inputs(features, token_embeddings, token_valid, mask_ratio)
         dtype = self.adaLN_modulation.weight.dtype
         prev = features.to(dtype)
@@ -116,10 +106,10 @@ class MaskGITShortcutHead(ShortcutHead):
         return self.proj_out(x) + prev
 
     @staticmethod
-    def config_from_state(state: dict[str, torch.Tensor], backbone, heads: int) -> ShortcutHeadConfig:
+    def config_from_state(state: dict[str, torch.Tensor], backbone, options: dict) -> ShortcutHeadConfig:
         """The head's config from a released state dict (``maskgit-shortcut.pth``) and the base it is for:
         the width and bottleneck from ``proj_in`` (or, at ratio 1, the blocks' norms), the block count
-        from the keys. Heads cannot be read off the tensors: the published 16 unless given."""
+        from the keys. Heads cannot be read off the tensors: ``options["heads"]`` (the published 16)."""
         if "proj_in.weight" in state:
             inner, width = state["proj_in.weight"].shape
         elif "blocks.0.cross_attn.norm.weight" in state:
@@ -130,5 +120,6 @@ class MaskGITShortcutHead(ShortcutHead):
             raise MigmError(f"this head is for features of width {width}; the model's are {backbone.width} "
                             "(a head for another base model)")
         blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
-        return ShortcutHeadConfig(architecture="maskgit-shortcut", width=width, ratio=round(width / inner), heads=heads,
+        return ShortcutHeadConfig(architecture="maskgit-shortcut", width=width, ratio=round(width / inner),
+                                  heads=options["heads"],
                                   num_blocks=max(blocks) + 1 if blocks else 0, base_fingerprint=backbone.fingerprint)
