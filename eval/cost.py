@@ -53,6 +53,7 @@ class CostCase:
     tokens: int              # sequence positions per branch
     full_step: Callable[[], object]
     shortcut_step: Callable[[], object]
+    head_architecture: str = "generic"
 
 
 def parameter_count(config: str) -> int:
@@ -126,7 +127,7 @@ def _sequence_case(config: str, backbone, head: ShortcutHead, prompt: str, rows:
     logits = partial(backbone.logits_from_features, positions=img_pos)
     step = _tokens_step(head, backbone, feats, image_ids, img_pos, lay.num_image_tokens // num_steps, logits, img_pos)
     full = lambda: logits(backbone.features(ids)[:, img_pos])  # noqa: E731
-    return CostCase(config, backbone_params, head.num_parameters(), lay.seq_len, full, step)
+    return CostCase(config, backbone_params, head.num_parameters(), lay.seq_len, full, step, head.config.architecture)
 
 
 def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int, num_steps: int,
@@ -165,7 +166,8 @@ def build_case(config: str, device: torch.device, dtype: torch.dtype, batch: int
         step = _tokens_step(head, uvit, feats, image_ids, torch.arange(g * g, device=device),
                             g * g // num_steps, uvit.logits_from_features, slice(77, None))
         full = lambda: model(ids, **cond)  # noqa: E731
-        return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), 77 + g * g, full, step)
+        return CostCase(config, sum(p.numel() for p in model.parameters()), head.num_parameters(), 77 + g * g, full, step,
+                        head.config.architecture)
 
     if config == "dimoo-8b":
         from migm_shortcut.dimoo.model import (DIMOO_CODE_OFFSET, DIMOO_CODEBOOK_SIZE, DIMOO_SPECIAL_IDS,
@@ -241,16 +243,16 @@ def counted_flops(config: str, dev, dtype, batch: int, num_steps: int, budgets, 
         case = build_case(config, dev, dtype, batch, num_steps, architecture, depth=depth)
         per_depth.append(_flops(case.full_step))
         short = _flops(case.shortcut_step)
-        head_params = case.head_params
+        head_params, head_architecture = case.head_params, case.head_architecture
         del case
     full = per_depth[0] + (LLaDAShape.n_layers - 1) * (per_depth[1] - per_depth[0])
     c_flops = round(short / full, 4)
-    row = {"config": config, "head_architecture": architecture, "device": name, "dtype": str(dtype).replace("torch.", ""),
+    row = {"config": config, "head_architecture": head_architecture, "device": name, "dtype": str(dtype).replace("torch.", ""),
            "batch": batch, "timed": False, "backbone_params": parameter_count(config), "head_params": head_params,
            "full_gflops": round(full / 1e9, 2), "shortcut_gflops": round(short / 1e9, 3), "c_flops": c_flops,
            "num_steps": num_steps,
            "ideal_speedup_flops": {str(b): round(num_steps / (b + (num_steps - b) * c_flops), 2) for b in budgets}}
-    log(f"{config} ({architecture} head) on {name}: FLOPs only (its weights do not fit here): full step "
+    log(f"{config} ({head_architecture} head) on {name}: FLOPs only (its weights do not fit here): full step "
         f"{row['full_gflops']} GFLOP, shortcut step {row['shortcut_gflops']} GFLOP, c (FLOPs) = {c_flops}")
     return row
 
@@ -298,7 +300,7 @@ def bench_cost(configs: list[str], device: str = "auto", batch: int = 1, num_ste
                 continue
             case = build_case(config, dev, dtype, batch, num_steps, architecture)
             row = _measure(case, name, dtype, batch, num_steps, budgets, repeats, dev, log)
-            results.append({"config": row.pop("config"), "head_architecture": architecture, **row})
+            results.append({"config": row.pop("config"), "head_architecture": case.head_architecture, **row})
             del case
             if dev.type == "cuda":
                 torch.cuda.empty_cache()

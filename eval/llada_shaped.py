@@ -47,9 +47,14 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(d, 2 * shape.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(shape.mlp_hidden_size, d, bias=False)
 
+    def _scaled_dot_product_attention(self, q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False):
+        # The published blocks' attention method, as they call it (they drop attn_mask), so the DiMOO
+        # adapter's padding hook (dimoo.model.masked_padding) runs here as on the real model.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout_p, is_causal=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(self.attn_norm(x)), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        attended = F.scaled_dot_product_attention(rope(q, self.theta), rope(k, self.theta), v)
+        attended = self._scaled_dot_product_attention(rope(q, self.theta), rope(k, self.theta), v, attn_mask=None)
         x = x + self.attn_out(rearrange(attended, "b h l d -> b l (h d)"))
         gate, up = self.gate_up(self.ff_norm(x)).chunk(2, -1)
         return x + self.ff_out(F.silu(gate) * up)

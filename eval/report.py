@@ -182,6 +182,13 @@ def markdown_for(result, source: str = "") -> str:
         return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
                 f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
                 f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and result.get("kind") == "dimoo_mixed_lengths":
+        lines = ["| batch of 8 prompts | seconds per batch | images/s |", "|---|---:|---:|"]
+        lines += [f"| {r['case']} | {r['seconds']} | {r['images_per_s']} |" for r in result["results"]]
+        return "\n".join(lines) + (f"\n\n{result['model']}, {result['image']} ({result['tokens']} tokens), {result['steps']} steps, "
+                                   f"both CFG branches, {result['dtype']} on {result['device']}; `{result['command']}`.\n")
+    if isinstance(result, dict) and result.get("kind") == "head_architectures":
+        return markdown_head_architectures(result)
     if isinstance(result, dict) and result.get("kind") == "frontier":
         from .frontier import markdown_frontier
 
@@ -203,3 +210,26 @@ def markdown_for(result, source: str = "") -> str:
                 f"{result['identical_images']} of {result['num_images']} |\n")
     raise MigmError(f"{source or 'the file'} is not a results JSON this package writes (sweep, bench-cost, bench-loop, "
                     "frontier, loop_overhead, loop_in_situ, logits_dtype, base_milestone_eval)")
+
+
+def markdown_head_architectures(result: dict) -> str:
+    """scripts/compare_head_architectures.py: per testbed and head, the mean over steps of validation MSE and
+    guided KL beside copying the previous features, then the per-step guided KL."""
+    lines = ["| testbed | head | parameters | MSE head / copy | MSE removed | guided KL head / copy | KL removed | "
+             "steps where KL beats copy |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for bed, entry in result["testbeds"].items():
+        for name, head in entry["heads"].items():
+            m = head["summary"]
+            lines.append(f"| {bed} | {name} | {head['parameters'] / 1e6:.2f}M | {m['mse_head']:.4f} / {m['mse_copy']:.4f} | "
+                         f"{100 * m['mse_reduction']:.1f}% | {m['kl_head']:.4f} / {m['kl_copy']:.4f} | "
+                         f"{100 * m['kl_reduction']:.1f}% | {m['steps_beating_copy_kl']} of {len(head['per_step'])} |")
+    lines += ["", "Guided KL per step k (head; copy in the first row of each testbed):", ""]
+    for bed, entry in result["testbeds"].items():
+        heads = list(entry["heads"].items())
+        steps = [r["step"] for r in heads[0][1]["per_step"]]
+        lines += [f"| {bed} | " + " | ".join(str(k) for k in steps) + " |", "|---|" + "---:|" * len(steps)]
+        lines.append("| copy | " + " | ".join(f"{r['kl_copy']:.3f}" for r in heads[0][1]["per_step"]) + " |")
+        lines += [f"| {name} | " + " | ".join(f"{r['kl_head']:.3f}" for r in head["per_step"]) + " |" for name, head in heads]
+        lines.append("")
+    return "\n".join(lines) + (f"\nEach head: {result['train_steps']} steps of `{result['recipe']}` on the same "
+                               f"trajectories; `{result['command']}`.\n")

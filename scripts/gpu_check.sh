@@ -25,12 +25,12 @@ if [ "$QUICK" = 1 ]; then
   SMALL="--sizes embedded --steps 4 --budgets 2 --repeats 1"
   LARGE=""
   MASKGIT=""
-  COST="--config embedded --steps 4 --budgets 2 --repeats 1"
+  COST="--config embedded --steps 4 --budgets 2 --repeats 1 --head-architecture generic,published"
 else
   SMALL="--sizes embedded,amused-256 --steps 16 --budgets 4,6,8 --repeats 3"
   LARGE="--sizes dimoo-8b,dimoo-stub --steps 64 --budgets 11,16 --repeats 2"
   MASKGIT="--sizes maskgit-512 --steps 32 --budgets 8,12 --repeats 3"
-  COST="--config embedded,amused-256,dimoo-8b,maskgit-512 --steps 16 --budgets 4,6,8 --repeats 5"
+  COST="--config dimoo-8b,maskgit-512,embedded,amused-256 --steps 16 --budgets 4,6,8 --repeats 5 --head-architecture generic,published"
 fi
 echo "== bench-loop"
 "$PY" -m migm_shortcut.cli bench-loop --device "$DEVICE" $SMALL --out "$OUT_DIR/loop_small.json"

@@ -18,8 +18,9 @@ parts*:
   right-pads them with 0, **builds its own attention mask** and passes ``**kwargs`` on, so a
   caller's ``attention_mask=`` arrives twice; it returns the output only when ``infer=True``;
 * the published attention is bidirectional and **ignores the attention mask** (masked diffusion
-  models run with ``attn_mask=None``): padding inside a sequence changes every feature, so a
-  caller must never feed padding to the model.
+  models run with ``attn_mask=None``): each block's ``_scaled_dot_product_attention(q, k, v,
+  attn_mask=None, dropout_p=0.0, is_causal=False)`` drops whatever mask it is given, so padding
+  inside a sequence changes every feature unless a caller masks it some other way.
 
 It is a transformers ``PreTrainedModel``, so ``save_pretrained`` writes the real on-disk format
 (``config.json`` with ``model_type`` "llada", ``model.safetensors`` with keys
@@ -76,6 +77,10 @@ def rotate(x: torch.Tensor, theta: float) -> torch.Tensor:
 
 
 class LLaDALlamaBlock(nn.Module):
+    def _scaled_dot_product_attention(self, q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False):
+        """As published: bidirectional, and whatever mask is passed is dropped (``attn_mask=None``)."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout_p, is_causal=False)
+
     def __init__(self, layer_id: int, config: LLaDAConfig):
         super().__init__()
         d = config.d_model
@@ -95,8 +100,7 @@ class LLaDALlamaBlock(nn.Module):
         split = lambda t: t.view(b, length, self.config.n_heads, -1).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.q_proj(h)), split(self.k_proj(h)), split(self.v_proj(h))
         q, k = rotate(q, self.config.rope_theta), rotate(k, self.config.rope_theta)
-        # As published: bidirectional, and attention_bias (the padding mask) is never applied.
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False)
+        att = self._scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False)
         x = x + self.attn_out(att.transpose(1, 2).reshape(b, length, d))
         h = self.ff_norm(x)
         return x + self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h)), None

@@ -238,6 +238,25 @@ def test_dimoo_features_equal_the_published_batch_one_forward_of_each_row(tied):
         assert bool((h[row, :pad] == 0).all())
 
 
+def test_prompts_of_different_lengths_run_as_one_forward_per_step_with_the_padding_masked():
+    from migm_shortcut.samplers import MaskedTokenSampler
+
+    backbone = tiny_dimoo()
+    words = "a photo of a small red dog over green hills".split()
+    prompts = [" ".join(words[: n + 1]) for n in range(8)]  # 8 prompts of 8 token lengths
+    calls = []
+    handle = backbone.llada.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape)))
+    try:
+        out = MaskedTokenSampler(backbone, num_steps=4).generate(prompts, seeds=list(range(8)))
+    finally:
+        handle.remove()
+    assert len(calls) == 4 and calls[0][0] == 16  # one forward per step, both CFG branches of all 8 rows in it
+    assert not any("_scaled_dot_product_attention" in vars(block) for block in backbone._blocks)  # the hook is gone
+    # each sample as it samples alone (its own batch-1 forwards)
+    alone = MaskedTokenSampler(backbone, num_steps=4).generate(prompts[5:6], seeds=[5])
+    assert torch.equal(alone.codes[0], out.codes[5])
+
+
 def test_the_published_forward_cannot_take_an_attention_mask_and_the_adapter_never_passes_one():
     backbone = tiny_dimoo()
     lay = backbone.layout

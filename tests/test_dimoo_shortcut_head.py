@@ -166,3 +166,40 @@ def test_released_dimoo_heads_that_do_not_fit_are_refused_in_one_line(dimoo, rel
     other = load_model(write_tiny_dimoo(tmp_path / "other", seed=5), trust_remote_code=True, height=64, width=64)
     with pytest.raises(MigmError, match="trained for base model"):
         head.check_base(other.backbone)
+
+
+def test_an_imported_head_works_wherever_a_trained_head_does(released, tmp_path, capsys):
+    """import-head into the folder (its own head), then sample, validate-head, a sweep and fine-tuning."""
+    import json
+    import shutil
+
+    _, path = released
+    folder = tmp_path / "Lumina-DiMOO"
+    shutil.copytree(write_tiny_dimoo(tmp_path / "src"), folder)
+    model = ["--model", folder, "--height", "64", "--width", "64", "--trust-remote-code"]
+    code, out, err = run(capsys, "import-head", path, *model, "--out", folder / "shortcut_head")
+    assert code == 0 and "imported a dimoo-shortcut head" in out, err
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    code, _, err = run(capsys, "sample", *model, "--prompts-file", prompts, "--steps", "6", "--policy", "shortcut",
+                       "--budget", "2", "--out-dir", tmp_path / "s")  # no --head: the folder's own
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["full_steps"] == [2, 2]
+    code, _, err = run(capsys, "collect", *model, "--prompts-file", prompts, "--num", "2", "--steps", "4",
+                       "--shard-size", "2", "--batch-size", "2", "--out", tmp_path / "traj")
+    assert code == 0, err
+    code, _, err = run(capsys, "validate-head", *model, "--data", tmp_path / "traj", "--split", "train", "--num", "2",
+                       "--out", tmp_path / "val.json")
+    assert code == 0 and json.loads((tmp_path / "val.json").read_text())["trajectories"] == 2, err
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"baseline": {"policy": "vanilla", "steps": 4},
+                                  "settings": [{"policy": "shortcut", "steps": 4, "budget": 2}]}))
+    code, _, err = run(capsys, "sweep", *model, "--prompts-file", prompts, "--per-prompt", "1", "--config", config,
+                       "--out", tmp_path / "sweep")
+    assert code == 0, err
+    code, _, err = run(capsys, "train-head", *model, "--data", tmp_path / "traj", "--out", tmp_path / "tuned",
+                       "--init-head", folder / "shortcut_head", "--steps", "2", "--batch-size", "2",
+                       "--val-trajectories", "1", "--device", "cpu")
+    assert code == 0, err
+    tuned = ShortcutHead.from_pretrained(tmp_path / "tuned" / "shortcut_head")
+    assert tuned.config.architecture == "dimoo-shortcut" and tuned.config.mlp_hidden == 32

@@ -17,10 +17,11 @@ matches, from the published code:
   LLaDA's optional logit scaling: exactly the model's own logits there.
 * **padding** — the published attention ignores attention masks (``attn_mask=None``), and the
   published ``LLaDAForMultiModalGeneration.forward`` builds its own mask from list lengths, so
-  a caller cannot pass one. Prompts of different lengths are therefore never padded inside the
-  model's input: the layout left-pads each prompt to ``prompt_len``, and ``features`` strips the
-  padding, running the inner ``LLaDAModel`` once per distinct prompt length (the unconditional
-  rows share one). Every row's features equal those of DiMOO's own batch-1 forward of that row.
+  a caller cannot pass one. The layout left-pads each prompt to ``prompt_len``; ``features`` cuts
+  the padding every row shares and masks the rest out of the attention through a hook on the
+  published blocks' attention method (``masked_padding``), so a batch of prompts of any lengths
+  is one forward of the inner ``LLaDAModel``, and each row's features equal DiMOO's own batch-1
+  forward of that row (exactly when the lengths are equal, within rounding otherwise).
 * **embed_tokens** — the frozen ``wte`` plus a fixed 1D sine-cosine code of the position (LLaDA
   uses RoPE inside attention and has no position table, so the head gets an explicit one).
 
@@ -35,6 +36,7 @@ class is loaded on transformers 4.46 to 5.x without editing it: ``dimoo/loading.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
@@ -177,6 +179,32 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+@contextmanager
+def masked_padding(blocks: Sequence[nn.Module], key_valid: torch.Tensor):
+    """While active, every block's attention leaves out the keys where ``key_valid`` (B, L) is False.
+
+    The published blocks compute attention in ``_scaled_dot_product_attention(q, k, v, attn_mask=None,
+    dropout_p=0.0, is_causal=False)``, which drops any mask it is given (masked diffusion models run
+    unmasked). The hook shadows that method on each block instance, not in their code, with the same
+    computation plus the padding mask (and the published repeat of grouped key/value heads), and
+    removes itself on exit."""
+    mask = key_valid[:, None, None, :]
+
+    def attend(q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False):
+        if k.size(1) != q.size(1):
+            k = k.repeat_interleave(q.size(1) // k.size(1), dim=1, output_size=q.size(1))
+            v = v.repeat_interleave(q.size(1) // v.size(1), dim=1, output_size=q.size(1))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=False)
+
+    for block in blocks:
+        block._scaled_dot_product_attention = attend
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block._scaled_dot_product_attention
+
+
 class LLaDAImageBackbone(ModelInfo, nn.Module):
     """An unmodified LLaDA / Lumina-DiMOO model + its image layout = the package's model interface."""
 
@@ -200,7 +228,7 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
         return t["ff_out"].weight if "ff_out" in t.keys() else t["wte"].weight
 
     def _ln_f_output(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """One forward of the inner ``LLaDAModel`` on unpadded rows, stopped after ``ln_f``."""
+        """One forward of the inner ``LLaDAModel``, stopped after ``ln_f``."""
         box: list[torch.Tensor] = []
 
         def grab(module, inputs, output):
@@ -209,7 +237,7 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
 
         handle = self.transformer["ln_f"].register_forward_hook(grab)
         try:
-            self.llada(input_ids)  # no attention_mask: the rows hold no padding
+            self.llada(input_ids)  # no attention_mask: the published forward would not apply it
         except _FeaturesReady:
             pass
         finally:
@@ -218,13 +246,39 @@ class LLaDAImageBackbone(ModelInfo, nn.Module):
             raise MigmError("the model's forward never reached transformer.ln_f; unsupported LLaDA variant")
         return box[0]
 
+    @cached_property
+    def _blocks(self) -> list[nn.Module]:
+        t = self.transformer
+        return list(t["blocks"]) if "blocks" in t.keys() else [b for group in t["block_groups"] for b in group]
+
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) -> (B, L, C): the output of ``ln_f``; zeros at the left padding of each prompt."""
+        """(B, L) -> (B, L, C): the output of ``ln_f``; zeros at the left padding of each prompt.
+
+        The padding the rows share is cut off, so a batch of equal-length prompts is the published
+        forward exactly. Prompts of different lengths still run as one forward: the rest of the padding
+        is masked out of every block's attention (``masked_padding``), which the published attention
+        cannot be asked to do; RoPE is relative, so each row's features equal its own unpadded forward
+        within the dtype's rounding. A model whose blocks lack the published attention method runs one
+        forward per prompt length instead.
+        """
         check_sequence_shape(input_ids, self.layout.seq_len)
-        lay = self.layout
-        leading = (~self.feature_valid(input_ids[:, : lay.prompt_len])).sum(1)
+        valid = self.feature_valid(input_ids[:, : self.layout.prompt_len])
+        leading = (~valid).sum(1)
+        start = int(leading.min())
+        if bool((leading == start).all()):
+            h = self._ln_f_output(input_ids[:, start:])
+        elif all(callable(getattr(block, "_scaled_dot_product_attention", None)) for block in self._blocks):
+            with masked_padding(self._blocks, valid[:, start:]):
+                h = self._ln_f_output(input_ids[:, start:])
+        else:
+            return self._features_per_length(input_ids, leading)
+        out = torch.zeros(input_ids.shape + (self.width,), dtype=h.dtype, device=h.device)
+        out[:, start:] = h
+        return out.masked_fill_(~valid[..., None], 0)
+
+    def _features_per_length(self, input_ids: torch.Tensor, leading: torch.Tensor) -> torch.Tensor:
         out = None
-        for n in leading.unique().tolist():  # one forward per distinct prompt length
+        for n in leading.unique().tolist():
             rows = (leading == n).nonzero()[:, 0]
             h = self._ln_f_output(input_ids[rows, n:])
             if out is None:
