@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from migm_shortcut.distributed import cpu_group
 from migm_shortcut.errors import MigmError
 
 
@@ -53,7 +54,7 @@ class LocalCLIPScore:
             except (OSError, ValueError) as exc:
                 raise MigmError(f"cannot load CLIP from {folder}: {str(exc).splitlines()[0]}") from None
 
-        self.metric = CLIPScore(model_name_or_path=load)
+        self.metric = CLIPScore(model_name_or_path=load, process_group=cpu_group())  # summed over torchrun's ranks
         self.batch_size = batch_size
         self.name = str(folder)
 

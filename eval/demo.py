@@ -30,29 +30,74 @@ def generate_batched(model, prompts: Sequence, seeds: Sequence[int], num_steps: 
 
 def sample_to_folder(model, prompts: Sequence, per_prompt: int, seed: int, num_steps: int, guidance_scale: float,
                      temperature: float, batch_size: int, policy, out_dir: Path, grid: str | None = None,
-                     run_info: dict | None = None) -> dict:
+                     run_info: dict | None = None, resume: bool = False) -> dict:
     """``migm-shortcut sample``: ``per_prompt`` images of each prompt (seeds ``seed, seed + 1, ...``) as PNGs
-    in ``out_dir``, an optional labelled grid, and ``run.json`` with the settings and measured loop time."""
-    from migm_shortcut.images import save_grid, save_pngs
-    from migm_shortcut.io import write_json
+    in ``out_dir``, an optional labelled grid, and ``run.json`` with the settings and measured loop time.
 
+    Under torchrun every process samples a share of the images (image i on rank i mod world) and
+    writes them under their global numbers, so the folder is the one a single process writes (every
+    image has its own seed). ``resume``: images already in the folder from the same settings
+    (``sample.json``) are kept, the rest sampled; a folder of other settings is refused."""
+    import torch.distributed as dist
+
+    from migm_shortcut.distributed import gather_objects
+    from migm_shortcut.images import load_pngs, save_grid, save_pngs
+    from migm_shortcut.io import read_json, write_json
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + i for i in range(len(all_prompts))]
-    images, loop_seconds, full_steps = generate_batched(model, all_prompts, seeds, num_steps, guidance_scale,
-                                                        temperature, batch_size, policy)
     out_dir = Path(out_dir)
-    save_pngs(images, out_dir)
+    settings = {"prompts": [str(p) for p in prompts], "per_prompt": per_prompt, "seed": seed, "steps": num_steps,
+                "guidance_scale": guidance_scale, "temperature": temperature, "policy_params": policy.describe(),
+                "model": (run_info or {}).get("model")}
+    marker = out_dir / "sample.json"
+    if resume and marker.is_file() and read_json(marker) != settings:
+        raise MigmError(f"{out_dir} holds images of other settings ({marker}); use another --out-dir or drop --resume")
+    gather_objects(None)  # every rank has checked the folder before any writes to it
+    if rank == 0:
+        write_json(marker, settings)
+    # The batches are those of one process, dealt round-robin: a batch's samples share it whatever the
+    # world size (batch mates change float round-off), and a resumed batch is sampled whole again.
+    batches = [list(range(b, min(b + batch_size, len(all_prompts)))) for b in range(0, len(all_prompts), batch_size)]
+    missing = lambda index: [i for i in index if not (resume and (out_dir / f"{i:06d}.png").is_file())]  # noqa: E731
+    mine = [index for b, index in enumerate(batches) if b % world == rank and missing(index)]
+    loop_seconds, full_steps = 0.0, {}
+    sampler = MaskedTokenSampler.for_model(model, num_steps, guidance_scale, temperature, policy)
+    for index in tqdm(mine, desc=f"sampling (rank {rank})" if world > 1 else "sampling", unit="batch", disable=not mine):
+        out = sampler.generate([all_prompts[i] for i in index], [seeds[i] for i in index])
+        loop_seconds += out.loop_seconds
+        todo = set(missing(index))
+        for i, image, paid in zip(index, model.decode(out.codes), out.full_steps.tolist()):
+            if i in todo:
+                save_pngs(image[None], out_dir, start=i)
+                full_steps[i] = int(paid)
+    shares = gather_objects({"loop_seconds": loop_seconds, "full_steps": full_steps})
+    if rank != 0:
+        return {}
+    paid = {i: n for share in shares for i, n in share["full_steps"].items()}
+    if resume and (out_dir / "run.json").is_file():  # images kept from an earlier run of these settings
+        earlier = read_json(out_dir / "run.json").get("full_steps", [])
+        paid = {**{i: n for i, n in enumerate(earlier) if n is not None}, **paid}
+    loops = [share["loop_seconds"] for share in shares]
+    sampled = sum(len(share["full_steps"]) for share in shares)
     if grid:
-        rows = [images[i * per_prompt : (i + 1) * per_prompt][:16] for i in range(min(len(prompts), 20))]
+        rows = [load_pngs(out_dir, range(i * per_prompt, i * per_prompt + min(per_prompt, 16)))
+                for i in range(min(len(prompts), 20))]
         save_grid(rows, [str(p) for p in prompts[:20]], grid)
+    counts = [paid.get(i) for i in range(len(all_prompts))]
     record = {
         "prompts": list(prompts), "per_prompt": per_prompt, "num_images": len(all_prompts), "steps": num_steps,
         "seed": seed, "policy": policy.describe()["policy"], "policy_params": policy.describe(),
-        "guidance_scale": guidance_scale, "temperature": temperature, "batch_size": batch_size,
-        "loop_seconds": round(loop_seconds, 4), "loop_seconds_per_image": round(loop_seconds / len(all_prompts), 5),
-        "mean_full_steps": round(full_steps.float().mean().item(), 3),
-        # image i (seed + i) paid for full_steps[i] backbone passes (a sample-dependent policy varies them)
-        "full_steps": [int(n) for n in full_steps.tolist()], **(run_info or {}),
+        "guidance_scale": guidance_scale, "temperature": temperature, "batch_size": batch_size, "processes": world,
+        "images_sampled_now": sampled, "loop_seconds": round(sum(loops), 4),
+        "loop_seconds_per_image": round(sum(loops) / max(sampled, 1), 5),
+        # across processes: the images sampled now over the slowest process's loop time
+        "throughput_images_per_s": round(sampled / max(max(loops), 1e-9), 3) if sampled else None,
+        "mean_full_steps": round(sum(paid.values()) / max(len(paid), 1), 3),
+        # image i (seed + i) paid for full_steps[i] backbone passes (a sample-dependent policy varies them;
+        # None: an image kept on --resume from a run that recorded none)
+        "full_steps": counts, **(run_info or {}),
     }
     write_json(out_dir / "run.json", record)
     return record

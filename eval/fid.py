@@ -27,6 +27,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
+from migm_shortcut.distributed import all_sum, cpu_group, rank_and_world
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import load_tensors, save_tensors, tensor_digest
 
@@ -122,7 +123,8 @@ class CachedFID:
     def _setup(self, features: nn.Module, batch_size: int, progress: bool, reference_key: str) -> None:
         """The metric, and the cache file of its real side (keyed by the reference and the extractor)."""
         self.features, self.batch_size, self.progress = features, batch_size, progress
-        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        # Under torchrun each process adds its own images and compute() sums the states over the ranks.
+        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False, process_group=cpu_group())
         key = hashlib.sha256(f"{reference_key}|{features.identity}".encode()).hexdigest()[:20]
         self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
 
@@ -132,11 +134,14 @@ class CachedFID:
             stats = load_tensors(self.cache_path)
             for name in _STATE:
                 getattr(self.metric, name).copy_(stats[name])
-            return
-        compute()
-        if cache:
-            save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
-                         metadata={"reference": reference_name, "extractor": self.features.identity})
+        else:
+            compute()
+            if cache:
+                save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
+                             metadata={"reference": reference_name, "extractor": self.features.identity})
+        if rank_and_world()[0] != 0:  # the states are summed over the ranks: the reference counts once
+            for name in _STATE:
+                getattr(self.metric, name).zero_()
 
     def _update(self, images: torch.Tensor, real: bool, desc: str) -> None:
         start = time.perf_counter()
@@ -152,7 +157,7 @@ class CachedFID:
         """FID of ``images`` (N x 1 x H x W in [-1, 1], or uint8) against the reference."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise MigmError(f"FID expects images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
-        if len(images) < 2:
+        if all_sum([len(images)])[0] < 2:  # under torchrun: the images of every rank
             raise MigmError("FID needs at least 2 images")
         if images.is_floating_point() and not torch.isfinite(images).all():
             raise MigmError("images contain NaN or inf; FID is undefined")

@@ -176,5 +176,5 @@ def run_pipeline_setting(model, setting, cfg, prompts: list, seeds: list[int], p
             call(prompts[:1], seeds[0])
         after_call()
     speed = {"latency_s": median_latency(seconds, sizes), "full_steps": passes,
-             "gflops": counter.get_total_flops() / 1e9}
+             "gflops": counter.get_total_flops() / 1e9, "batch_seconds": seconds, "batch_sizes": sizes}
     return (torch.cat(images) if decode else None), speed

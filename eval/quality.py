@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from migm_shortcut.embedded.data import balanced_subset, load_dataset, to_model_range
+from migm_shortcut.distributed import all_sum
 from migm_shortcut.errors import MigmError
 from migm_shortcut.interface import ReferenceImages
 
@@ -63,10 +64,13 @@ class SampleEvaluator:
         self.inception = CachedFID(InceptionFeatures(), images, name, progress=progress) if inception else None
 
     def score(self, images: torch.Tensor, prompts: list | None) -> QualityScores:
+        """Under torchrun every rank passes its own images; the scores are those of all of them."""
         judged = self.judge is not None and prompts is not None
+        local = self.judge.accuracy(images, prompts) * len(images) if judged and len(images) else 0.0
+        correct, count = all_sum([local, len(images)])
         return QualityScores(
-            num_images=len(images),
-            prompt_accuracy=self.judge.accuracy(images, prompts) if judged else None,
+            num_images=int(count),
+            prompt_accuracy=correct / count if judged else None,
             domain_fid=self.domain.score(images) if self.domain is not None else None,
             fid=self.inception.score(images) if self.inception is not None else None,
         )

@@ -182,6 +182,13 @@ def markdown_for(result, source: str = "") -> str:
         return ("| sampler | device | grid x codebook | steps | loop ms per step per sample |\n|---|---|---|---:|---:|\n"
                 f"| {result['tree']} | {result['device']} | {result['grid'][0]}x{result['grid'][1]} x {result['codebook']} | "
                 f"{result['steps']} | {result['loop_ms_per_step_per_sample']} |\n")
+    if isinstance(result, dict) and result.get("kind") == "sweep_processes":
+        k = result["processes"]
+        lines = [f"| setting | images | 1 process (images/s) | {k} processes (images/s) | ratio | same prompt accuracy |",
+                 "|---|---:|---:|---:|---:|---|"]
+        lines += [f"| {r['setting']} | {r['images']} | {r['one_process_images_per_s']} | {r['processes_images_per_s']} | "
+                  f"{r['ratio']} | {'yes' if r['same_prompt_accuracy'] else 'no'} |" for r in result["results"]]
+        return "\n".join(lines) + f"\n\n{result['threads']} threads in all; `{result['command']}`.\n"
     if isinstance(result, dict) and result.get("kind") == "dimoo_mixed_lengths":
         lines = ["| batch of 8 prompts | seconds per batch | images/s |", "|---|---:|---:|"]
         lines += [f"| {r['case']} | {r['seconds']} | {r['images_per_s']} |" for r in result["results"]]

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from migm_shortcut.checks import check_number, check_whole
+from migm_shortcut.distributed import gather_objects, rank_and_world
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.registry import load_model
@@ -177,8 +178,34 @@ def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds:
         "latency_s": median_latency(seconds, sizes),
         "full_steps": torch.cat(full).float().mean().item(),
         "gflops": flops_per_image(sampler, prompts[0], seeds[0]) / 1e9,
+        "batch_seconds": seconds, "batch_sizes": sizes,
     }
     return (torch.cat(images) if decode else None), speed
+
+
+def shard_of(num: int, batch_size: int) -> list[int]:
+    """The (prompt, seed) indices this process samples under torchrun: whole batches of one process's
+    run, dealt round-robin, so every sample has the batch mates it has in one process (and so its tokens)."""
+    rank, world = rank_and_world()
+    batches = [list(range(b, min(b + batch_size, num))) for b in range(0, num, batch_size)]
+    if len(batches) < world:
+        raise MigmError(f"{num} images per setting make {len(batches)} batches of {batch_size}, fewer than the {world} "
+                        "processes; lower batch_size in the config or start fewer processes")
+    return [i for b, index in enumerate(batches) if b % world == rank for i in index]
+
+
+def combined_speed(speed: dict) -> dict:
+    """A row's speed over every rank's batches: the median per-image latency of all of them, backbone passes
+    weighted by images, and the throughput of all processes (images over the slowest one's loop time)."""
+    shares = gather_objects({"seconds": speed["batch_seconds"], "sizes": speed["batch_sizes"],
+                             "full_steps": speed["full_steps"]})
+    seconds = [t for share in shares for t in share["seconds"]]
+    sizes = [n for share in shares for n in share["sizes"]]
+    images = sum(sizes)
+    slowest = max(sum(share["seconds"]) for share in shares)
+    return {"latency_s": median_latency(seconds, sizes),
+            "full_steps": sum(share["full_steps"] * sum(share["sizes"]) for share in shares) / images,
+            "gflops": speed["gflops"], "throughput_images_per_s": images / slowest if slowest > 0 else None}
 
 
 # What must agree between two sweeps for one's rows to stand in for the other's.
@@ -245,7 +272,8 @@ def real_images_rows(evaluator: SampleEvaluator, model, per_class: int, referenc
     """
     inputs = inputs or {}
     real_set = reference_images(model, reference, 10 * per_class, split="train")
-    images, labels = real_set.images, real_set.prompts
+    rank, world = rank_and_world()  # under torchrun each rank scores its share; the scores are of all
+    images, labels = real_set.images[rank::world], real_set.prompts[rank::world]
     cases = [("real train images", images)] if real else []
     if tokenizer is not None:
         with torch.no_grad():
@@ -323,6 +351,10 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         folder_fid = clip_score = None
     seeds = [cfg.seed + i for i in range(len(prompts))]
     model = loaded
+    rank, world = rank_and_world()
+    mine = shard_of(len(prompts), cfg.batch_size)  # all of them in one process
+    my_prompts, my_seeds = [prompts[i] for i in mine], [seeds[i] for i in mine]
+    write = (lambda path, obj: write_json(path, obj)) if rank == 0 else (lambda path, obj: None)  # noqa: E731
 
     result = {
         "config": str(config_path), "quick": quick, "num_images_per_setting": len(prompts),
@@ -332,7 +364,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         "clip": str(clip) if clip_score else None,
         "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
-        "batch_size": cfg.batch_size, "inception": cfg.inception and evaluator is not None,
+        "batch_size": cfg.batch_size, "inception": cfg.inception and evaluator is not None, "processes": world,
         "baseline": cfg.baseline.name, "rows": [],
     }
     sources = [Path(p) for p in reuse_from]
@@ -390,24 +422,26 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
             continue
         scored = evaluator is not None or folder_fid is not None or clip_score is not None
         run = run_pipeline_setting if is_pipeline[i] else run_setting
-        images, speed = run(model, setting, cfg, prompts, seeds, progress, decode=scored)
+        images, speed = run(model, setting, cfg, my_prompts, my_seeds, progress, decode=scored)
+        speed = combined_speed(speed)
         baseline_latency.setdefault(is_pipeline[i], speed["latency_s"])
         if evaluator is not None:
-            scores = evaluator.score(images, prompts).as_dict()
+            scores = evaluator.score(images, my_prompts).as_dict()
         else:
             scores = {"fid": folder_fid.score(images) if folder_fid else None, "domain_fid": None,
                       "prompt_accuracy": None, "num_images": len(prompts)}
             if clip_score is not None:
-                scores["clip_score"] = clip_score.score(images, prompts)
+                scores["clip_score"] = clip_score.score(images, my_prompts)
         measured[i] = {**row, **speed, "speedup": baseline_latency[is_pipeline[i]] / speed["latency_s"], **scores, "run": run_id}
         result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started
-        write_json(out_dir / "results.json", result)
+        write(out_dir / "results.json", result)
     result["rows"] = rows_so_far()
     from .report import write_markdown, write_pareto
 
-    write_markdown(result, out_dir / "results.md")
-    write_pareto(result, out_dir / "pareto.png")
+    if rank == 0:
+        write_markdown(result, out_dir / "results.md")
+        write_pareto(result, out_dir / "pareto.png")
     result["wall_clock_s"] = time.perf_counter() - started
-    write_json(out_dir / "results.json", result)
+    write(out_dir / "results.json", result)
     return result

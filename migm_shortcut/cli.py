@@ -191,7 +191,10 @@ def policy_from_args(args: argparse.Namespace, model, name: str | None = None):
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    model = load_model_from_args(args)
+    from migm_shortcut.distributed import finish_distributed, init_distributed
+
+    rank, world, device = init_distributed(args.device)
+    model = load_model_from_args(args, device=str(device))
     prompts = model.parse_prompts(_read_prompts(args))
     fill_sampling_defaults(args, model)
     for p in prompts:  # reject bad prompts before any work or any file
@@ -205,8 +208,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
                               {"model": str(args.model or "embedded"), "model_kind": model.kind,
                                "load_options": run_load_options(args),
                                "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
-                               "rule": model.rule.describe(), "device": args.device, "version": __version__})
-    print(f"wrote {record['num_images']} images to {args.out_dir} ({record['loop_seconds']:.1f} s sampling loop)")
+                               "rule": model.rule.describe(), "device": args.device, "version": __version__},
+                              resume=args.resume)
+    if rank == 0:
+        print(f"wrote {record['images_sampled_now']} of {record['num_images']} images to {args.out_dir} "
+              f"({record['loop_seconds']:.1f} s sampling loop in {world} process(es))")
+    finish_distributed()
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -241,7 +248,8 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from migm_shortcut.train.common import RunLog, finish_distributed, init_distributed
+    from migm_shortcut.distributed import finish_distributed, init_distributed
+    from migm_shortcut.train.common import RunLog
     from migm_shortcut.train.trajectories import CollectConfig, collect
 
     rank, world, device = init_distributed(args.device)
@@ -269,7 +277,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_train_head(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from migm_shortcut.train.common import finish_distributed, init_distributed
+    from migm_shortcut.distributed import finish_distributed, init_distributed
     from migm_shortcut.train.head import HeadTrainConfig, train_head, validation_means
 
     fields = {f.name for f in dataclasses.fields(HeadTrainConfig)}
@@ -329,9 +337,11 @@ def cmd_import_head(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
+    from migm_shortcut.distributed import finish_distributed, init_distributed
     from migm_shortcut.samplers import calibrate
 
-    model = load_model_from_args(args)
+    rank, world, device = init_distributed(args.device)  # under torchrun: each process runs a share
+    model = load_model_from_args(args, device=str(device))
     fill_sampling_defaults(args, model)
     lines = None
     if args.prompts_file:
@@ -343,23 +353,32 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     table = calibrate(model.backbone, prompts, args.steps, args.guidance_scale, args.temperature, args.batch_size,
                       args.seed, rule=model.rule)
-    table.save(args.out)
-    shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
-    print(f"sensitivity J_k (N={args.steps}, {args.num} samples, {time.perf_counter() - start:.0f} s): {shown}\nwrote {args.out}")
+    if rank == 0:
+        table.save(args.out)
+        shown = ", ".join(f"{v:.2f}" for v in table.sensitivity)
+        print(f"sensitivity J_k (N={args.steps}, {args.num} samples, {world} process(es), "
+              f"{time.perf_counter() - start:.0f} s): {shown}\nwrote {args.out}")
+    finish_distributed()
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from migm_shortcut.eval.report import markdown_table
     from migm_shortcut.eval.sweep import default_config_path, run_sweep
 
+    from migm_shortcut.distributed import finish_distributed, init_distributed
+
     config = args.config or default_config_path()
     prompts = read_prompt_lines(args.prompts_file) if args.prompts_file else None
-    result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=args.device,
+    rank, world, device = init_distributed(args.device)  # under torchrun: each process samples and scores a share
+    result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=str(device),
                        per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
                        per_prompt=args.per_prompt, load_options=load_options(args), reference=args.reference,
                        clip=args.clip)
-    print(markdown_table(result))
-    print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s")
+    if rank == 0:
+        print(markdown_table(result))
+        print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s "
+              f"({world} process(es))")
+    finish_distributed()
 
 
 def cmd_bench_cost(args: argparse.Namespace) -> None:
@@ -450,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-prompt", type=_positive("--per-prompt"), default=1)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--grid", help="also write a labelled grid PNG here")
+    p.add_argument("--resume", action="store_true", help="keep the images already in --out-dir (same settings), sample the rest")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_sample)
 

@@ -39,6 +39,18 @@ def save_pngs(images: torch.Tensor, out_dir: str | Path, start: int = 0) -> list
     return paths
 
 
+def load_pngs(folder: str | Path, indices) -> torch.Tensor:
+    """``folder/000000.png`` ... (the numbers in ``indices``, as ``save_pngs`` wrote them) -> (N, C, H, W) in [-1, 1]."""
+    from PIL import Image
+
+    images = []
+    for i in indices:
+        with Image.open(Path(folder) / f"{i:06d}.png") as image:
+            pixels = torch.from_numpy(np.asarray(image).copy())
+        images.append((pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)).float() / 127.5 - 1)
+    return torch.stack(images)
+
+
 def save_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str], path: str | Path,
               title: str | None = None, col_labels: Sequence[str] | None = None) -> Path:
     """A labelled grid: one row per entry of ``rows`` (each N x 1 x H x W in [-1, 1])."""

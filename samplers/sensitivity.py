@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from migm_shortcut.distributed import all_sum, rank_and_world
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.interface import check_model
@@ -199,7 +200,10 @@ class _Recorder(VanillaPolicy):
 @torch.no_grad()
 def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperature: float,
               batch_size: int = 32, seed: int = 0, progress: bool = True, rule: SamplingRule = DiMOORule()) -> SensitivityTable:
-    """Sensitivity table from one vanilla trajectory per prompt (prompt i uses seed ``seed + i``)."""
+    """Sensitivity table from one vanilla trajectory per prompt (prompt i uses seed ``seed + i``).
+
+    Under torchrun each process runs a share of the batches (round-robin, the batches of one process)
+    and the sums are added over the processes, so the table is the one-process table."""
     check_model(backbone)
     if num_steps < 2:
         raise MigmError(f"calibration needs at least 2 steps, got {num_steps}")
@@ -209,9 +213,13 @@ def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperat
     num_samples = len(prompts)
     recorder = _Recorder(num_steps)
     sampler = MaskedTokenSampler(backbone, num_steps, guidance_scale, temperature, recorder, rule=rule)
-    for i in tqdm(range(0, num_samples, batch_size), desc="calibrating", unit="batch", disable=not progress):
+    rank, world = rank_and_world()
+    starts = list(range(0, num_samples, batch_size))[rank::world]
+    for i in tqdm(starts, desc="calibrating", unit="batch", disable=not progress):
         sampler.generate(prompts[i : i + batch_size], [seed + j for j in range(i, min(i + batch_size, num_samples))])
-    mean = (recorder.sums / recorder.counts.clamp(min=1)).tolist()
+    totals = all_sum(recorder.sums.tolist() + recorder.counts.tolist())
+    sums, counts = torch.tensor(totals[:num_steps]), torch.tensor(totals[num_steps:])
+    mean = (sums / counts.clamp(min=1)).tolist()
     mean[0] = mean[1]  # step 0 is always computed; keep the table total
     return SensitivityTable(backbone.fingerprint, num_steps, float(guidance_scale), float(temperature), num_samples,
                             [round(v, 6) for v in mean])

@@ -53,6 +53,7 @@ def published_shortcut_loop(llada, head, prompt_ids: torch.Tensor, uncon_ids: to
     vq_len = unknown_cnt
     full = set(refresh_steps(timesteps, budget))
     cond_feat = uncond_feat = None
+    cond_new_token = cond_new_token_mask = uncond_new_token = uncond_new_token_mask = None  # set after each commit
     for step in range(timesteps):
         if unknown_cnt.item() == 0:
             break
@@ -67,8 +68,8 @@ def published_shortcut_loop(llada, head, prompt_ids: torch.Tensor, uncon_ids: to
             (_, cond_feat), (_, uncond_feat) = (inner(seq, ret_last_feat=True) for seq in (x, uncond))
         else:
             mask_ratio = torch.tensor([unknown_cnt.item() / vq_len.item()])
-            cond_feat = head(cond_feat, cond_new_token, cond_new_token_mask, mask_ratio)  # noqa: F821 (set below)
-            uncond_feat = head(uncond_feat, uncond_new_token, uncond_new_token_mask, mask_ratio)  # noqa: F821
+            cond_feat = head(cond_feat, cond_new_token, cond_new_token_mask, mask_ratio)
+            uncond_feat = head(uncond_feat, uncond_new_token, uncond_new_token_mask, mask_ratio)
         cond_logits = F.linear(cond_feat[vq_mask].view(1, -1, cond_feat.shape[-1]), head_weight)
         uncond_logits = F.linear(uncond_feat[uncond_vq_mask].view(1, -1, uncond_feat.shape[-1]), head_weight)
         logits = (1 + cfg_scale) * cond_logits - cfg_scale * uncond_logits

@@ -33,7 +33,9 @@ from migm_shortcut.io import append_jsonl, load_tensors, read_json, save_tensors
 from migm_shortcut.embedded.prompts import CLASS_PHRASES, TEMPLATES, WORDS
 from migm_shortcut.embedded.tokenizer import VQTokenizer
 
-from .common import EMA, RunLog, batch_generator, pick_device, train_loop
+from migm_shortcut.distributed import pick_device
+
+from .common import EMA, RunLog, batch_generator, train_loop
 
 STAGES = ("classifier", "vq", "backbone")
 

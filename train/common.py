@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import load_torch, save_torch
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MigmError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
-    return torch.device(name)
 
 
 class RunLog:
@@ -161,21 +151,3 @@ def train_loop(*, name: str, model: torch.nn.Module, optimizer: torch.optim.Opti
     return elapsed + time.perf_counter() - t0
 
 
-def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """Rank, world size and device; starts the process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = pick_device(device_name)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def finish_distributed() -> None:
-    """Tear down the process group started by ``init_distributed`` (no-op outside torchrun)."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

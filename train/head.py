@@ -40,7 +40,9 @@ from migm_shortcut.io import write_json
 from migm_shortcut.samplers import guided_logits
 from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens, shortcut_step
 
-from .common import EMA, RunLog, batch_generator, init_distributed, train_loop
+from migm_shortcut.distributed import init_distributed
+
+from .common import EMA, RunLog, batch_generator, train_loop
 from .trajectories import CollectConfig, TrajectoryStore, generate_trajectories, prompt_source
 
 
