@@ -163,8 +163,8 @@ def size_rule(size: str):
 
 def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats: int, instrument: bool,
              batch: int = 1, compile_step: bool = False, rule=None):
-    """Median seconds per image of ``repeats`` generations of ``batch`` images (after one warm-up),
-    and the model/head split per image."""
+    """Median seconds per image of ``repeats`` generations of ``batch`` images (after warming up until
+    the time settles), the model/head/output-layer split per image, and the repeats' (min, max)."""
     from migm_shortcut.rules import DiMOORule
     from migm_shortcut.samplers import MaskedTokenSampler, ShortcutPolicy, VanillaPolicy
 
@@ -180,8 +180,14 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
         head.advance = head_watch.wrap(original_head)
         backbone.logits_from_features = logits_watch.wrap(original_logits)
     try:
-        for _ in range(2 if compile_step else 1):  # warm-up (compiling takes two: the first step's shapes, then the rest)
-            sampler.generate([prompt] * batch, list(range(batch)))
+        # Warm up until the time settles: two consecutive generations within 5% (at most 6; compiling
+        # takes at least two: the first step's shapes, then the rest). A GPU's clocks and allocator need it.
+        previous = None
+        for warm in range(6):
+            seconds = sampler.generate([prompt] * batch, list(range(batch))).loop_seconds
+            if warm >= (1 if compile_step else 0) and previous is not None and abs(seconds - previous) <= 0.05 * previous:
+                break
+            previous = seconds
         for watch in (model_watch, head_watch, logits_watch):
             watch.seconds, watch.calls = 0.0, 0
         times = [sampler.generate([prompt] * batch, [i * batch + j for j in range(batch)]).loop_seconds / batch
@@ -193,7 +199,7 @@ def run_loop(backbone, head, prompt, num_steps: int, budget: int | None, repeats
             del backbone.logits_from_features
     total = statistics.median(times)
     per_image = lambda watch: watch.seconds / repeats / batch  # noqa: E731
-    return total, per_image(model_watch), per_image(head_watch), per_image(logits_watch)
+    return total, per_image(model_watch), per_image(head_watch), per_image(logits_watch), (min(times), max(times))
 
 
 def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budgets: tuple[int, ...] = (4, 6, 8),
@@ -220,14 +226,15 @@ def bench_loop(sizes: list[str], device: str = "auto", num_steps: int = 16, budg
                "image_tokens": backbone.layout.num_image_tokens, "codebook": backbone.layout.codebook_size, "runs": []}
         with torch.no_grad():
             for budget in (None, *budgets):
-                e2e = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False, batch=batch,
-                               compile_step=compile_step, rule=size_rule(size))[0]
-                total, model_s, head_s, logits_s = run_loop(backbone, head, prompt, num_steps, budget, repeats,
+                e2e, *_, spread = run_loop(backbone, head, prompt, num_steps, budget, repeats, instrument=False,
+                                           batch=batch, compile_step=compile_step, rule=size_rule(size))
+                spread = [round(1000 * t, 2) for t in spread]
+                total, model_s, head_s, logits_s, _ = run_loop(backbone, head, prompt, num_steps, budget, repeats,
                                                             instrument=True, batch=batch, compile_step=compile_step,
                                                             rule=size_rule(size))
                 full = num_steps if budget is None else budget
                 loop_s = max(total - model_s - head_s - logits_s, 0.0)
-                row["runs"].append({"budget": budget, "e2e_ms": round(1000 * e2e, 2),
+                row["runs"].append({"budget": budget, "e2e_ms": round(1000 * e2e, 2), "e2e_ms_range": spread,
                                     "model_ms_per_full_step": round(1000 * model_s / full, 3),
                                     "head_ms_per_shortcut_step": round(1000 * head_s / (num_steps - full), 3) if full < num_steps else None,
                                     "logits_ms_per_step": round(1000 * logits_s / num_steps, 3),
