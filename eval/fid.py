@@ -31,6 +31,8 @@ from migm_shortcut.distributed import all_sum, cpu_group, rank_and_world
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import load_tensors, save_tensors, tensor_digest
 
+from .manifold import PrecisionRecall
+
 INCEPTION_SIZE = 299
 # Bump when the preprocessing below changes: it is part of every cache key.
 PREPROCESS_VERSION = "gray3-bilinear299-pm1-v1"
@@ -89,6 +91,20 @@ class InceptionFeatures(nn.Module):
         return feats.float().cpu()
 
 
+class _Tap(nn.Module):
+    """The feature extractor, handing each batch of features to ``sink`` as it returns them."""
+
+    def __init__(self, features: nn.Module, sink):
+        super().__init__()
+        self.features, self.sink = features, sink
+        self.identity, self.num_features = features.identity, features.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.features(images)
+        self.sink(out)
+        return out
+
+
 class JudgeFeatures(nn.Module):
     """Feature module for domain FID: the features of the model's judge (``LoadedModel.judge``)."""
 
@@ -114,34 +130,54 @@ class CachedFID:
     """
 
     def __init__(self, features: nn.Module, reference: torch.Tensor, reference_name: str,
-                 batch_size: int = 64, progress: bool = True, cache: bool = True):
-        self._setup(features, batch_size, progress, f"{reference_name}|{tensor_digest(reference)}")
+                 batch_size: int = 64, progress: bool = True, cache: bool = True, manifold: bool = False):
+        self._setup(features, batch_size, progress, f"{reference_name}|{tensor_digest(reference)}", manifold)
         self.reference_count = len(reference)
         self._reference_stats(lambda: self._update(reference, real=True, desc=f"reference stats ({reference_name})"),
                               reference_name, cache)
 
-    def _setup(self, features: nn.Module, batch_size: int, progress: bool, reference_key: str) -> None:
-        """The metric, and the cache file of its real side (keyed by the reference and the extractor)."""
+    def _setup(self, features: nn.Module, batch_size: int, progress: bool, reference_key: str,
+               manifold: bool = False) -> None:
+        """The metric, and the cache file of its real side (keyed by the reference and the extractor).
+
+        ``manifold``: also precision, recall, density and coverage (``eval.manifold``) on the same
+        features, which the FID metric's extractor hands over as it computes them (so each image is
+        embedded once); the reference's features are then cached beside its statistics."""
         self.features, self.batch_size, self.progress = features, batch_size, progress
+        self.manifold = PrecisionRecall() if manifold else None
+        self.last_manifold: dict | None = None
+        extractor = _Tap(features, self._tapped) if manifold else features
+        self._real_side = True
         # Under torchrun each process adds its own images and compute() sums the states over the ranks.
-        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False, process_group=cpu_group())
+        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, process_group=cpu_group())
         key = hashlib.sha256(f"{reference_key}|{features.identity}".encode()).hexdigest()[:20]
         self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
 
+    def _tapped(self, features: torch.Tensor) -> None:
+        self.manifold.update(features, real=self._real_side)
+
     def _reference_stats(self, compute, reference_name: str, cache: bool = True) -> None:
         """The real side's statistics from the cache file, else ``compute()`` them (and cache them)."""
-        if cache and self.cache_path.is_file():
-            stats = load_tensors(self.cache_path)
+        stats = load_tensors(self.cache_path) if cache and self.cache_path.is_file() else None
+        if stats is not None and (self.manifold is None or "real_features" in stats):
             for name in _STATE:
                 getattr(self.metric, name).copy_(stats[name])
+            if self.manifold is not None:
+                self.manifold.update(stats["real_features"], real=True)
         else:
             compute()
             if cache:
-                save_tensors(self.cache_path, {name: getattr(self.metric, name) for name in _STATE},
-                             metadata={"reference": reference_name, "extractor": self.features.identity})
-        if rank_and_world()[0] != 0:  # the states are summed over the ranks: the reference counts once
+                saved = {name: getattr(self.metric, name) for name in _STATE}
+                if self.manifold is not None:
+                    saved["real_features"] = torch.cat(self.manifold.real_features).float()
+                save_tensors(self.cache_path, saved, metadata={"reference": reference_name,
+                                                                "extractor": self.features.identity})
+        self._real_side = False
+        if rank_and_world()[0] != 0:  # the states are summed (gathered) over the ranks: the reference counts once
             for name in _STATE:
                 getattr(self.metric, name).zero_()
+            if self.manifold is not None:
+                self.manifold.real_features.clear()
 
     def _update(self, images: torch.Tensor, real: bool, desc: str) -> None:
         start = time.perf_counter()
@@ -162,8 +198,22 @@ class CachedFID:
         if images.is_floating_point() and not torch.isfinite(images).all():
             raise MigmError("images contain NaN or inf; FID is undefined")
         self.metric.reset()  # clears the generated side only (reset_real_features=False)
+        if self.manifold is not None:
+            self.manifold.fake_features.clear()
         self._update(images, real=False, desc="FID features")
+        if self.manifold is not None:
+            self.last_manifold = self.manifold_scores()
         return float(self.metric.compute())
+
+    def manifold_scores(self) -> dict | None:
+        """Precision, recall, density and coverage of the images just scored, or None where there are too
+        few images for k=3 in 5 parts."""
+        try:
+            return self.manifold.compute()
+        except MigmError:
+            return None
+        finally:
+            self.manifold._computed = None  # the fake side changes with every score
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -197,11 +247,12 @@ class FolderFID(CachedFID):
     """Inception FID against a folder of real images of any size (read in batches, never all at
     once); the statistics are cached under a hash of the files' bytes and the extractor."""
 
-    def __init__(self, folder: str | Path, features: nn.Module | None = None, batch_size: int = 64, progress: bool = True):
+    def __init__(self, folder: str | Path, features: nn.Module | None = None, batch_size: int = 64, progress: bool = True,
+                 manifold: bool = True):
         from migm_shortcut.io import file_digest
 
         files = reference_files(folder)
-        self._setup(features or InceptionFeatures(), batch_size, progress, f"folder|{file_digest(folder)}")
+        self._setup(features or InceptionFeatures(), batch_size, progress, f"folder|{file_digest(folder)}", manifold)
         self.reference_count = len(files)
 
         def stream() -> None:

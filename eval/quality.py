@@ -28,10 +28,14 @@ class QualityScores:
     prompt_accuracy: float | None  # share of images the judge assigns to the prompted class
     domain_fid: float | None       # FID on the judge's features (not comparable with papers)
     fid: float | None              # Inception FID (standard); None when skipped
+    # On the Inception features, as MaskGIT's published evaluation computes them (k=3, 5 parts); None when
+    # FID is skipped or there are too few images
+    precision: float | None = None
+    recall: float | None = None
 
     def as_dict(self) -> dict:
         return {"num_images": self.num_images, "prompt_accuracy": self.prompt_accuracy,
-                "domain_fid": self.domain_fid, "fid": self.fid}
+                "domain_fid": self.domain_fid, "fid": self.fid, "precision": self.precision, "recall": self.recall}
 
 
 def reference_images(model, source: str | None = MODEL_REFERENCE, size: int | None = None,
@@ -61,18 +65,20 @@ class SampleEvaluator:
         self.reference_count = len(images)
         self.domain = (CachedFID(JudgeFeatures(judge), images, name, batch_size=500, progress=progress)
                        if judge is not None else None)
-        self.inception = CachedFID(InceptionFeatures(), images, name, progress=progress) if inception else None
+        self.inception = CachedFID(InceptionFeatures(), images, name, progress=progress, manifold=True) if inception else None
 
     def score(self, images: torch.Tensor, prompts: list | None) -> QualityScores:
         """Under torchrun every rank passes its own images; the scores are those of all of them."""
         judged = self.judge is not None and prompts is not None
         local = self.judge.accuracy(images, prompts) * len(images) if judged and len(images) else 0.0
         correct, count = all_sum([local, len(images)])
+        fid = self.inception.score(images) if self.inception is not None else None
+        manifold = self.inception.last_manifold if self.inception is not None else None
         return QualityScores(
             num_images=int(count),
             prompt_accuracy=correct / count if judged else None,
             domain_fid=self.domain.score(images) if self.domain is not None else None,
-            fid=self.inception.score(images) if self.inception is not None else None,
+            fid=fid, **{k: (manifold or {}).get(k) for k in ("precision", "recall")},
         )
 
 

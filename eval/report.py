@@ -16,10 +16,13 @@ def _fmt(value, digits: int) -> str:
 
 def markdown_table(result: dict) -> str:
     with_clip = any(r.get("clip_score") is not None for r in result["rows"])
+    with_pr = any(r.get("precision") is not None for r in result["rows"])  # sweeps since precision/recall
     lines = [
-        "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | domain FID* | prompt acc | "
+        "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | "
+        + ("precision / recall | " if with_pr else "") + "domain FID* | prompt acc | "
         + ("CLIPScore | " if with_clip else "") + "images |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_clip else "") + "---:|",
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if with_pr else "") + "---:|---:|"
+        + ("---:|" if with_clip else "") + "---:|",
     ]
     timed = [r for r in result["rows"] if r["method"] != "real"]
     baseline_run = timed[0].get("run") if timed else None
@@ -33,7 +36,9 @@ def markdown_table(result: dict) -> str:
         accuracy = 100 * r["prompt_accuracy"] if r["prompt_accuracy"] is not None else None
         lines.append(
             f"| {r['method']} | {r['setting']}{mark} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
-            f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['domain_fid'], 2)} | "
+            f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | "
+            + (f"{_fmt(r.get('precision'), 3)} / {_fmt(r.get('recall'), 3)} | " if with_pr else "")
+            + f"{_fmt(r['domain_fid'], 2)} | "
             f"{_fmt(accuracy, 1) + '%' if accuracy is not None else '—'} | "
             + (f"{_fmt(r.get('clip_score'), 2)} | " if with_clip else "")
             + f"{r['num_images']} |"

@@ -430,6 +430,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         else:
             scores = {"fid": folder_fid.score(images) if folder_fid else None, "domain_fid": None,
                       "prompt_accuracy": None, "num_images": len(prompts)}
+            scores.update({k: (folder_fid.last_manifold or {}).get(k) if folder_fid else None for k in ("precision", "recall")})
             if clip_score is not None:
                 scores["clip_score"] = clip_score.score(images, my_prompts)
         measured[i] = {**row, **speed, "speedup": baseline_latency[is_pipeline[i]] / speed["latency_s"], **scores, "run": run_id}
