@@ -35,7 +35,7 @@ TESTBEDS = {
     "embedded": dict(model=[], collect=["--num", "768", "--batch-size", "32"],
                      heads={"generic": [], "dimoo-shortcut": ["--heads", "3", "--mlp-hidden", "768"]}),
     "amused-pipeline": dict(model=["--model", str(PIPELINE)], collect=["--num", "576", "--steps", "12", "--guidance-scale", "4",
-                                                                       "--batch-size", "32"],
+                                                                       "--batch-size", "32"], prompts=True,
                             heads={"generic": [], "maskgit-shortcut": ["--heads", "4"]},
                             train=["--teacher-steps", "12", "--guidance-scale", "4"]),
 }
@@ -80,15 +80,24 @@ def main() -> None:
         bed = TESTBEDS[name]
         traj = runs / name / "traj"
         start = time.time()
-        run(CLI + ["collect", *bed["model"], *bed["collect"], "--out", str(traj)], log)
+        prompts = []
+        if bed.get("prompts"):  # the pipeline's training prompts, as scripts/amused_pipeline_head.sh collects them
+            from migm_shortcut.train.base import prompt_texts
+
+            (runs / name).mkdir(parents=True, exist_ok=True)
+            (runs / name / "prompts.txt").write_text("\n".join(t for ts in prompt_texts() for t in ts) + "\n")
+            prompts = ["--prompts-file", str(runs / name / "prompts.txt")]
+        run(CLI + ["collect", *bed["model"], *bed["collect"], *prompts, "--out", str(traj)], log)
         print(f"{name}: trajectories ready in {traj} ({time.time() - start:.0f} s)", flush=True)
         heads = {}
         for architecture, extra in bed["heads"].items():
             out = runs / name / architecture
             start = time.time()
-            run(CLI + ["train-head", *bed["model"], "--data", str(traj), "--out", str(out), "--steps", str(args.steps),
-                       "--val-every", str(args.steps), "--architecture", architecture, *RECIPE, *extra,
-                       *bed.get("train", [])], log)
+            done = (out / "metrics.json").is_file() and read_json(out / "metrics.json").get("steps") == args.steps
+            if not done:  # a finished run is read, not rerun
+                run(CLI + ["train-head", *bed["model"], "--data", str(traj), "--out", str(out), "--steps", str(args.steps),
+                           "--val-every", str(args.steps), "--architecture", architecture, *RECIPE, *extra,
+                           *bed.get("train", [])], log)
             metrics = read_json(out / "metrics.json")
             heads[architecture] = {"flags": " ".join(extra), "parameters": metrics["parameters"],
                                    "train_seconds": metrics["train_seconds"], "summary": summary(metrics["validation"]),
