@@ -173,11 +173,9 @@ class CachedFID:
                 save_tensors(self.cache_path, saved, metadata={"reference": reference_name,
                                                                 "extractor": self.features.identity})
         self._real_side = False
-        if rank_and_world()[0] != 0:  # the states are summed (gathered) over the ranks: the reference counts once
+        if rank_and_world()[0] != 0:  # the states are summed over the ranks: the reference counts once
             for name in _STATE:
                 getattr(self.metric, name).zero_()
-            if self.manifold is not None:
-                self.manifold.real_features.clear()
 
     def _update(self, images: torch.Tensor, real: bool, desc: str) -> None:
         start = time.perf_counter()
@@ -199,7 +197,7 @@ class CachedFID:
             raise MigmError("images contain NaN or inf; FID is undefined")
         self.metric.reset()  # clears the generated side only (reset_real_features=False)
         if self.manifold is not None:
-            self.manifold.fake_features.clear()
+            self.manifold.reset()  # the generated side only
         self._update(images, real=False, desc="FID features")
         if self.manifold is not None:
             self.last_manifold = self.manifold_scores()
@@ -208,12 +206,7 @@ class CachedFID:
     def manifold_scores(self) -> dict | None:
         """Precision, recall, density and coverage of the images just scored, or None where there are too
         few images for k=3 in 5 parts."""
-        try:
-            return self.manifold.compute()
-        except MigmError:
-            return None
-        finally:
-            self.manifold._computed = None  # the fake side changes with every score
+        return self.manifold.compute() if self.manifold.enough() else None
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -12,9 +12,10 @@ is its radius, and
 * density: the mean over generated points of how many real radii hold them, over k (Naeem et al.);
 * coverage: the share of real points whose nearest generated point is inside their own radius;
 
-each averaged over the 5 pairs. Distances are Euclidean in float64. Under torchrun the features of
-every process are gathered before computing (list states, concatenated in rank order), so K processes
-give the numbers of one process whose images came in that order.
+each averaged over the 5 pairs. Distances are Euclidean in float64. Under torchrun the generated
+features of every process are gathered before computing (a list state, concatenated in rank order), so
+K processes give the numbers of one process whose images came in that order; the reference, the same in
+every process, is not synced.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from migm_shortcut.distributed import cpu_group
+from migm_shortcut.distributed import all_sum, cpu_group
 from migm_shortcut.errors import MigmError
 
 NEAREST_K = 3   # the published manifold_k
@@ -57,14 +58,27 @@ class PrecisionRecall(Metric):
     def __init__(self, nearest_k: int = NEAREST_K, parts: int = PARTS, **kwargs):
         super().__init__(process_group=cpu_group(), **kwargs)
         self.nearest_k, self.parts = nearest_k, parts
-        self.add_state("real_features", [], dist_reduce_fx="cat")
+        # The reference is the same in every process, so only the generated side is a synced state;
+        # reset() clears that one (a reference is set once and kept, as the FID metric keeps its own).
+        self.real_features: list[torch.Tensor] = []
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
     def update(self, features: torch.Tensor, real: bool) -> None:
         (self.real_features if real else self.fake_features).append(features.detach().double().cpu())
 
+    def counts(self) -> tuple[int, int]:
+        """(reference, generated) features held, the generated ones of every process (collective under torchrun)."""
+        fake = sum(len(f) for f in self.fake_features) if isinstance(self.fake_features, list) else len(self.fake_features)
+        return sum(len(r) for r in self.real_features), int(all_sum([fake])[0])
+
+    def enough(self) -> bool:
+        """Whether each side holds enough points for ``parts`` parts of more than k."""
+        need = self.parts * (self.nearest_k + 1)
+        return min(self.counts()) >= need
+
     def compute(self) -> dict[str, float]:
-        real, fake = (torch.cat(s) if isinstance(s, list) else s for s in (self.real_features, self.fake_features))
+        real = torch.cat(self.real_features) if self.real_features else torch.zeros(0, 0, dtype=torch.float64)
+        fake = torch.cat(self.fake_features) if isinstance(self.fake_features, list) else self.fake_features
         need = self.parts * (self.nearest_k + 1)
         if len(real) < need or len(fake) < need:
             raise MigmError(f"precision and recall need at least {need} real and {need} generated images "
