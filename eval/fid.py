@@ -203,6 +203,19 @@ class CachedFID:
             self.last_manifold = self.manifold_scores()
         return float(self.metric.compute())
 
+    def score_files(self, files: list[Path]) -> float:
+        """FID of image files of any size (read as RGB at Inception's size, in batches, never all at once)."""
+        if all_sum([len(files)])[0] < 2:
+            raise MigmError("FID needs at least 2 images")
+        self.metric.reset()
+        if self.manifold is not None:
+            self.manifold.reset()
+        for i in tqdm(range(0, len(files), self.batch_size), desc="FID features", disable=not self.progress, leave=False):
+            self.metric.update(torch.stack([load_rgb(p) for p in files[i : i + self.batch_size]]), real=False)
+        if self.manifold is not None:
+            self.last_manifold = self.manifold_scores()
+        return float(self.metric.compute())
+
     def manifold_scores(self) -> dict | None:
         """Precision, recall, density and coverage of the images just scored, or None where there are too
         few images for k=3 in 5 parts."""

@@ -648,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fid", help="score a folder of PNG images against a reference")
     p.add_argument("--images", required=True)
-    p.add_argument("--reference", default="model", help="'model' (the model's own real images), a folder, or an .npz")
+    p.add_argument("--reference", default="model", help="'model' (the model's own real images), an .npz, or a folder of real "
+                   "images (then both folders are read as RGB at Inception's size, with precision and recall)")
     p.add_argument("--reference-size", type=_positive("--reference-size"), default=None,
                    help="use a class-balanced subset of the reference")
     p.add_argument("--backend", choices=("torchmetrics", "clean-fid"), default="torchmetrics")

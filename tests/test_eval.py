@@ -320,3 +320,25 @@ def test_frontier_says_which_method_wins_where(tmp_path, capsys):
     # the summary is itself a results file: report prints it, so docs tables can be generated from it
     assert main(["report", str(tmp_path / "frontier.json")]) == 0
     assert "Reference: vanilla N=16, FID 50.00" in capsys.readouterr().out
+
+
+def test_fid_command_between_two_rgb_folders_reads_colour_at_inception_size(tmp_path, capsys):
+    from migm_shortcut.eval.fid import FolderFID, load_rgb
+    from migm_shortcut.images import save_pngs
+
+    torch.manual_seed(0)
+    real = torch.rand(24, 3, 40, 40) * 2 - 1
+    save_pngs(real, tmp_path / "real")
+    fake = real.clone()
+    fake[:, 0] = -fake[:, 0]  # the red channel flipped: a grayscale reading would miss most of it
+    save_pngs(fake, tmp_path / "fake")
+    code = main(["fid", "--images", str(tmp_path / "fake"), "--reference", str(tmp_path / "real"),
+                 "--out", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["num_images"] == 24 and scores["reference_images"] == 24 and scores["precision"] is not None
+    # the same number as scoring the RGB images read the way sweeps read a reference folder
+    direct = FolderFID(tmp_path / "real", progress=False)
+    files = sorted((tmp_path / "fake").glob("*.png"))
+    assert direct.score(torch.stack([load_rgb(p) for p in files])) == pytest.approx(scores["fid"], rel=1e-6)
+    assert scores["fid"] > 1
