@@ -34,17 +34,15 @@ def sample_to_folder(model, prompts: Sequence, per_prompt: int, seed: int, num_s
     """``migm-shortcut sample``: ``per_prompt`` images of each prompt (seeds ``seed, seed + 1, ...``) as PNGs
     in ``out_dir``, an optional labelled grid, and ``run.json`` with the settings and measured loop time.
 
-    Under torchrun every process samples a share of the images (image i on rank i mod world) and
+    Under torchrun every process samples whole batches of the one-process run, dealt round-robin, and
     writes them under their global numbers, so the folder is the one a single process writes (every
     image has its own seed). ``resume``: images already in the folder from the same settings
     (``sample.json``) are kept, the rest sampled; a folder of other settings is refused."""
-    import torch.distributed as dist
-
-    from migm_shortcut.distributed import gather_objects
+    from migm_shortcut.distributed import gather_objects, my_batches, rank_and_world
     from migm_shortcut.images import load_pngs, save_grid, save_pngs
     from migm_shortcut.io import read_json, write_json
 
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + i for i in range(len(all_prompts))]
     out_dir = Path(out_dir)
@@ -57,11 +55,9 @@ def sample_to_folder(model, prompts: Sequence, per_prompt: int, seed: int, num_s
     gather_objects(None)  # every rank has checked the folder before any writes to it
     if rank == 0:
         write_json(marker, settings)
-    # The batches are those of one process, dealt round-robin: a batch's samples share it whatever the
-    # world size (batch mates change float round-off), and a resumed batch is sampled whole again.
-    batches = [list(range(b, min(b + batch_size, len(all_prompts)))) for b in range(0, len(all_prompts), batch_size)]
+    # A resumed batch is sampled whole again, so its samples keep their batch mates.
     missing = lambda index: [i for i in index if not (resume and (out_dir / f"{i:06d}.png").is_file())]  # noqa: E731
-    mine = [index for b, index in enumerate(batches) if b % world == rank and missing(index)]
+    mine = [index for index in my_batches(len(all_prompts), batch_size) if missing(index)]
     loop_seconds, full_steps = 0.0, {}
     sampler = MaskedTokenSampler.for_model(model, num_steps, guidance_scale, temperature, policy)
     for index in tqdm(mine, desc=f"sampling (rank {rank})" if world > 1 else "sampling", unit="batch", disable=not mine):

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from migm_shortcut.checks import check_number, check_whole
-from migm_shortcut.distributed import gather_objects, rank_and_world
+from migm_shortcut.distributed import gather_objects, my_batches, rank_and_world
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import file_digest, read_json, tensor_digest, write_json
 from migm_shortcut.registry import load_model
@@ -184,14 +184,13 @@ def run_setting(model, setting: Setting, cfg: SweepConfig, prompts: list, seeds:
 
 
 def shard_of(num: int, batch_size: int) -> list[int]:
-    """The (prompt, seed) indices this process samples under torchrun: whole batches of one process's
-    run, dealt round-robin, so every sample has the batch mates it has in one process (and so its tokens)."""
-    rank, world = rank_and_world()
-    batches = [list(range(b, min(b + batch_size, num))) for b in range(0, num, batch_size)]
-    if len(batches) < world:
-        raise MigmError(f"{num} images per setting make {len(batches)} batches of {batch_size}, fewer than the {world} "
+    """The (prompt, seed) indices this process samples under torchrun (``my_batches``); every process
+    must have some, since each scores its own images in every row's collective metrics."""
+    world, batches = rank_and_world()[1], -(-num // batch_size)
+    if batches < world:
+        raise MigmError(f"{num} images per setting make {batches} batches of {batch_size}, fewer than the {world} "
                         "processes; lower batch_size in the config or start fewer processes")
-    return [i for b, index in enumerate(batches) if b % world == rank for i in index]
+    return [i for index in my_batches(num, batch_size) for i in index]
 
 
 def combined_speed(speed: dict) -> dict:

@@ -52,6 +52,14 @@ def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def my_batches(num: int, batch_size: int) -> list[list[int]]:
+    """The batches of a one-process run over ``num`` items that this process takes under torchrun: whole
+    batches dealt round-robin, so every sample has the batch mates it has in one process (batch mates change
+    float round-off, hence tokens). All of them in one process."""
+    rank, world = rank_and_world()
+    return [list(range(b, min(b + batch_size, num))) for b in range(0, num, batch_size)][rank::world]
+
+
 def all_sum(values: list[float]) -> list[float]:
     """Element-wise sums over the ranks (``values`` itself in one process)."""
     if not dist.is_initialized():

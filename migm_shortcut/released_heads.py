@@ -34,6 +34,23 @@ def released_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def released_sizes(state: dict[str, torch.Tensor], backbone, ratio_one_key: str, name: str) -> tuple[int, int, int]:
+    """(width, bottleneck ratio, blocks) of a released head, as both published heads lay them out: the width
+    and inner width from ``proj_in`` (absent at ratio 1, where ``ratio_one_key`` gives the width), the block
+    count from the ``blocks.i.`` keys; a head for features of another width is refused."""
+    if "proj_in.weight" in state:
+        inner, width = state["proj_in.weight"].shape
+    elif ratio_one_key in state:
+        inner = width = state[ratio_one_key].shape[0]
+    else:
+        raise MigmError(f"not a {name} head: it has neither proj_in.weight nor {ratio_one_key}")
+    if width != backbone.width:
+        raise MigmError(f"this head is for features of width {width}; the model's are {backbone.width} "
+                        "(a head for another base model)")
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+    return int(width), round(width / inner), max(blocks) + 1 if blocks else 0
+
+
 def check_keys(state: dict[str, torch.Tensor], head: ShortcutHead, path) -> None:
     own = head.state_dict()
     missing = [k for k in own if k not in state]

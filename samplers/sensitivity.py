@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from migm_shortcut.distributed import all_sum, rank_and_world
+from migm_shortcut.distributed import all_sum, my_batches
 from migm_shortcut.errors import MigmError
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.interface import check_model
@@ -213,10 +213,8 @@ def calibrate(backbone, prompts, num_steps: int, guidance_scale: float, temperat
     num_samples = len(prompts)
     recorder = _Recorder(num_steps)
     sampler = MaskedTokenSampler(backbone, num_steps, guidance_scale, temperature, recorder, rule=rule)
-    rank, world = rank_and_world()
-    starts = list(range(0, num_samples, batch_size))[rank::world]
-    for i in tqdm(starts, desc="calibrating", unit="batch", disable=not progress):
-        sampler.generate(prompts[i : i + batch_size], [seed + j for j in range(i, min(i + batch_size, num_samples))])
+    for index in tqdm(my_batches(num_samples, batch_size), desc="calibrating", unit="batch", disable=not progress):
+        sampler.generate([prompts[i] for i in index], [seed + i for i in index])
     totals = all_sum(recorder.sums.tolist() + recorder.counts.tolist())
     sums, counts = torch.tensor(totals[:num_steps]), torch.tensor(totals[num_steps:])
     mean = (sums / counts.clamp(min=1)).tolist()

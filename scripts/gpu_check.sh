@@ -50,20 +50,18 @@ print(f"gpu_check.json after {result['wall_clock_s']} s: {len(loop)} loop sizes,
 PYEOF
 }
 
-echo "== bench-loop: the real sizes first"
-"$PY" -m migm_shortcut.cli bench-loop --device "$DEVICE" $LARGE --out "$OUT_DIR/loop_large.json"
-summarise
-if [ -n "$MASKGIT" ]; then
-  "$PY" -m migm_shortcut.cli bench-loop --device "$DEVICE" $MASKGIT --out "$OUT_DIR/loop_maskgit.json"
-  summarise
-fi
-echo "== bench-cost"
-"$PY" -m migm_shortcut.cli bench-cost --device "$DEVICE" $COST --out "$OUT_DIR/cost.json"
-summarise
-if [ -n "$SMALL" ]; then
-  "$PY" -m migm_shortcut.cli bench-loop --device "$DEVICE" $SMALL --out "$OUT_DIR/loop_small.json"
-  summarise
-fi
+# stage COMMAND FILE ARGS: one benchmark (skipped when ARGS is empty), then the summary of all so far.
+stage() {
+  if [ -n "$3" ]; then
+    echo "== $1 ($2)"
+    "$PY" -m migm_shortcut.cli "$1" --device "$DEVICE" $3 --out "$OUT_DIR/$2"
+    summarise
+  fi
+}
+stage bench-loop loop_large.json "$LARGE"       # the real sizes first
+stage bench-loop loop_maskgit.json "$MASKGIT"
+stage bench-cost cost.json "$COST"
+stage bench-loop loop_small.json "$SMALL"
 
 echo "== tests on $DEVICE"
 # The device-loop tests (determinism and batch invariance run on CUDA when it is there) and the sampler's.

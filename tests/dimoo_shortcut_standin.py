@@ -59,11 +59,14 @@ class SelfAttnBlock(LLaDALlamaBlock):
             q_, k_ = apply_rope(sin, cos, q.float()), apply_rope(sin, cos, k.float())
         q, k = q_.type_as(q), k_.type_as(k)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False)
-        x = x + self.attn_out(att.transpose(1, 2).contiguous().view(b, t, d))
+        return self.feed_forward(x + self.attn_out(att.transpose(1, 2).contiguous().view(b, t, d))), None
+
+    def feed_forward(self, x):
+        """The llama block's second half, the same in both published blocks: RMS norm, SwiGLU, residual."""
         og = x
         x = self.ff_norm(x)
         x, up = self.ff_proj(x), self.up_proj(x)
-        return og + self.ff_out(self.act(x) * up), None
+        return og + self.ff_out(self.act(x) * up)
 
 
 class ShortcutCrossAttention(SelfAttnBlock):
@@ -84,11 +87,7 @@ class ShortcutCrossAttention(SelfAttnBlock):
             k_ = apply_rope(sin[:, :, new_idx, :], cos[:, :, new_idx, :], k.float())
         q, k = q_.type_as(q), k_.type_as(k)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False)
-        x = prev_feat + self.attn_out(att.transpose(1, 2).contiguous().view(b, t, d))
-        og = x
-        x = self.ff_norm(x)
-        x, up = self.ff_proj(x), self.up_proj(x)
-        return og + self.ff_out(self.act(x) * up), None
+        return self.feed_forward(prev_feat + self.attn_out(att.transpose(1, 2).contiguous().view(b, t, d))), None
 
 
 class TimestepEmbedder(nn.Module):

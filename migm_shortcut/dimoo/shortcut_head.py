@@ -44,6 +44,7 @@ from torch import nn
 
 from migm_shortcut.errors import MigmError
 from migm_shortcut.modeling import PretrainedModule
+from migm_shortcut.released_heads import released_sizes
 from migm_shortcut.shortcut import ShortcutHead, ShortcutHeadConfig, TimestepEmbedder, register_head_architecture
 
 
@@ -184,19 +185,10 @@ class DiMOOShortcutHead(ShortcutHead):
         width and bottleneck from ``proj_in`` (or, at ratio 1, ``ln_f``), the MLP size from ``ff_proj``, the
         block count from the keys. Heads, the RoPE base and the norm epsilon cannot be read off the tensors:
         they are the base's (``options``, from the checkpoint's config), as the published head takes them."""
-        if "proj_in.weight" in state:
-            inner, width = state["proj_in.weight"].shape
-        elif "ln_f.weight" in state:
-            inner = width = state["ln_f.weight"].shape[0]
-        else:
-            raise MigmError("not a DiMOO-Shortcut head: it has neither proj_in.weight nor ln_f.weight")
-        if width != backbone.width:
-            raise MigmError(f"this head is for features of width {width}; the model's are {backbone.width} "
-                            "(a head for another base model)")
-        blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+        width, ratio, num_blocks = released_sizes(state, backbone, "ln_f.weight", "DiMOO-Shortcut")
         ff = state.get("blocks.0.cross_attn.ff_proj.weight")
-        return ShortcutHeadConfig(architecture="dimoo-shortcut", width=width, ratio=round(width / inner),
-                                  heads=options["heads"], num_blocks=max(blocks) + 1 if blocks else 0,
+        return ShortcutHeadConfig(architecture="dimoo-shortcut", width=width, ratio=ratio, heads=options["heads"],
+                                  num_blocks=num_blocks,
                                   mlp_hidden=int(ff.shape[0]) if ff is not None else options.get("mlp_hidden", 0),
                                   rope_theta=options.get("rope_theta", 10000.0), norm_eps=options.get("norm_eps", 1e-5),
                                   base_fingerprint=backbone.fingerprint)

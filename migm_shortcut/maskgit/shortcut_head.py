@@ -32,6 +32,7 @@ from torch import nn
 from migm_shortcut.errors import MigmError
 from migm_shortcut.maskgit.transformer import FeedForward, PreNorm  # the blocks the published head reuses, as it does
 from migm_shortcut.modeling import PretrainedModule
+from migm_shortcut.released_heads import released_sizes
 from migm_shortcut.shortcut import ShortcutHead, ShortcutHeadConfig, TimestepEmbedder, register_head_architecture
 
 
@@ -110,16 +111,6 @@ class MaskGITShortcutHead(ShortcutHead):
         """The head's config from a released state dict (``maskgit-shortcut.pth``) and the base it is for:
         the width and bottleneck from ``proj_in`` (or, at ratio 1, the blocks' norms), the block count
         from the keys. Heads cannot be read off the tensors: ``options["heads"]`` (the published 16)."""
-        if "proj_in.weight" in state:
-            inner, width = state["proj_in.weight"].shape
-        elif "blocks.0.cross_attn.norm.weight" in state:
-            inner = width = state["blocks.0.cross_attn.norm.weight"].shape[0]
-        else:
-            raise MigmError("not a MaskGIT-Shortcut head: it has neither proj_in.weight nor blocks.0.cross_attn.norm.weight")
-        if width != backbone.width:
-            raise MigmError(f"this head is for features of width {width}; the model's are {backbone.width} "
-                            "(a head for another base model)")
-        blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
-        return ShortcutHeadConfig(architecture="maskgit-shortcut", width=width, ratio=round(width / inner),
-                                  heads=options["heads"],
-                                  num_blocks=max(blocks) + 1 if blocks else 0, base_fingerprint=backbone.fingerprint)
+        width, ratio, num_blocks = released_sizes(state, backbone, "blocks.0.cross_attn.norm.weight", "MaskGIT-Shortcut")
+        return ShortcutHeadConfig(architecture="maskgit-shortcut", width=width, ratio=ratio, heads=options["heads"],
+                                  num_blocks=num_blocks, base_fingerprint=backbone.fingerprint)
