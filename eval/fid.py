@@ -130,23 +130,36 @@ class CachedFID:
     """
 
     def __init__(self, features: nn.Module, reference: torch.Tensor, reference_name: str,
-                 batch_size: int = 64, progress: bool = True, cache: bool = True, manifold: bool = False):
-        self._setup(features, batch_size, progress, f"{reference_name}|{tensor_digest(reference)}", manifold)
+                 batch_size: int = 64, progress: bool = True, cache: bool = True, manifold: bool = False,
+                 inception_weights: str | Path | bool | None = None):
+        self._setup(features, batch_size, progress, f"{reference_name}|{tensor_digest(reference)}", manifold,
+                    inception_weights)
         self.reference_count = len(reference)
         self._reference_stats(lambda: self._update(reference, real=True, desc=f"reference stats ({reference_name})"),
                               reference_name, cache)
 
     def _setup(self, features: nn.Module, batch_size: int, progress: bool, reference_key: str,
-               manifold: bool = False) -> None:
+               manifold: bool = False, inception_weights: str | Path | bool | None = None) -> None:
         """The metric, and the cache file of its real side (keyed by the reference and the extractor).
 
         ``manifold``: also precision, recall, density and coverage (``eval.manifold``) on the same
         features, which the FID metric's extractor hands over as it computes them (so each image is
-        embedded once); the reference's features are then cached beside its statistics."""
+        embedded once); the reference's features are then cached beside its statistics.
+        ``inception_weights``: also the Inception Score of the generated images (``eval.inception_score``),
+        with the classifier of this weights file (True: torch-fidelity's cached copy)."""
         self.features, self.batch_size, self.progress = features, batch_size, progress
         self.manifold = PrecisionRecall() if manifold else None
         self.last_manifold: dict | None = None
-        extractor = _Tap(features, self._tapped) if manifold else features
+        self.inception_score = self.last_inception_score = None
+        if inception_weights is not None and inception_weights is not False:
+            from .inception_score import InceptionScoreOnFeatures, load_classifier
+
+            if not isinstance(features, InceptionFeatures):
+                raise MigmError("Inception Score needs the Inception features (not the judge's)")
+            self.inception_score = InceptionScoreOnFeatures(
+                load_classifier(None if inception_weights is True else inception_weights, features.net))
+        tapped = manifold or self.inception_score is not None
+        extractor = _Tap(features, self._tapped) if tapped else features
         self._real_side = True
         # Under torchrun each process adds its own images and compute() sums the states over the ranks.
         self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, process_group=cpu_group())
@@ -154,7 +167,24 @@ class CachedFID:
         self.cache_path = cache_dir() / "fid" / f"{key}.safetensors"
 
     def _tapped(self, features: torch.Tensor) -> None:
-        self.manifold.update(features, real=self._real_side)
+        if self.manifold is not None:
+            self.manifold.update(features, real=self._real_side)
+        if self.inception_score is not None and not self._real_side:
+            self.inception_score.update(features)
+
+    def _reset_generated(self) -> None:
+        """Clear the generated side of every metric (the reference side is kept)."""
+        self.metric.reset()  # reset_real_features=False
+        for metric in (self.manifold, self.inception_score):
+            if metric is not None:
+                metric.reset()
+
+    def _extra_scores(self) -> None:
+        if self.manifold is not None:
+            self.last_manifold = self.manifold_scores()
+        if self.inception_score is not None:
+            mean, std = self.inception_score.compute()
+            self.last_inception_score = {"inception_score": float(mean), "inception_score_std": float(std)}
 
     def _reference_stats(self, compute, reference_name: str, cache: bool = True) -> None:
         """The real side's statistics from the cache file, else ``compute()`` them (and cache them)."""
@@ -195,25 +225,19 @@ class CachedFID:
             raise MigmError("FID needs at least 2 images")
         if images.is_floating_point() and not torch.isfinite(images).all():
             raise MigmError("images contain NaN or inf; FID is undefined")
-        self.metric.reset()  # clears the generated side only (reset_real_features=False)
-        if self.manifold is not None:
-            self.manifold.reset()  # the generated side only
+        self._reset_generated()
         self._update(images, real=False, desc="FID features")
-        if self.manifold is not None:
-            self.last_manifold = self.manifold_scores()
+        self._extra_scores()
         return float(self.metric.compute())
 
     def score_files(self, files: list[Path]) -> float:
         """FID of image files of any size (read as RGB at Inception's size, in batches, never all at once)."""
         if all_sum([len(files)])[0] < 2:
             raise MigmError("FID needs at least 2 images")
-        self.metric.reset()
-        if self.manifold is not None:
-            self.manifold.reset()
+        self._reset_generated()
         for i in tqdm(range(0, len(files), self.batch_size), desc="FID features", disable=not self.progress, leave=False):
             self.metric.update(torch.stack([load_rgb(p) for p in files[i : i + self.batch_size]]), real=False)
-        if self.manifold is not None:
-            self.last_manifold = self.manifold_scores()
+        self._extra_scores()
         return float(self.metric.compute())
 
     def manifold_scores(self) -> dict | None:
@@ -254,11 +278,12 @@ class FolderFID(CachedFID):
     once); the statistics are cached under a hash of the files' bytes and the extractor."""
 
     def __init__(self, folder: str | Path, features: nn.Module | None = None, batch_size: int = 64, progress: bool = True,
-                 manifold: bool = True):
+                 manifold: bool = True, inception_weights: str | Path | bool | None = None):
         from migm_shortcut.io import file_digest
 
         files = reference_files(folder)
-        self._setup(features or InceptionFeatures(), batch_size, progress, f"folder|{file_digest(folder)}", manifold)
+        self._setup(features or InceptionFeatures(), batch_size, progress, f"folder|{file_digest(folder)}", manifold,
+                    inception_weights)
         self.reference_count = len(files)
 
         def stream() -> None:

@@ -42,8 +42,9 @@ def pareto_settings(rows: list[dict], quality: str = "fid") -> list[dict]:
 
 
 def frontier(result: dict, quality: str = "fid", min_speedup: float = 2.0, tolerance: float = 0.05,
-             accuracy_points: float = 1.0) -> dict:
-    """The comparisons above for one sweep's ``results.json`` (as a dict)."""
+             accuracy_points: float = 1.0, prices: list[dict] | None = None) -> dict:
+    """The comparisons above for one sweep's ``results.json`` (as a dict); with ``prices``
+    (``eval.projection.cost_ratios``), the same comparisons again at each priced size's projected speedups."""
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise MigmError("--frontier reads a sweep's results.json (a file with 'rows'); this is another kind of result")
     rows = _timed(result["rows"], quality)
@@ -70,11 +71,23 @@ def frontier(result: dict, quality: str = "fid", min_speedup: float = 2.0, toler
         best = min(rivals, key=lambda r: r[quality], default=None)
         duels.append({"baseline": _brief(baseline, quality), "head": None if best is None else _brief(best, quality),
                       "head_wins": best is not None and best[quality] < baseline[quality]})
-    return {"kind": "frontier", "quality": quality, "min_speedup": min_speedup, "tolerance": tolerance,
-            "accuracy_points": accuracy_points, "reference": _brief(reference, quality),
-            "pareto": [_brief(r, quality) for r in pareto_settings(rows, quality)],
-            "fastest_keeping_quality": [_brief(r, quality) for r in sorted(fastest.values(), key=lambda r: -r["speedup"])],
-            "head_vs_baselines": duels}
+    summary = {"kind": "frontier", "quality": quality, "min_speedup": min_speedup, "tolerance": tolerance,
+               "accuracy_points": accuracy_points, "reference": _brief(reference, quality),
+               "pareto": [_brief(r, quality) for r in pareto_settings(rows, quality)],
+               "fastest_keeping_quality": [_brief(r, quality) for r in sorted(fastest.values(), key=lambda r: -r["speedup"])],
+               "head_vs_baselines": duels}
+    if prices:
+        from .projection import projected_rows
+
+        summary["projections"] = []
+        for price in prices:
+            priced = projected_rows(result, price)
+            at_size = frontier({**result, "rows": priced}, quality, min_speedup, tolerance, accuracy_points)
+            summary["projections"].append({
+                **price, **{k: at_size[k] for k in ("pareto", "fastest_keeping_quality", "head_vs_baselines")},
+                "rows": [{**_brief(r, quality), "measured_speedup": round(r["measured_speedup"], 3)}
+                         for r in _timed(priced, quality)]})
+    return summary
 
 
 def _pct(value) -> str:
@@ -100,4 +113,32 @@ def markdown_frontier(summary: dict) -> str:
         lines.append(f"| {b['setting']} | {b['speedup']:.2f}x | {b[q]:.2f} | {head} | {'yes' if duel['head_wins'] else 'no'} |")
     lines += ["", "Pareto front (no setting is both at least as fast and at least as good): "
               + ", ".join(f"{r['setting']} ({r['speedup']:.2f}x, {r[q]:.2f})" for r in summary["pareto"]) + "."]
+    if summary.get("projections"):
+        lines += ["", markdown_projections(summary)]
     return "\n".join(lines) + "\n"
+
+
+def markdown_projections(summary: dict) -> str:
+    """Every setting's measured speedup beside its projections, and who wins at each projected size."""
+    q, label = summary["quality"], summary["quality"].upper() if summary["quality"] == "fid" else summary["quality"]
+    projections = summary["projections"]
+    by_setting = {}
+    for i, p in enumerate(projections):
+        for r in p["rows"]:
+            by_setting.setdefault(r["setting"], {"row": r, "projected": {}})["projected"][i] = r["speedup"]
+    head = " | ".join(f"projected at {p['size']} (c={p['c']:g}, {p['basis']})" for p in projections)
+    lines = ["Projection (not a measurement): each setting priced at the cost ratio c = head step / full step that "
+             "bench-cost measured at these sizes; quality as measured here.", "",
+             f"| method | setting | {label} | measured speedup | {head} |",
+             "|---|---|---:|---:|" + "---:|" * len(projections)]
+    for entry in by_setting.values():
+        r = entry["row"]
+        cells = " | ".join(f"{entry['projected'][i]:.2f}x" if i in entry["projected"] else "—" for i in range(len(projections)))
+        lines.append(f"| {r['method']} | {r['setting']} | {r[q]:.2f} | {r['measured_speedup']:.2f}x | {cells} |")
+    for p in projections:
+        wins = [d for d in p["head_vs_baselines"]]
+        won = sum(d["head_wins"] for d in wins)
+        lines += ["", f"At {p['size']}: the head beats {won} of the {len(wins)} baseline settings at "
+                  f"{summary['min_speedup']:g}x or faster (projected); Pareto front: "
+                  + ", ".join(f"{r['setting']} ({r['speedup']:.2f}x, {r[q]:.2f})" for r in p["pareto"]) + "."]
+    return "\n".join(lines)

@@ -82,7 +82,8 @@ class SampleEvaluator:
         )
 
 
-def score_image_folder(folder, load_model, reference: str, reference_size: int | None, backend: str = "torchmetrics") -> dict:
+def score_image_folder(folder, load_model, reference: str, reference_size: int | None, backend: str = "torchmetrics",
+                       inception_weights=None) -> dict:
     """``migm-shortcut fid``: a folder of PNGs against a reference, by Inception FID and the domain FID
     of the model's classifier, or by clean-fid (``backend="clean-fid"``, no model needed). Against a
     folder of real images, both folders are read as RGB at Inception's size (what sweeps score), with
@@ -92,17 +93,22 @@ def score_image_folder(folder, load_model, reference: str, reference_size: int |
     folder = Path(folder)
     if not folder.is_dir():
         raise MigmError(f"--images {folder} is not a folder of PNG images")
+    is_folder = reference not in (None, MODEL_REFERENCE) and Path(reference).is_dir()
+    if inception_weights is not None and (backend == "clean-fid" or not is_folder):
+        raise MigmError("--inception-weights scores against a folder of real images with the torchmetrics backend; "
+                        "pass --reference FOLDER")
     if backend != "clean-fid" and reference not in (None, MODEL_REFERENCE) and Path(reference).is_dir():
         # Real images in a folder: both sides as the sweeps score them (RGB at Inception's size, any image size),
         # with precision and recall; no model is needed.
         from .fid import FolderFID, reference_files
 
-        fid = FolderFID(reference, manifold=True)
+        fid = FolderFID(reference, manifold=True, inception_weights=inception_weights)
         files = reference_files(folder)
         value = fid.score_files(files)
         return {"images": str(folder), "num_images": len(files), "reference": str(reference),
                 "reference_images": fid.reference_count, "backend": "torchmetrics", "fid": value, "domain_fid": None,
-                "prompt_accuracy": None, **{k: (fid.last_manifold or {}).get(k) for k in ("precision", "recall")}}
+                "prompt_accuracy": None, **{k: (fid.last_manifold or {}).get(k) for k in ("precision", "recall")},
+                **(fid.last_inception_score or {})}
     model = load_model() if reference in (None, MODEL_REFERENCE) or backend != "clean-fid" else None
     if backend == "clean-fid":
         from .cleanfid_backend import cleanfid_score

@@ -17,12 +17,14 @@ def _fmt(value, digits: int) -> str:
 def markdown_table(result: dict) -> str:
     with_clip = any(r.get("clip_score") is not None for r in result["rows"])
     with_pr = any(r.get("precision") is not None for r in result["rows"])  # sweeps since precision/recall
+    with_is = any(r.get("inception_score") is not None for r in result["rows"])
+    with_ir = any(r.get("image_reward") is not None for r in result["rows"])
     lines = [
         "| method | setting | latency ms/img | speedup | full steps | GFLOPs/img | FID | "
-        + ("precision / recall | " if with_pr else "") + "domain FID* | prompt acc | "
-        + ("CLIPScore | " if with_clip else "") + "images |",
-        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if with_pr else "") + "---:|---:|"
-        + ("---:|" if with_clip else "") + "---:|",
+        + ("IS | " if with_is else "") + ("precision / recall | " if with_pr else "") + "domain FID* | prompt acc | "
+        + ("CLIPScore | " if with_clip else "") + ("ImageReward | " if with_ir else "") + "images |",
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if with_is else "") + ("---:|" if with_pr else "") + "---:|---:|"
+        + ("---:|" if with_clip else "") + ("---:|" if with_ir else "") + "---:|",
     ]
     timed = [r for r in result["rows"] if r["method"] != "real"]
     baseline_run = timed[0].get("run") if timed else None
@@ -37,10 +39,12 @@ def markdown_table(result: dict) -> str:
         lines.append(
             f"| {r['method']} | {r['setting']}{mark} | {_fmt(latency, 1)} | {speedup} | {_fmt(r['full_steps'], 1)} | "
             f"{_fmt(r['gflops'], 2)} | {_fmt(r['fid'], 2)} | "
+            + (f"{_fmt(r.get('inception_score'), 2)} | " if with_is else "")
             + (f"{_fmt(r.get('precision'), 3)} / {_fmt(r.get('recall'), 3)} | " if with_pr else "")
             + f"{_fmt(r['domain_fid'], 2)} | "
             f"{_fmt(accuracy, 1) + '%' if accuracy is not None else '—'} | "
             + (f"{_fmt(r.get('clip_score'), 2)} | " if with_clip else "")
+            + (f"{_fmt(r.get('image_reward'), 3)} | " if with_ir else "")
             + f"{r['num_images']} |"
         )
     lines.append("")
@@ -49,8 +53,12 @@ def markdown_table(result: dict) -> str:
         if result.get("reference") is not None:
             scored.append(f"FID: Inception-v3 (TF-2015 weights) against the {result['reference_images']} images of "
                           f"{result['reference']}")
+        if result.get("inception_weights") is not None:
+            scored.append(f"IS: Inception Score (10 parts) with the classifier of {result['inception_weights']}")
         if result.get("clip") is not None:
             scored.append(f"CLIPScore: torchmetrics with the CLIP model in {result['clip']}")
+        if result.get("image_reward") is not None:
+            scored.append(f"ImageReward: the image-reward package with the weights in {result['image_reward']}")
         lines.append(("; ".join(scored) + ". " if scored else "Speed only. ") +
                      f"Prompts: {result.get('prompts')}. Latency is the median sampling-loop time per image on "
                      f"{result['device']} ({result['torch_threads']} threads); speedup relative to {result['baseline']}"
@@ -70,11 +78,11 @@ def markdown_table(result: dict) -> str:
 
 
 def write_markdown(result: dict, path: str | Path) -> None:
-    write_bytes(path, markdown_table(result).encode())
+    write_bytes(path, markdown_for(result).encode())
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
-HIGHER_IS_BETTER = {"prompt_accuracy", "clip_score"}
+HIGHER_IS_BETTER = {"prompt_accuracy", "clip_score", "inception_score", "image_reward"}
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
@@ -100,7 +108,9 @@ def write_pareto(result: dict, path: str | Path) -> None:
     panels = [(key, title) for key, title in (("fid", "Inception FID (lower is better)"),
                                               ("domain_fid", "domain FID* (lower is better)"),
                                               ("prompt_accuracy", "prompt accuracy (higher is better)"),
-                                              ("clip_score", "CLIPScore (higher is better)")) if has(key)]
+                                              ("inception_score", "Inception Score (higher is better)"),
+                                              ("clip_score", "CLIPScore (higher is better)"),
+                                              ("image_reward", "ImageReward (higher is better)")) if has(key)]
     if not panels:  # a speed-only sweep: backbone passes against speedup
         panels = [("full_steps", "full backbone passes per image")]
     methods = list(dict.fromkeys(r["method"] for r in timed))
@@ -163,6 +173,10 @@ def markdown_for(result, source: str = "") -> str:
     from migm_shortcut.errors import MigmError
 
     if isinstance(result, dict) and isinstance(result.get("rows"), list):
+        if result.get("protocol"):
+            from .protocols import markdown_published
+
+            return markdown_table(result) + "\n" + markdown_published(result)
         return markdown_table(result)
     if isinstance(result, dict) and result.get("kind") == "dimoo_load":
         lines = ["| loader | transformers | parameters | load | first image | peak host memory |",

@@ -94,6 +94,8 @@ class SweepConfig:
     inception: bool = True
     real_baseline: bool = True  # also score as many real training images, the floor FID can reach at this count
     reconstruction_baseline: bool = False  # and their VQ reconstructions: the floor for any sampler of this tokenizer
+    class_prompts: bool = False  # a class-conditional model: every class, per_class times (LoadedModel.class_prompts)
+    protocol: dict | None = None  # a paper's evaluation: the model it is for, its metrics, its published rows (eval.protocols)
 
 
 _TOP_LEVEL = {f.name for f in fields(SweepConfig)} | {"description"}
@@ -131,6 +133,9 @@ def _parse_setting(raw: Any, where: str) -> Setting:
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
+    from .protocols import resolve_config
+
+    path = resolve_config(path)
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise MigmError(f"{path}: a sweep config is a JSON object with 'settings'")
@@ -145,6 +150,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if baseline is not None and baseline.policy != "vanilla":
         raise MigmError(f"{path}: the baseline must be a vanilla setting (speedups are ratios to vanilla)")
     scalars = {k: v for k, v in raw.items() if k not in ("settings", "baseline", "description")}
+    if "protocol" in raw:
+        from .protocols import check_protocol
+
+        labels = [s.name for s in ([baseline] if baseline else []) + settings]
+        scalars["protocol"] = check_protocol(raw["protocol"], f"{path}", labels)
     return SweepConfig(settings=settings, baseline=baseline, **scalars)
 
 
@@ -209,12 +219,12 @@ def combined_speed(speed: dict) -> dict:
 
 # What must agree between two sweeps for one's rows to stand in for the other's.
 RUN_SIGNATURE = ("num_images_per_setting", "prompts", "clip", "reference", "reference_images", "backbone", "device", "torch_threads",
-                 "guidance_scale", "temperature", "seed", "batch_size", "inception")
+                 "guidance_scale", "temperature", "seed", "batch_size", "inception", "inception_weights", "image_reward")
 
 
 CLASS_PROMPTS = "class prompts"
 # Values of signature fields that sweeps written before the field existed had implicitly.
-SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS, "clip": None}
+SIGNATURE_DEFAULTS = {"prompts": CLASS_PROMPTS, "clip": None, "inception_weights": None, "image_reward": None}
 
 
 def setting_inputs(setting: Setting, model=None) -> dict[str, str]:
@@ -288,14 +298,19 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
               device: str = "cpu", progress: bool = True, per_class: int | None = None, resume: bool = False,
               reuse_from: list[str | Path] = (), prompts: list[str] | None = None, per_prompt: int = 1,
               load_options: dict | None = None, reference: str | Path | None = None,
-              clip: str | Path | None = None) -> dict:
+              clip: str | Path | None = None, inception_weights: str | Path | None = None,
+              image_reward: str | Path | None = None, command: str | None = None) -> dict:
     """Run a sweep on ``load_model(model, **load_options)``.
 
     The embedded model without ``prompts`` is scored on its class prompts (FID, domain FID,
     prompt accuracy); with ``prompts`` (any model) each prompt is sampled ``per_prompt`` times
     and the rows report latency, speedup, backbone passes and FLOPs, plus Inception FID against
-    the images in ``reference`` (a folder) and CLIPScore with the CLIP model in ``clip`` (a folder),
-    when given.
+    the images in ``reference`` (a folder), its precision and recall, Inception Score with the classifier
+    of ``inception_weights`` (a file), CLIPScore with the CLIP model in ``clip`` and ImageReward with the
+    weights in ``image_reward`` (folders), when given. A config with ``class_prompts`` samples every class
+    of a class-conditional model ``per_class`` times instead; one with a ``protocol`` (``eval.protocols``)
+    checks the model and the metrics' inputs before any work and carries its published rows.
+    ``command``: the command line, recorded beside the results.
     """
     cfg = load_sweep_config(config_path)
     if per_class is not None:
@@ -304,16 +319,31 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     started = time.perf_counter()
     # tells the rows timed in this run from reused ones (two runs can start within one second)
     run_id = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{uuid.uuid4().hex[:8]}"
-    if prompts is None and (reference is not None or clip is not None):
-        raise MigmError("--reference and --clip score the images of --prompts-file; pass the prompts too")
+    if prompts is None and not cfg.class_prompts and any(x is not None for x in (reference, clip, image_reward)):
+        raise MigmError("--reference, --clip and --image-reward score the images of --prompts-file; pass the prompts too")
+    if inception_weights is not None and reference is None:
+        raise MigmError("--inception-weights adds the Inception Score to FID's features; pass --reference FOLDER too")
     from .clip import check_clip_folder
     from .fid import reference_files
+    from .image_reward import check_image_reward_folder
 
     if reference is not None:
         reference_files(reference)  # an empty or missing folder fails before the model loads
     if clip is not None:
         check_clip_folder(clip)
+    if image_reward is not None:
+        check_image_reward_folder(image_reward)
+    if cfg.protocol is not None and inception_weights is None and "inception_score" in cfg.protocol.get("metrics", []):
+        from .inception_score import default_weights_path
+
+        inception_weights = default_weights_path() if default_weights_path().is_file() else None
     loaded = load_model(model, device=device, **(load_options or {}))
+    if cfg.protocol is not None:
+        from .protocols import check_protocol_run
+
+        check_protocol_run(cfg.protocol, loaded, {"--reference": reference, "--clip": clip,
+                                                  "--inception-weights": inception_weights,
+                                                  "--image-reward": image_reward})
     # What the config leaves unset is the model's own: its N for the baseline, its CFG scale and temperature.
     d = loaded.defaults
     cfg.baseline = cfg.baseline or Setting("vanilla", d.num_steps)
@@ -324,6 +354,12 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         if setting.rule:
             loaded.rule.replace(**setting.rule)
     per_class = cfg.quick_per_class if quick else cfg.per_class
+    if prompts is None and cfg.class_prompts:
+        prompts = loaded.class_prompts(per_class)
+        if prompts is None:
+            raise MigmError(f"{config_path} samples every class of a class-conditional model; this {loaded.kind} model "
+                            "has no classes (use a config without class_prompts, and --prompts-file)")
+        prompts, per_prompt = [str(p) for p in prompts], 1
     evaluation = loaded.evaluation_prompts(per_class) if prompts is None else None
     if prompts is not None:
         if not prompts:
@@ -337,8 +373,15 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         from .clip import LocalCLIPScore
         from .fid import FolderFID
 
-        folder_fid = FolderFID(reference, progress=progress) if reference is not None else None
+        folder_fid = (FolderFID(reference, progress=progress, inception_weights=inception_weights)
+                      if reference is not None else None)
         clip_score = LocalCLIPScore(clip) if clip is not None else None
+        if image_reward is not None:
+            from .image_reward import LocalImageReward
+
+            if any(not isinstance(p, str) for p in prompts):
+                raise MigmError("--image-reward scores text prompts; this model is class-conditional (drop --image-reward)")
+            reward = LocalImageReward(image_reward, device)
     elif evaluation is not None:
         reference_size = cfg.quick_reference_size if quick else cfg.reference_size
         evaluator = SampleEvaluator(loaded.judge, reference_images(loaded, cfg.reference, reference_size),
@@ -348,6 +391,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     if evaluator is not None:
         folder_fid = clip_score = None
+    if evaluator is not None or image_reward is None:
+        reward = None
     seeds = [cfg.seed + i for i in range(len(prompts))]
     model = loaded
     rank, world = rank_and_world()
@@ -361,10 +406,12 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         "reference": evaluator.reference_name if evaluator else (str(reference) if folder_fid else None),
         "reference_images": evaluator.reference_count if evaluator else (folder_fid.reference_count if folder_fid else None),
         "clip": str(clip) if clip_score else None,
+        "inception_weights": str(inception_weights) if folder_fid and folder_fid.inception_score else None,
+        "image_reward": reward.name if reward else None,
         "backbone": model.backbone.fingerprint, "device": device, "torch_threads": torch.get_num_threads(),
         "guidance_scale": cfg.guidance_scale, "temperature": cfg.temperature, "seed": cfg.seed,
         "batch_size": cfg.batch_size, "inception": cfg.inception and evaluator is not None, "processes": world,
-        "baseline": cfg.baseline.name, "rows": [],
+        "baseline": cfg.baseline.name, "protocol": cfg.protocol, "command": command, "rows": [],
     }
     sources = [Path(p) for p in reuse_from]
     if resume and (out_dir / "results.json").is_file():
@@ -419,7 +466,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     for i, (setting, row, old) in enumerate(planned):
         if old is not None:
             continue
-        scored = evaluator is not None or folder_fid is not None or clip_score is not None
+        scored = evaluator is not None or folder_fid is not None or clip_score is not None or reward is not None
         run = run_pipeline_setting if is_pipeline[i] else run_setting
         images, speed = run(model, setting, cfg, my_prompts, my_seeds, progress, decode=scored)
         speed = combined_speed(speed)
@@ -430,8 +477,12 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
             scores = {"fid": folder_fid.score(images) if folder_fid else None, "domain_fid": None,
                       "prompt_accuracy": None, "num_images": len(prompts)}
             scores.update({k: (folder_fid.last_manifold or {}).get(k) if folder_fid else None for k in ("precision", "recall")})
+            if folder_fid is not None and folder_fid.last_inception_score is not None:
+                scores.update(folder_fid.last_inception_score)
             if clip_score is not None:
                 scores["clip_score"] = clip_score.score(images, my_prompts)
+            if reward is not None:
+                scores["image_reward"] = reward.score(images, my_prompts)
         measured[i] = {**row, **speed, "speedup": baseline_latency[is_pipeline[i]] / speed["latency_s"], **scores, "run": run_id}
         result["rows"] = rows_so_far()
         result["wall_clock_s"] = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -310,7 +311,7 @@ def cmd_train_head(args: argparse.Namespace) -> None:
 
 def cmd_validate_head(args: argparse.Namespace) -> None:
     from migm_shortcut.samplers import load_head
-    from migm_shortcut.train.head import evaluate_head, format_validation
+    from migm_shortcut.train.head import evaluate_head, format_position_errors, format_validation
 
     model = load_model_from_args(args)
     head_path = args.head or model.head_path
@@ -319,6 +320,8 @@ def cmd_validate_head(args: argparse.Namespace) -> None:
     rolled = f", head rolled {args.rollout} steps (step k: scored against step k+{args.rollout})" if args.rollout > 1 else ""
     print(f"{result['split']} trajectories of {args.data}: {result['trajectories']}{rolled}\n"
           f"{format_validation(result['rows'], with_mean=True)}")
+    if args.by_position:
+        print(format_position_errors(result["rows"]))
     if args.out:
         write_json(args.out, {"head": str(head_path), **result})
         print(f"wrote {args.out}")
@@ -362,7 +365,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from migm_shortcut.eval.report import markdown_table
+    from migm_shortcut.eval.report import markdown_for
     from migm_shortcut.eval.sweep import default_config_path, run_sweep
 
     from migm_shortcut.distributed import finish_distributed, init_distributed
@@ -373,9 +376,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     result = run_sweep(config, args.out, quick=args.quick, model=args.model, device=str(device),
                        per_class=args.per_class, resume=args.resume, reuse_from=args.reuse_from, prompts=prompts,
                        per_prompt=args.per_prompt, load_options=load_options(args), reference=args.reference,
-                       clip=args.clip)
+                       clip=args.clip, inception_weights=args.inception_weights, image_reward=args.image_reward,
+                       command=args.command_line)
     if rank == 0:
-        print(markdown_table(result))
+        print(markdown_for(result))
         print(f"wrote {args.out}/results.json, results.md, pareto.png in {result['wall_clock_s']:.0f} s "
               f"({world} process(es))")
     finish_distributed()
@@ -420,6 +424,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     from migm_shortcut.io import read_json
 
     if not args.frontier:
+        if args.price_at:
+            raise MigmError("report --price-at prices a sweep's frontier; add --frontier")
         if args.out:
             raise MigmError("report --out writes the --frontier summary; add --frontier, or drop --out")
         print("\n".join(markdown_for(read_json(path), str(path)) for path in args.results), end="")
@@ -428,7 +434,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     if args.out and len(args.results) != 1:
         raise MigmError("report --frontier --out summarises one sweep; give one results file")
-    summaries = [frontier(read_json(path), args.quality, args.min_speedup, args.tolerance) for path in args.results]
+    prices = None
+    if args.price_at:
+        from migm_shortcut.eval.projection import cost_ratios
+
+        prices = cost_ratios(read_json(args.price_at))
+    summaries = [frontier(read_json(path), args.quality, args.min_speedup, args.tolerance, prices=prices)
+                 for path in args.results]
     if args.out:
         write_json(args.out, dict(summaries[0], source=str(args.results[0])))
     print("\n".join(markdown_frontier(s) for s in summaries), end="")
@@ -438,7 +450,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
     from migm_shortcut.eval.quality import score_image_folder
 
     result = score_image_folder(args.images, lambda: load_model_from_args(args), args.reference, args.reference_size,
-                                args.backend)
+                                args.backend, args.inception_weights)
     if args.out:
         write_json(args.out, result)
     if result["backend"] == "clean-fid":
@@ -446,8 +458,11 @@ def cmd_fid(args: argparse.Namespace) -> None:
     else:
         domain = ("" if result["domain_fid"] is None else
                   f", domain FID {result['domain_fid']:.3f} (the model's judge's features, not comparable with papers)")
+        extra = "".join(f", {name} {result[key]:.3f}" for key, name in (("precision", "precision"), ("recall", "recall"),
+                                                                        ("inception_score", "Inception Score"))
+                        if result.get(key) is not None)
         print(f"{result['num_images']} images vs {result['reference']} ({result['reference_images']}): FID "
-              f"{result['fid']:.3f}{domain}")
+              f"{result['fid']:.3f}{domain}{extra}")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -566,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=_positive("--num"), default=64, help="trajectories to score (train-head's --val-trajectories)")
     p.add_argument("--rollout", type=_positive("--rollout"), default=1,
                    help="roll the head this many shortcut steps on its own predictions before scoring (copy: as many)")
+    p.add_argument("--by-position", action="store_true", help="also print where the error sits: positions committed "
+                   "before, committed during the rollout, still masked beside those, and still masked elsewhere")
     p.add_argument("--out", default=None, help="also write the per-step numbers to this JSON file")
     _add_model_args(p)
     p.set_defaults(func=cmd_validate_head)
@@ -590,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("sweep", help="quality vs latency for a list of sampler settings (table, JSON, Pareto plot)")
-    p.add_argument("--config", help="sweep config JSON (default: the shipped default_sweep.json)")
+    p.add_argument("--config", help="sweep config JSON, or a shipped protocol: maskgit-512, dimoo-1024 "
+                                    "(default: the shipped default_sweep.json)")
     p.add_argument("--out", required=True, help="output folder for results.json, results.md, pareto.png")
     p.add_argument("--quick", action="store_true", help="10 images per class and a 1000-image reference: minutes on 2 cores")
     p.add_argument("--per-class", type=_positive("--per-class"), help="override the config's images per class")
@@ -603,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-prompt", type=_positive("--per-prompt"), default=1, help="with --prompts-file: images per prompt")
     p.add_argument("--reference", help="with --prompts-file: Inception FID against this folder of real images")
     p.add_argument("--clip", help="with --prompts-file: CLIPScore with the CLIP model in this local folder (never downloaded)")
+    p.add_argument("--inception-weights", metavar="FILE", help="with --reference: also the Inception Score, with the "
+                   "classifier of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
+    p.add_argument("--image-reward", metavar="FOLDER", help="with --prompts-file: ImageReward with ImageReward.pt and "
+                   "med_config.json from this folder (pip install 'migm-shortcut[image-reward]'; never downloaded)")
     _add_model_args(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -643,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", default="fid", choices=("fid", "domain_fid"), help="--frontier: the quality column (lower is better)")
     p.add_argument("--min-speedup", type=float, default=2.0, help="--frontier: baselines compared from this speedup up")
     p.add_argument("--tolerance", type=float, default=0.05, help="--frontier: allowed relative quality loss against the reference")
+    p.add_argument("--price-at", metavar="BENCH_COST_JSON", help="--frontier: also project every setting's speedup at the "
+                   "sizes of this bench-cost results file (its c = head step / full step), and compare there")
     p.add_argument("--out", help="--frontier: also write the summary as JSON (one results file)")
     p.set_defaults(func=cmd_report)
 
@@ -653,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-size", type=_positive("--reference-size"), default=None,
                    help="use a class-balanced subset of the reference")
     p.add_argument("--backend", choices=("torchmetrics", "clean-fid"), default="torchmetrics")
+    p.add_argument("--inception-weights", metavar="FILE", help="with a reference folder: also the Inception Score, with the "
+                   "classifier of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
     p.add_argument("--out", help="also write the scores to this JSON file")
     _add_model_args(p)
     p.set_defaults(func=cmd_fid)
@@ -660,7 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["migm-shortcut", *map(str, argv)])  # recorded beside results
     try:
         args.func(args)
     except MigmError as exc:

@@ -236,6 +236,11 @@ class LoadedModel:
         """The built-in evaluation set (prompts and their class), for sweeps without a prompts file."""
         return None
 
+    def class_prompts(self, per_class: int) -> list | None:
+        """Every class of a class-conditional model, ``per_class`` times each, class by class (as an
+        evaluation over a labelled validation set draws them); None: the family is not class-conditional."""
+        return None
+
     def reference_images(self, split: str = "test", size: int | None = None) -> ReferenceImages | None:
         """Real images of ``split`` to score FID against (``size`` of them); None: the family has none."""
         return None

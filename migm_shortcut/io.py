@@ -106,6 +106,12 @@ def load_torch(path: str | Path, trust: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise MigmError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle): anything else is not such a file at
+    # all, which the weights-only unpickler would otherwise report as "holds Python objects"
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+        raise MigmError(f"checkpoint {path} is corrupt or not a torch.save file; replace it with the file as downloaded")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except ModuleNotFoundError as exc:  # a trusted file naming a class of a library that is not installed

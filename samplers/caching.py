@@ -223,5 +223,9 @@ class MLCachePolicy(StepPolicy):
         features = self.passes.partial(backbone, state.input_ids, state.prev_features, self.recompute_index(state))
         return StepOutput(features, state.flags(False))
 
+    @classmethod
+    def cheap_step_cost(cls, params: dict[str, Any], head_cost: float) -> float:
+        return float(params.get("recompute", 0.1))  # the recomputed share of the positions, every layer
+
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "warmup": self.warmup, "interval": self.interval, "recompute": self.recompute}

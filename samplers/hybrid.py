@@ -71,3 +71,9 @@ class HybridShortcutPolicy(ShortcutPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "policy": self.name, "recompute": self.recompute}
+
+    @classmethod
+    def cheap_step_cost(cls, params: dict[str, Any], head_cost: float) -> float:
+        # the head, plus the recomputed share of the positions through every layer (linear in positions;
+        # their attention over the cached keys is counted at the same share, an approximation)
+        return head_cost + float(params.get("recompute", 0.05))

@@ -142,6 +142,14 @@ class StepPolicy:
         """Plain settings recorded in run.json and sweep tables."""
         return {"policy": self.name}
 
+    @classmethod
+    def cheap_step_cost(cls, params: dict[str, Any], head_cost: float) -> float:
+        """What a step without a full backbone pass costs, in full passes, where a head step costs
+        ``head_cost`` of one (``params``: the setting's parameters). It prices a measured setting at
+        another model's size (``report --price-at``). The default is a step that reuses cached features:
+        no model work."""
+        return 0.0
+
 
 class VanillaPolicy(StepPolicy):
     """Every step runs the backbone: the reference every acceleration is measured against."""

@@ -141,6 +141,10 @@ class ShortcutPolicy(StepPolicy):
             return StepOutput(features, state.flags(True))
         return StepOutput(shortcut_features(self.head, state), state.flags(False), self.shortcut_guidance)
 
+    @classmethod
+    def cheap_step_cost(cls, params: dict[str, Any], head_cost: float) -> float:
+        return head_cost  # one head pass
+
     def guidance_setting(self) -> dict[str, Any]:
         """``shortcut_guidance`` for ``describe``, only when set (older records stay as they were)."""
         return {} if self.shortcut_guidance is None else {"shortcut_guidance": self.shortcut_guidance}

@@ -103,3 +103,34 @@ def test_two_process_calibration_writes_the_table_of_one(tiny_weights, tmp_path)
     tables = [json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json")]
     assert tables[0]["sensitivity"] == pytest.approx(tables[1]["sensitivity"], rel=1e-9)
     assert tables[0]["num_samples"] == tables[1]["num_samples"] == 6
+
+
+def test_two_process_inception_score_and_image_reward_are_those_of_one(tiny_weights, tmp_path, monkeypatch):
+    """The prompts route's metrics synced over the processes: FID, Inception Score (its shuffle the same for
+    any split of the images) and ImageReward (the stand-in package) equal one process's."""
+    from migm_shortcut.eval.fid import InceptionFeatures
+
+    from image_reward_standin import write_package, write_weights_folder
+    from test_inception_score import fidelity_weights
+    from tiny_amused_pipeline import write_reference_images
+
+    weights = tmp_path / "inception.pth"
+    fidelity_weights(weights, InceptionFeatures().net)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(write_package(tmp_path / "site")),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("MIGM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "prompts.txt").write_text("a photo of a bag\na photo of a dress\n")
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"batch_size": 2, "baseline": {"policy": "vanilla", "steps": 3},
+                                  "settings": [{"policy": "vanilla", "steps": 2}]}))
+    args = ["sweep", "--config", str(config), "--weights", str(tiny_weights), "--prompts-file",
+            str(tmp_path / "prompts.txt"), "--per-prompt", "6", "--reference", str(write_reference_images(tmp_path / "real", 12)),
+            "--inception-weights", str(weights), "--image-reward", str(write_weights_folder(tmp_path / "reward"))]
+    one = one_process(*args, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(*args, "--out", str(tmp_path / "two"), cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-4000:]
+    rows = {d: json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in ("one", "two")}
+    for a, b in zip(rows["one"], rows["two"]):
+        for key in ("fid", "inception_score", "image_reward"):
+            assert a[key] is not None and a[key] == pytest.approx(b[key], rel=1e-6), (a["setting"], key)

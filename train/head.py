@@ -36,7 +36,7 @@ from migm_shortcut.checks import check_sampling
 from migm_shortcut.errors import MigmError
 from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import HEAD_FOLDER, check_model
-from migm_shortcut.io import write_json
+from migm_shortcut.io import read_json, write_json
 from migm_shortcut.samplers import guided_logits
 from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens, shortcut_step
 
@@ -204,6 +204,20 @@ def rollout_loss(head, backbone, batch: ExampleBatch, cfg: HeadTrainConfig, guid
     return total / cfg.rollout
 
 
+POSITION_CLASSES = ("committed", "new", "near", "far")
+
+
+def position_classes(batch: ExampleBatch, k: int, rollout: int, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Image positions by their part in a shortcut rollout from step k over ``rollout`` steps, (B, N_img) each:
+    committed before it, committed during it (the head is told these tokens), still masked next to one of
+    those (8-neighbourhood on the token grid), and still masked elsewhere."""
+    commit = batch.commit_step
+    new = (commit >= k) & (commit < k + rollout)
+    still = commit >= k + rollout
+    beside = F.max_pool2d(new.float().view(-1, 1, *grid), 3, stride=1, padding=1).view_as(new) > 0
+    return {"committed": commit < k, "new": new, "near": still & beside, "far": still & ~beside}
+
+
 @torch.no_grad()
 def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_steps: int, device,
              chunk: int = 16, rollout: int = 1) -> list[dict]:
@@ -215,6 +229,9 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
     the head is rolled J consecutive shortcut steps from the true h_k on its own predictions
     (the teacher's tokens) and both guesses are scored against h_{k+J}: the features the sampler
     draws from on the J-th shortcut step in a row.
+
+    Each row also splits the feature MSE by ``position_classes`` (``mse_head_new``, ``mse_copy_far``, ...,
+    and ``share_new``: the share of image positions in the class): where the error sits.
     """
     if not 1 <= rollout < num_steps:
         raise MigmError(f"rollout must be between 1 and {num_steps - 1} for {num_steps}-step trajectories, got {rollout}")
@@ -224,6 +241,7 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
     for k in range(num_steps - rollout):
         sums = {"cos_head": 0.0, "cos_copy": 0.0, "mse_head": 0.0, "mse_copy": 0.0, "agree_head": 0.0,
                 "agree_copy": 0.0, "kl_head": 0.0, "kl_copy": 0.0, "positions": 0, "masked": 0}
+        sums.update({f"{kind}_{where}": 0.0 for where in POSITION_CLASSES for kind in ("se_head", "se_copy", "count")})
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
             batch = ExampleBatch.collate([store.example(i, k, rollout) for i in part], torch.full((len(part),), k),
@@ -240,7 +258,12 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
             cond_rows = len(true_logits) // branches
             true_top = true_logits[:cond_rows].argmax(-1)
             true_guided = guided_logits(true_logits, branches, store.guidance_scale)
+            classes = {name: mask.repeat(branches, 1).float() for name, mask in
+                       position_classes(batch, k, rollout, backbone.layout.grid_shape).items()}
             for name, guess in (("head", pred), ("copy", h)):
+                err = (guess[:, image_pos] - true_img).pow(2).mean(-1)
+                for where, mask in classes.items():
+                    sums[f"se_{name}_{where}"] += (err * mask).sum().item()
                 logits = masked_logits(backbone, guess, still, branches, None)
                 guided = guided_logits(logits, branches, store.guidance_scale)
                 sums[f"kl_{name}"] += distribution_kl(true_guided, guided).item()
@@ -250,11 +273,16 @@ def validate(head, backbone, store: TrajectoryStore, indices: list[int], num_ste
                 sums[f"mse_{name}"] += (img - true_img).pow(2).mean(-1).sum().item()
             sums["positions"] += true_img.shape[0] * true_img.shape[1]
             sums["masked"] += cond_rows
+            for where, mask in classes.items():
+                sums[f"count_{where}"] += mask.sum().item()
         n, m = sums["positions"], max(sums["masked"], 1)
         rows.append({"step": k, "cos_head": sums["cos_head"] / n, "cos_copy": sums["cos_copy"] / n,
                      "mse_head": sums["mse_head"] / n, "mse_copy": sums["mse_copy"] / n,
                      "agree_head": sums["agree_head"] / m, "agree_copy": sums["agree_copy"] / m,
-                     "kl_head": sums["kl_head"] / m, "kl_copy": sums["kl_copy"] / m})
+                     "kl_head": sums["kl_head"] / m, "kl_copy": sums["kl_copy"] / m,
+                     **{f"mse_{guess}_{where}": sums[f"se_{guess}_{where}"] / max(sums[f"count_{where}"], 1)
+                        for where in POSITION_CLASSES for guess in ("head", "copy")},
+                     **{f"share_{where}": sums[f"count_{where}"] / n for where in POSITION_CLASSES}})
     return rows
 
 
@@ -318,6 +346,18 @@ def format_validation(rows: list[dict], with_mean: bool = False) -> str:
     if with_mean:
         lines.append(line("mean", validation_means(rows)))
     return "\n".join(lines)
+
+
+def format_position_errors(rows: list[dict]) -> str:
+    """Where the feature error sits (``position_classes``): per step, each class's share of the image positions,
+    the head's and copying's MSE there, and the class's share of the head's total error."""
+    def line(label, r: dict) -> str:
+        total = sum(r[f"share_{c}"] * r[f"mse_head_{c}"] for c in POSITION_CLASSES) or 1.0
+        return f"{label:>4} | " + " | ".join(
+            f"{100 * r[f'share_{c}']:4.1f}% {r[f'mse_head_{c}']:.4f} {r[f'mse_copy_{c}']:.4f} "
+            f"{100 * r[f'share_{c}'] * r[f'mse_head_{c}'] / total:4.1f}%" for c in POSITION_CLASSES)
+    head = "step | " + " | ".join(f"{c}: positions, mse head, mse copy, share of head error" for c in POSITION_CLASSES)
+    return "\n".join([head] + [line(r["step"], r) for r in rows] + [line("mean", validation_means(rows))])
 
 
 class OnlineTrajectories:
@@ -419,13 +459,15 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
         return rollout_loss(trained, backbone, ExampleBatch.collate(examples, starts, device), cfg,
                             source.guidance_scale)
 
-    history: list[dict] = []
+    # a resumed run keeps the curve measured before it was stopped
+    history: list[dict] = (read_json(out / "validation.json")["history"]
+                           if cfg.resume and (out / "validation.json").is_file() else [])
 
     def run_validation(done: int) -> None:
         if not is_main:
             return
         rows = validate(ema.shadow, backbone, val_store, val_indices, num_steps, device)
-        history.append({"step": done, "rows": rows})
+        history[:] = [h for h in history if h["step"] < done] + [{"step": done, "rows": rows}]
         m = validation_means(rows)
         log(f"validation at step {done}: mean cos head {m['cos_head']:.4f} vs copy {m['cos_copy']:.4f}; "
             f"mse head {m['mse_head']:.4f} vs copy {m['mse_copy']:.4f}; guided KL head {m['kl_head']:.4f} "

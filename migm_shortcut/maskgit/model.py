@@ -310,6 +310,11 @@ class MaskGITModel(LoadedModel):
         """(N, H, W) codes -> images in [-1, 1] (the VQGAN's range)."""
         return vq_decode(self.vqvae, codes, self.path).clamp(-1, 1)
 
+    def class_prompts(self, per_class: int) -> list[int]:
+        """Class ids 0..nclass-1, ``per_class`` each: MaskGIT's evaluation samples the labels of ImageNet's
+        validation set, 50 images of each of the 1000 classes."""
+        return [c for c in range(self.backbone.layout.nclass) for _ in range(per_class)]
+
     def parse_prompt(self, text: str):
         """A prompt as typed: a class id ("207") or a class name (with a names list)."""
         return int(text) if text.strip().isdigit() else text

@@ -1,0 +1,110 @@
+"""Is data the head's limit? The same head, recipe and number of optimizer steps, trained on a fixed set of
+collected trajectories and on fresh ones generated online, scored on the same held-out trajectories.
+
+* ``fixed``: ``train-head --data`` on the embedded model's 768 collected trajectories (N=16, CFG 4; the
+  last 64 held out), the set ``scripts/compare_head_architectures.py`` collects;
+* ``fresh``: ``train-head --online``: 32 new teacher trajectories every 8 optimizer steps, so --steps 6000
+  sees 24,000 trajectories (12x the shipped head's 2,000; 34x the fixed set's 704).
+
+Both are the generic head from scratch with the comparison's recipe. ``train-head`` validates every
+--val-every steps (the curve: the edge over copying against trajectories seen); at the end both EMA heads are
+scored by ``validate-head`` on the same 64 held-out trajectories, per step and by position
+(``--by-position``: where the error sits).
+
+Every stage resumes (kill it and rerun); runs and logs go to --runs (default ~/migm-runs/data_scale).
+
+    python scripts/head_data_scale.py --out docs/results/head_data_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from migm_shortcut.io import read_json, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "migm_shortcut.cli"]
+RECIPE = ["--batch-size", "32", "--lr", "5e-4", "--masked-only", "--kl-weight", "5", "--ratio", "2", "--num-blocks", "1",
+          "--architecture", "generic", "--val-trajectories", "64", "--seed", "0", "--device", "cpu", "--resume"]
+PER_ROUND, STEPS_PER_ROUND = 32, 8
+
+
+def run(args: list[str], log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(args)}\n")
+        out.flush()
+        subprocess.run(args, check=True, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def reductions(rows: list[dict]) -> dict:
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {"mse_head": round(mean("mse_head"), 5), "mse_copy": round(mean("mse_copy"), 5),
+            "kl_head": round(mean("kl_head"), 5), "kl_copy": round(mean("kl_copy"), 5),
+            "mse_reduction": round(1 - mean("mse_head") / mean("mse_copy"), 4),
+            "kl_reduction": round(1 - mean("kl_head") / mean("kl_copy"), 4),
+            "steps_beating_copy_kl": sum(r["kl_head"] < r["kl_copy"] for r in rows)}
+
+
+def by_position(rows: list[dict]) -> dict:
+    """Each position class's share of positions and of the head's error, and head/copy MSE there (means over steps)."""
+    classes = ("committed", "new", "near", "far")
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    total = sum(mean(f"share_{c}") * mean(f"mse_head_{c}") for c in classes)
+    return {c: {"positions": round(mean(f"share_{c}"), 4), "mse_head": round(mean(f"mse_head_{c}"), 5),
+                "mse_copy": round(mean(f"mse_copy_{c}"), 5),
+                "head_error_share": round(mean(f"share_{c}") * mean(f"mse_head_{c}") / total, 4)} for c in classes}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default=str(Path.home() / "migm-runs" / "data_scale"))
+    p.add_argument("--trajectories", default=str(Path.home() / "migm-runs" / "head_architectures" / "embedded" / "traj"),
+                   help="the collected set (collected here when missing)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "head_data_scale.json"))
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--arms", default="fixed,fresh")
+    args = p.parse_args()
+    runs, traj = Path(args.runs), Path(args.trajectories)
+    runs.mkdir(parents=True, exist_ok=True)
+    log = runs / "data_scale.log"
+    run(CLI + ["collect", "--num", "768", "--batch-size", "32", "--out", str(traj)], log)  # resumes; a no-op when complete
+    result = {"kind": "head_data_scale", "train_steps": args.steps, "recipe": " ".join(RECIPE[:-1]),
+              "command": "python scripts/head_data_scale.py", "held_out": f"the last 64 of the 768 trajectories in {traj.name}",
+              "arms": {}}
+    arms = {"fixed": ["--data", str(traj)],
+            "fresh": ["--online", "--online-trajectories", str(PER_ROUND), "--online-steps-per-round", str(STEPS_PER_ROUND)]}
+    for name in [a for a in args.arms.split(",") if a]:
+        out = runs / name
+        start = time.time()
+        done = (out / "metrics.json").is_file() and read_json(out / "metrics.json").get("steps") == args.steps
+        if not done:
+            run(CLI + ["train-head", *arms[name], "--out", str(out), "--steps", str(args.steps),
+                       "--val-every", str(args.val_every), *RECIPE], log)
+        scored = out / "held_out.json"
+        if not scored.is_file():
+            run(CLI + ["validate-head", "--data", str(traj), "--head", str(out / "shortcut_head"), "--by-position",
+                       "--out", str(scored)], log)
+        held_out = read_json(scored)["rows"]
+        curve = []
+        for entry in read_json(out / "validation.json")["history"]:
+            seen = (704 if name == "fixed" else PER_ROUND * (1 + (entry["step"] - 1) // STEPS_PER_ROUND))
+            curve.append({"step": entry["step"], "trajectories_seen": seen, **reductions(entry["rows"])})
+        metrics = read_json(out / "metrics.json")
+        result["arms"][name] = {"flags": " ".join(arms[name]), "parameters": metrics["parameters"],
+                                "train_seconds": metrics["train_seconds"], "curve": curve,
+                                "held_out": reductions(held_out), "by_position": by_position(held_out),
+                                "per_step": [{k: round(r[k], 5) if isinstance(r[k], float) else r[k]
+                                              for k in ("step", "mse_head", "mse_copy", "kl_head", "kl_copy")}
+                                             for r in held_out]}
+        print(f"{name}: {result['arms'][name]['held_out']} ({time.time() - start:.0f} s)", flush=True)
+        write_json(Path(args.out), result)  # after each arm, so a cut-off run keeps what finished
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
