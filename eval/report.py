@@ -178,6 +178,16 @@ def markdown_for(result, source: str = "") -> str:
 
             return markdown_table(result) + "\n" + markdown_published(result)
         return markdown_table(result)
+    if isinstance(result, dict) and result.get("kind") == "head_error_positions":
+        lines = ["| rollout | position class | share of positions | MSE head | MSE copy | head's MSE vs copy | share of head's error |",
+                 "|---:|---|---:|---:|---:|---:|---:|"]
+        for r in result["rollouts"]:
+            for name, c in r["classes"].items():
+                lines.append(f"| {r['rollout']} | {name} | {100 * c['positions']:.1f}% | {c['mse_head']:.4f} | "
+                             f"{c['mse_copy']:.4f} | {100 * (c['mse_head'] / c['mse_copy'] - 1):+.1f}% | "
+                             f"{100 * c['head_error_share']:.1f}% |")
+        return "\n".join(lines) + (f"\n\n{result['head']}, {result['trajectories']} held-out trajectories of "
+                                   f"{result['data']}; `{result['command']}`.\n")
     if isinstance(result, dict) and result.get("kind") == "dimoo_load":
         lines = ["| loader | transformers | parameters | load | first image | peak host memory |",
                  "|---|---|---:|---:|---:|---:|"]

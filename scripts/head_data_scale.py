@@ -3,8 +3,8 @@ collected trajectories and on fresh ones generated online, scored on the same he
 
 * ``fixed``: ``train-head --data`` on the embedded model's 768 collected trajectories (N=16, CFG 4; the
   last 64 held out), the set ``scripts/compare_head_architectures.py`` collects;
-* ``fresh``: ``train-head --online``: 32 new teacher trajectories every 8 optimizer steps, so --steps 6000
-  sees 24,000 trajectories (12x the shipped head's 2,000; 34x the fixed set's 704).
+* ``fresh``: ``train-head --online``: 64 new teacher trajectories every 16 optimizer steps, so --steps 5000
+  sees 20,032 trajectories (10x the shipped head's 2,000; 28x the fixed set's 704).
 
 Both are the generic head from scratch with the comparison's recipe. ``train-head`` validates every
 --val-every steps (the curve: the edge over copying against trajectories seen); at the end both EMA heads are
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "migm_shortcut.cli"]
 RECIPE = ["--batch-size", "32", "--lr", "5e-4", "--masked-only", "--kl-weight", "5", "--ratio", "2", "--num-blocks", "1",
           "--architecture", "generic", "--val-trajectories", "64", "--seed", "0", "--device", "cpu", "--resume"]
-PER_ROUND, STEPS_PER_ROUND = 32, 8
+PER_ROUND, STEPS_PER_ROUND = 64, 16
 
 
 def run(args: list[str], log: Path) -> None:
@@ -65,9 +65,9 @@ def main() -> None:
     p.add_argument("--trajectories", default=str(Path.home() / "migm-runs" / "head_architectures" / "embedded" / "traj"),
                    help="the collected set (collected here when missing)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "head_data_scale.json"))
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--val-every", type=int, default=1000)
-    p.add_argument("--arms", default="fixed,fresh")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--arms", default="fresh,fixed")
     args = p.parse_args()
     runs, traj = Path(args.runs), Path(args.trajectories)
     runs.mkdir(parents=True, exist_ok=True)
