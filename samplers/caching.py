@@ -174,8 +174,8 @@ def least_confident_positions(state: StepState, features: torch.Tensor, recomput
 class MLCachePolicy(StepPolicy):
     """Lumina-DiMOO's ML-Cache.
 
-    Full steps: every step below ``int(warmup * N)``, then every ``interval``-th step after the
-    last of them (N=16, warmup 0.3, interval 5: steps 0-3, 8 and 13); each
+    Full steps: every step up to and including ``int(warmup * N)``, then every ``interval``-th step
+    after it (N=16, warmup 0.3, interval 5: steps 0-4, 9 and 14), as the published generator; each
     stores every layer's keys/values. A partial step recomputes ``ceil(recompute * L)``
     positions per sequence through every layer (``backbone.features_at``): the still-masked
     image positions whose cached prediction is least confident (lowest max probability of the
@@ -204,9 +204,10 @@ class MLCachePolicy(StepPolicy):
         self.passes = CachedPasses()
 
     def is_full(self, step: int, num_steps: int) -> bool:
+        # as Lumina-DiMOO's generator marks its refresh steps: every step up to and including
+        # int(N * warmup), then every interval-th step counted from that one
         warm = int(self.warmup * num_steps)
-        last_warm = max(warm - 1, 0)  # the interval counts from the last warm-up (full) step
-        return step < warm or (step - last_warm) % self.interval == 0
+        return step <= warm or (step - warm) % self.interval == 0
 
     def recompute_index(self, state: StepState) -> torch.Tensor:
         """(branches*B, P) positions to recompute, ranked by the cached prediction's confidence."""

@@ -44,7 +44,7 @@ def test_accelerated_settings_skip_steps_and_keep_first_and_last(tiny_backbone, 
     out = codes_with(tiny_backbone, FixedIntervalPolicy(interval=4))
     assert [bool(f[0]) for f in out.step_full] == [True, False, False, False, True, False]
     out = codes_with(tiny_backbone, MLCachePolicy(warmup=0.34, interval=3, recompute=0.2))
-    assert [bool(f[0]) for f in out.step_full] == [True, True, False, False, True, False]
+    assert [bool(f[0]) for f in out.step_full] == [True, True, True, False, False, True]  # 0..int(6*0.34), then +3
     out = codes_with(tiny_backbone, AdaptiveShortcutPolicy(random_head(tiny_backbone), eps=1e9, calibration=table))
     assert out.full_steps.tolist() == [1] * len(PROMPTS)
 
@@ -183,3 +183,16 @@ def test_sweep_and_cli_accept_every_policy(tmp_path, tiny_backbone, table):
     (tmp_path / "sweep.json").write_text(json.dumps(config))
     with pytest.raises(MigmError, match="calibration is for N=6"):
         load_sweep_config(tmp_path / "sweep.json")
+
+
+def test_mlcache_refreshes_on_the_published_generators_steps():
+    """Lumina-DiMOO's generate_image marks step s a refresh (full) step when s <= int(N * warmup_ratio) or
+    (s - int(N * warmup_ratio)) % refresh_interval == 0; the policy's full steps are those."""
+    for num_steps in (6, 16, 64):
+        for warmup in (0.0, 0.2, 0.3, 0.5):
+            for interval in (1, 3, 5, 8):
+                warm = int(num_steps * warmup)
+                published = [s <= warm or (s - warm) % interval == 0 for s in range(num_steps)]
+                policy = MLCachePolicy(warmup=warmup, interval=interval)
+                assert [policy.is_full(s, num_steps) for s in range(num_steps)] == published
+    assert [s for s in range(16) if MLCachePolicy(0.3, 5).is_full(s, 16)] == [0, 1, 2, 3, 4, 9, 14]
