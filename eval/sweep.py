@@ -376,6 +376,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
         folder_fid = (FolderFID(reference, progress=progress, inception_weights=inception_weights)
                       if reference is not None else None)
         clip_score = LocalCLIPScore(clip) if clip is not None else None
+        reward = None
         if image_reward is not None:
             from .image_reward import LocalImageReward
 
@@ -390,9 +391,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, quick: bool = False,
     else:
         raise MigmError("this model has no built-in prompts; pass --prompts-file FILE (one prompt per line)")
     if evaluator is not None:
-        folder_fid = clip_score = None
-    if evaluator is not None or image_reward is None:
-        reward = None
+        folder_fid = clip_score = reward = None
     seeds = [cfg.seed + i for i in range(len(prompts))]
     model = loaded
     rank, world = rank_and_world()

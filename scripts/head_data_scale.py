@@ -19,11 +19,11 @@ Every stage resumes (kill it and rerun); runs and logs go to --runs (default ~/m
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from compare_head_architectures import run, summary  # the same run-and-log and head-vs-copy summary
 from migm_shortcut.io import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,22 +31,6 @@ CLI = [sys.executable, "-m", "migm_shortcut.cli"]
 RECIPE = ["--batch-size", "32", "--lr", "5e-4", "--masked-only", "--kl-weight", "5", "--ratio", "2", "--num-blocks", "1",
           "--architecture", "generic", "--val-trajectories", "64", "--seed", "0", "--device", "cpu", "--resume"]
 PER_ROUND, STEPS_PER_ROUND = 64, 16
-
-
-def run(args: list[str], log: Path) -> None:
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(args)}\n")
-        out.flush()
-        subprocess.run(args, check=True, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def reductions(rows: list[dict]) -> dict:
-    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    return {"mse_head": round(mean("mse_head"), 5), "mse_copy": round(mean("mse_copy"), 5),
-            "kl_head": round(mean("kl_head"), 5), "kl_copy": round(mean("kl_copy"), 5),
-            "mse_reduction": round(1 - mean("mse_head") / mean("mse_copy"), 4),
-            "kl_reduction": round(1 - mean("kl_head") / mean("kl_copy"), 4),
-            "steps_beating_copy_kl": sum(r["kl_head"] < r["kl_copy"] for r in rows)}
 
 
 def by_position(rows: list[dict]) -> dict:
@@ -93,11 +77,11 @@ def main() -> None:
         curve = []
         for entry in read_json(out / "validation.json")["history"]:
             seen = (704 if name == "fixed" else PER_ROUND * (1 + (entry["step"] - 1) // STEPS_PER_ROUND))
-            curve.append({"step": entry["step"], "trajectories_seen": seen, **reductions(entry["rows"])})
+            curve.append({"step": entry["step"], "trajectories_seen": seen, **summary(entry["rows"])})
         metrics = read_json(out / "metrics.json")
         result["arms"][name] = {"flags": " ".join(arms[name]), "parameters": metrics["parameters"],
                                 "train_seconds": metrics["train_seconds"], "curve": curve,
-                                "held_out": reductions(held_out), "by_position": by_position(held_out),
+                                "held_out": summary(held_out), "by_position": by_position(held_out),
                                 "per_step": [{k: round(r[k], 5) if isinstance(r[k], float) else r[k]
                                               for k in ("step", "mse_head", "mse_copy", "kl_head", "kl_copy")}
                                              for r in held_out]}
