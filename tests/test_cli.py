@@ -243,7 +243,7 @@ def test_calibrate_then_sample_with_every_policy(tmp_path, capsys, weights_with_
     assert json.loads(cal.read_text())["num_steps"] == 4 and "sensitivity J_k" in out
     for policy, flags, full in (("sencache", ["--eps", "0", "--calibration", str(cal)], 4),
                                 ("adaptive", ["--eps", "0", "--calibration", str(cal)], 4),
-                                ("mlcache", ["--warmup", "0.5", "--interval", "3", "--recompute", "0.1"], 2),
+                                ("mlcache", ["--warmup", "0.5", "--interval", "3", "--recompute", "0.1"], 3),  # steps 0..int(4*0.5)
                                 ("fixed", ["--interval", "2"], 2),
                                 ("hybrid", ["--budget", "2", "--recompute", "0.1"], 2)):
         code, _, err = run(capsys, "sample", "--prompt", "a photo of a bag", "--per-prompt", "2", "--steps", "4",
