@@ -225,6 +225,10 @@ def markdown_for(result, source: str = "") -> str:
                                    f"both CFG branches, {result['dtype']} on {result['device']}; `{result['command']}`.\n")
     if isinstance(result, dict) and result.get("kind") == "head_architectures":
         return markdown_head_architectures(result)
+    if isinstance(result, dict) and result.get("kind") == "head_recipes":
+        return markdown_head_recipes(result)
+    if isinstance(result, dict) and result.get("kind") == "head_data_scale":
+        return markdown_head_data_scale(result)
     if isinstance(result, dict) and result.get("kind") == "frontier":
         from .frontier import markdown_frontier
 
@@ -269,3 +273,51 @@ def markdown_head_architectures(result: dict) -> str:
         lines.append("")
     return "\n".join(lines) + (f"\nEach head: {result['train_steps']} steps of `{result['recipe']}` on the same "
                                f"trajectories; `{result['command']}`.\n")
+
+
+def _edge(held_out: dict) -> str:
+    """MSE and guided KL of a head beside copying, and the share of copying's each removes."""
+    return (f"{held_out['mse_head']:.4f} / {held_out['mse_copy']:.4f} | {100 * held_out['mse_reduction']:.1f}% | "
+            f"{held_out['kl_head']:.4f} / {held_out['kl_copy']:.4f} | {100 * held_out['kl_reduction']:.1f}%")
+
+
+def _near_new(by_position: dict) -> str:
+    """The head's MSE against copying's at still-masked positions beside a new token, and at the new ones."""
+    return " | ".join(f"{c['mse_head']:.4f} / {c['mse_copy']:.4f}" for c in (by_position["near"], by_position["new"]))
+
+
+def markdown_head_recipes(result: dict) -> str:
+    """scripts/head_recipes.py: fine-tunes of the shipped head that differ in one flag, on held-out trajectories
+    rolled 1 and 3 shortcut steps, then in a sweep."""
+    lines = ["| head | rollout | MSE head / copy | MSE removed | guided KL head / copy | KL removed | "
+             "MSE beside new tokens, head / copy | MSE at new tokens, head / copy |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    arms = {"shipped": result["shipped"], **result["arms"]} if "shipped" in result else dict(result["arms"])
+    for name, arm in arms.items():
+        label = name if name == "shipped" else f"{name} (`{arm['flags']}`)"
+        for key in sorted(k for k in arm if k.startswith("rollout_")):
+            entry = arm[key]
+            lines.append(f"| {label} | {key.split('_')[1]} | {_edge(entry['held_out'])} | {_near_new(entry['by_position'])} |")
+    text = "\n".join(lines) + (f"\n\nEach fine-tune: {result['train_steps']} steps of `{result['recipe']}` plus its flags, "
+                               f"on {result['trajectories']}; `{result['command']}`.\n")
+    if result.get("sweep"):
+        rows = ["| setting | full steps | speedup (this CPU) | FID | domain FID | prompt accuracy |", "|---|---:|---:|---:|---:|---:|"]
+        rows += [f"| {r['setting']} | {r['full_steps']:g} | {r['speedup']:.2f}x | {r['fid']:.2f} | {r['domain_fid']:.3f} | "
+                 f"{100 * r['prompt_accuracy']:.1f}% |" for r in result["sweep"]]
+        text += "\n" + "\n".join(rows) + "\n"
+    return text
+
+
+def markdown_head_data_scale(result: dict) -> str:
+    """scripts/head_data_scale.py: the same head and steps on a fixed set of trajectories and on fresh online ones."""
+    lines = ["| data | trajectories seen | MSE head / copy | MSE removed | guided KL head / copy | KL removed | "
+             "MSE beside new tokens, head / copy | MSE at new tokens, head / copy |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, arm in result["arms"].items():
+        seen = arm["curve"][-1]["trajectories_seen"]
+        lines.append(f"| {name} (`{arm['flags']}`) | {seen:,} | {_edge(arm['held_out'])} | {_near_new(arm['by_position'])} |")
+    lines += ["", "The edge over copying during training (train-head's validation of the EMA head):", "",
+              "| data | step | trajectories seen | MSE removed | KL removed |", "|---|---:|---:|---:|---:|"]
+    for name, arm in result["arms"].items():
+        lines += [f"| {name} | {c['step']} | {c['trajectories_seen']:,} | {100 * c['mse_reduction']:.1f}% | "
+                  f"{100 * c['kl_reduction']:.1f}% |" for c in arm["curve"]]
+    return "\n".join(lines) + (f"\n\nEach arm: {result['train_steps']} steps of `{result['recipe']}`; held out: "
+                               f"{result['held_out']}; `{result['command']}`.\n")

@@ -22,6 +22,7 @@ from .checks import check_sampling
 from .embedded.data import DEFAULT_DATASET
 from .eval.sizes import COST_CONFIGS, LOOP_SIZES
 from .errors import MigmError
+from .interface import HEAD_FOLDER
 from migm_shortcut.io import write_json
 from .samplers import POLICIES, POLICY_FILES, build_policy, policy_parameters
 
@@ -302,7 +303,7 @@ def cmd_train_head(args: argparse.Namespace) -> None:
     result = train_head(cfg, backbone=model.backbone, model_prompts=model.trajectory_prompt)
     if result:
         m = validation_means(result["validation"])
-        print(f"head saved to {Path(args.out) / 'head'}; mean validation cosine {m['cos_head']:.4f} "
+        print(f"head saved to {Path(args.out) / HEAD_FOLDER}; mean validation cosine {m['cos_head']:.4f} "
               f"(copy baseline {m['cos_copy']:.4f}), guided KL {m['kl_head']:.4f} (copy {m['kl_copy']:.4f}); "
               f"beats copy at every step: "
               f"{result['beats_copy_at_every_step']}")
@@ -565,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked-only", action="store_true", help="MSE only at image positions still masked")
     p.add_argument("--kl-target", choices=("branches", "guided"),
                    help="KL per CFG branch (default) or of the guided logits the sampler draws from")
+    p.add_argument("--direct-token-path", action="store_true", default=None,
+                   help="generic head: also add each new token's embedding at its own position (starts at zero, "
+                        "so with --init-head training starts from that head's predictions)")
     p.add_argument("--init-head", help="fine-tune this saved head (its architecture replaces --ratio/--heads/...)")
     p.add_argument("--rebind-init-head", action="store_true", default=None,
                    help="--init-head may be a head of another checkpoint of this model's architecture (a base "

@@ -20,7 +20,11 @@ Architecture (read top to bottom):
   out) + MLP, then self-attention over the features + MLP, all pre-norm with residuals;
 * output: norm, scale/shift from a sinusoidal embedding of ``1000 * r``, projection back to C
   (zero-initialised, so an untrained head is the copy-previous-features predictor), added to
-  ``h_k``.
+  ``h_k``;
+* optionally (``direct_token_path``), each new token's projected embedding is also added to the
+  features at its own position before the blocks (zero-initialised). Without it a new token reaches
+  its position only through cross-attention matching positions, and the features there are the ones
+  that change most when a mask becomes a token.
 
 A saved head records the fingerprint of the base model it was trained for; loading it onto
 any other base model fails with one clear line.
@@ -80,6 +84,8 @@ class ShortcutHeadConfig:
     mlp_hidden: int = 0
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    # The generic head only: add each new token's embedding at its own position (see the module docstring).
+    direct_token_path: bool = False
 
     @property
     def inner(self) -> int:
@@ -187,6 +193,9 @@ class ShortcutHead(PretrainedModule):
     def __new__(cls, config: ShortcutHeadConfig = ShortcutHeadConfig()):
         if cls is ShortcutHead and config.architecture != "generic":
             cls = head_class(config.architecture)
+        if config.direct_token_path and config.architecture != "generic":
+            raise MigmError(f"direct_token_path is an option of the generic head; the {config.architecture} head "
+                            "is the published network and has no such path")
         return super().__new__(cls)
 
     def __init__(self, config: ShortcutHeadConfig = ShortcutHeadConfig()):
@@ -204,13 +213,18 @@ class ShortcutHead(PretrainedModule):
         self.out_norm = nn.LayerNorm(dim, elementwise_affine=False)
         self.ratio_embed = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.out = nn.Linear(dim, config.width)
+        if config.direct_token_path:
+            self.token_at_position = nn.Linear(config.width, dim)
         for block in self.blocks:
             for module in block.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
         # Zero output and modulation: training starts from "copy the previous features".
-        for layer in (self.out, self.ratio_embed[-1]):
+        # The direct path starts at zero too, so adding it to a trained head leaves its predictions unchanged.
+        for layer in (self.out, self.ratio_embed[-1], getattr(self, "token_at_position", None)):
+            if layer is None:
+                continue
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -265,6 +279,8 @@ class ShortcutHead(PretrainedModule):
         self.check_inputs(features, token_embeddings, token_valid, mask_ratio)
         dtype = self.feature_in.weight.dtype
         x = self.feature_in(features.to(dtype))
+        if self.config.direct_token_path:
+            x = x + self.tokens_at_positions(token_embeddings.to(dtype), token_valid, token_positions, x.shape[1])
         tokens = torch.cat([self.null_token.expand(b, 1, -1), self.token_in(token_embeddings.to(dtype))], dim=1)
         valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=token_valid.device), token_valid.bool()], dim=1)
         for block in self.blocks:
@@ -272,6 +288,15 @@ class ShortcutHead(PretrainedModule):
         scale, shift = self.ratio_embed(sinusoidal_embedding(1000 * mask_ratio, x.shape[-1]).to(dtype)).chunk(2, -1)
         x = self.out_norm(x) * (1 + scale[:, None]) + shift[:, None]
         return features.to(dtype) + self.out(x)
+
+    def tokens_at_positions(self, token_embeddings: torch.Tensor, token_valid: torch.Tensor,
+                            token_positions: torch.Tensor | None, length: int) -> torch.Tensor:
+        """(B, L, inner): each valid new token's projected embedding at its sequence position, zero elsewhere."""
+        if token_positions is None or token_positions.shape != token_valid.shape:
+            raise MigmError("a head with direct_token_path needs the new tokens' positions (B, M) beside them")
+        values = self.token_at_position(token_embeddings) * token_valid[..., None].to(token_embeddings.dtype)
+        index = token_positions.long().clamp(0, length - 1)[..., None].expand(-1, -1, values.shape[-1])
+        return values.new_zeros(values.shape[0], length, values.shape[-1]).scatter_add_(1, index, values)
 
     def check_inputs(self, features, token_embeddings, token_valid, mask_ratio) -> None:
         b, _, c = features.shape

@@ -242,6 +242,20 @@ def test_fine_tuning_starts_from_the_given_head(tiny_backbone, trajectories, tmp
         assert torch.allclose(a.float(), b.float(), atol=1e-3), name
 
 
+def test_fine_tuning_can_add_the_direct_token_path_to_a_trained_head(tiny_backbone, trajectories, tmp_path):
+    train_head(tiny_train_config(tmp_path / "a", trajectories), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    start = tmp_path / "a" / "head_run" / "shortcut_head"
+    train_head(tiny_train_config(tmp_path / "b", trajectories, init_head=str(start), direct_token_path=True, lr=1e-12,
+                                 ema_decay=0.0), backbone=tiny_backbone, model_prompts=FM_PROMPTS)
+    before = ShortcutHead.from_pretrained(start)
+    after = ShortcutHead.from_pretrained(tmp_path / "b" / "head_run" / "shortcut_head")
+    assert after.config.direct_token_path and not before.config.direct_token_path
+    assert "extended with the direct token path" in (tmp_path / "b" / "head_run" / "train.log").read_text()
+    for name, a in before.state_dict().items():  # the head it started from, plus a path at (about) zero
+        assert torch.allclose(a.float(), after.state_dict()[name].float(), atol=1e-3), name
+    assert after.token_at_position.weight.abs().max() < 1e-3
+
+
 def test_fine_tuning_refuses_a_head_of_another_model(tiny_backbone, trajectories, tmp_path):
     from migm_shortcut.embedded.backbone import BackboneConfig, MiniDiMOO
 

@@ -93,6 +93,39 @@ def test_untrained_head_copies_features(tiny_backbone):
     assert torch.equal(head(feats, emb, torch.ones(1, 3, dtype=torch.bool), torch.tensor([0.3])), feats)
 
 
+def test_the_direct_token_path_starts_at_zero_and_reaches_only_each_tokens_own_position(tiny_backbone):
+    plain = random_head(tiny_backbone)
+    direct = ShortcutHead.for_base(tiny_backbone, direct_token_path=True)
+    missing, unexpected = direct.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["token_at_position.bias", "token_at_position.weight"]
+    L, C = tiny_backbone.layout.seq_len, tiny_backbone.width
+    torch.manual_seed(3)
+    feats, emb = torch.randn(2, L, C), torch.randn(2, 3, C)
+    pos, valid, ratio = torch.tensor([[4, 9, 11], [6, 2, 0]]), torch.tensor([[True, True, True], [True, False, False]]), torch.rand(2)
+    # at zero: the head it extends, to the bit
+    assert torch.equal(direct.eval()(feats, emb, valid, ratio, pos), plain(feats, emb, valid, ratio, pos))
+    with torch.no_grad():
+        torch.nn.init.normal_(direct.token_at_position.weight)
+    placed = direct.tokens_at_positions(emb, valid, pos, L)
+    assert placed.shape == (2, L, C // direct.config.ratio)
+    assert torch.allclose(placed[0, 9], direct.token_at_position(emb[0, 1]))
+    assert torch.allclose(placed[1, 6], direct.token_at_position(emb[1, 0]))
+    untouched = torch.ones(2, L, dtype=torch.bool)
+    untouched[0, [4, 9, 11]] = untouched[1, 6] = False
+    assert (placed[untouched] == 0).all()  # padded entries (row 1 at positions 2 and 0) add nothing
+    assert not torch.equal(direct(feats, emb, valid, ratio, pos), plain(feats, emb, valid, ratio, pos))
+    with pytest.raises(MigmError, match="needs the new tokens' positions"):
+        direct(feats, emb, valid, ratio)
+
+
+def test_the_direct_token_path_is_refused_for_the_published_networks(tiny_backbone):
+    from migm_shortcut.shortcut import ShortcutHeadConfig
+    import migm_shortcut.dimoo.shortcut_head  # noqa: F401  (registers the architecture)
+
+    with pytest.raises(MigmError, match="direct_token_path is an option of the generic head"):
+        ShortcutHead(ShortcutHeadConfig(architecture="dimoo-shortcut", width=64, direct_token_path=True))
+
+
 def test_head_is_small_relative_to_the_base():
     base = MiniDiMOO(BackboneConfig(codebook_size=256, grid_size=14, width=192, depth=6, heads=3))
     assert ShortcutHead.for_base(base).num_parameters() <= base.num_parameters() / 10

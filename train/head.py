@@ -38,7 +38,7 @@ from migm_shortcut.rules import DiMOORule, SamplingRule, rule_record
 from migm_shortcut.interface import HEAD_FOLDER, check_model
 from migm_shortcut.io import read_json, write_json
 from migm_shortcut.samplers import guided_logits
-from migm_shortcut.shortcut import NewTokens, ShortcutHead, new_tokens, shortcut_step
+from migm_shortcut.shortcut import NewTokens, ShortcutHead, ShortcutHeadConfig, new_tokens, shortcut_step
 
 from migm_shortcut.distributed import init_distributed
 
@@ -81,6 +81,7 @@ class HeadTrainConfig:
     mlp_hidden: int = 0              # the architectures built from the base's blocks: the base's sizes
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    direct_token_path: bool = False  # the generic head's path from each new token to its own position
     val_trajectories: int = 64
     val_every: int = 500
     checkpoint_every: int = 250
@@ -122,7 +123,7 @@ class HeadTrainConfig:
     def head_options(self) -> dict:
         return {"architecture": self.architecture, "ratio": self.ratio, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
                 "num_blocks": self.num_blocks, "mlp_hidden": self.mlp_hidden, "rope_theta": self.rope_theta,
-                "norm_eps": self.norm_eps}
+                "norm_eps": self.norm_eps, "direct_token_path": self.direct_token_path}
 
 
 @dataclass
@@ -389,6 +390,17 @@ class OnlineTrajectories:
                                guidance_scale=held_out.guidance_scale)
 
 
+def with_direct_token_path(head: ShortcutHead) -> ShortcutHead:
+    """``head`` with the generic head's direct token path added, at zero: the same predictions, one more layer."""
+    config = ShortcutHeadConfig(**{**asdict(head.config), "direct_token_path": True})
+    extended = ShortcutHead(config)
+    missing, unexpected = extended.load_state_dict(head.state_dict(), strict=False)
+    if unexpected or any(not name.startswith("token_at_position.") for name in missing):
+        raise MigmError(f"cannot add the direct token path to this {head.config.architecture} head "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return extended.to(next(head.parameters()).dtype)
+
+
 def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
     """Train (or resume) a shortcut head for ``backbone`` (default: ``load_model(cfg.model)``'s).
 
@@ -436,6 +448,10 @@ def train_head(cfg: HeadTrainConfig, backbone=None, model_prompts=None) -> dict:
         if cfg.rebind_init_head and head.rebind(backbone) and is_main:
             log(f"train-head: --init-head was trained for {trained_for}; fine-tuning it for {backbone.fingerprint}")
         head.check_base(backbone)
+        if cfg.direct_token_path and not head.config.direct_token_path:
+            head = with_direct_token_path(head).to(device)
+            if is_main:
+                log("train-head: --init-head extended with the direct token path (zero at the start)")
     else:
         head = ShortcutHead.for_base(backbone, **cfg.head_options()).to(device)
     trained = DistributedDataParallel(head) if world > 1 else head
