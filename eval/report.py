@@ -293,17 +293,19 @@ def markdown_head_recipes(result: dict) -> str:
              "MSE beside new tokens, head / copy | MSE at new tokens, head / copy |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     arms = {"shipped": result["shipped"], **result["arms"]} if "shipped" in result else dict(result["arms"])
     for name, arm in arms.items():
-        label = name if name == "shipped" else f"{name} (`{arm['flags']}`)"
+        label = (name if name == "shipped" else f"{name} (`{arm['flags']}`)" if arm["flags"]
+                 else f"{name} (no flag: MSE at every position)")
         for key in sorted(k for k in arm if k.startswith("rollout_")):
             entry = arm[key]
             lines.append(f"| {label} | {key.split('_')[1]} | {_edge(entry['held_out'])} | {_near_new(entry['by_position'])} |")
     text = "\n".join(lines) + (f"\n\nEach fine-tune: {result['train_steps']} steps of `{result['recipe']}` plus its flags, "
                                f"on {result['trajectories']}; `{result['command']}`.\n")
     if result.get("sweep"):
-        rows = ["| setting | full steps | speedup (this CPU) | FID | domain FID | prompt accuracy |", "|---|---:|---:|---:|---:|---:|"]
-        rows += [f"| {r['setting']} | {r['full_steps']:g} | {r['speedup']:.2f}x | {r['fid']:.2f} | {r['domain_fid']:.3f} | "
+        # Quality at equal backbone passes is the comparison; the runs shared the CPU, so no speedup column.
+        rows = ["| setting | full steps | FID | domain FID | prompt accuracy |", "|---|---:|---:|---:|---:|"]
+        rows += [f"| {r['setting']} | {r['full_steps']:g} | {r['fid']:.2f} | {r['domain_fid']:.3f} | "
                  f"{100 * r['prompt_accuracy']:.1f}% |" for r in result["sweep"]]
-        text += "\n" + "\n".join(rows) + "\n"
+        text += "\n" + "\n".join(rows) + f"\n\n{result['sweep_images']} images a row: the default sweep's prompts and seeds.\n"
     return text
 
 

@@ -43,12 +43,46 @@ def by_position(rows: list[dict]) -> dict:
                 "head_error_share": round(mean(f"share_{c}") * mean(f"mse_head_{c}") / total, 4)} for c in classes}
 
 
+def plot(result: dict, path: Path) -> None:
+    """The edge over copying (guided KL and feature MSE removed) against optimizer steps, one line per arm,
+    each point labelled with the trajectories seen by then."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from migm_shortcut.io import write_bytes
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in ((axes[0], "kl_reduction", "guided KL removed vs copying"),
+                           (axes[1], "mse_reduction", "feature MSE removed vs copying")):
+        for i, (name, arm) in enumerate(result["arms"].items()):
+            steps = [c["step"] for c in arm["curve"]]
+            ax.plot(steps, [100 * c[key] for c in arm["curve"]], marker="o", label=f"{name} ({arm['flags'].split()[0]})")
+            last = arm["curve"][-1]
+            ax.annotate(f"{last['trajectories_seen']:,} traj.", (last["step"], 100 * last[key]), fontsize=8,
+                        textcoords="offset points", xytext=(-40, 6 - 18 * i))
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xlabel("optimizer step (batch 32)")
+        ax.set_ylabel("% of copying's error removed (held out)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default=str(Path.home() / "migm-runs" / "data_scale"))
     p.add_argument("--trajectories", default=str(Path.home() / "migm-runs" / "head_architectures" / "embedded" / "traj"),
                    help="the collected set (collected here when missing)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "head_data_scale.json"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "head_data_scale.png"))
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--arms", default="fresh,fixed")
@@ -87,7 +121,8 @@ def main() -> None:
                                              for r in held_out]}
         print(f"{name}: {result['arms'][name]['held_out']} ({time.time() - start:.0f} s)", flush=True)
         write_json(Path(args.out), result)  # after each arm, so a cut-off run keeps what finished
-    print(f"wrote {args.out}")
+    plot(result, Path(args.plot))
+    print(f"wrote {args.out} and {args.plot}")
 
 
 if __name__ == "__main__":

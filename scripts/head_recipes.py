@@ -10,11 +10,13 @@ targets, though those features are the next shortcut step's input. Each arm cont
   lr 2e-4), the control: what more steps on these trajectories do by themselves;
 * ``all-positions``: the same with the MSE at every position, new and committed ones included;
 * ``direct-token-path``: the control's loss, and the head extended with a path from each new token's
-  embedding to its own position (``train-head --direct-token-path``, zero at the start).
+  embedding to its own position (``train-head --direct-token-path``, zero at the start);
+* ``direct-all-positions``: both, so the path has a target of its own (the new positions' features).
 
 Each head is scored by ``validate-head --by-position`` on the 64 held-out trajectories, rolled 1 and 3
-shortcut steps, and by a sweep on the default sweep's 1000 prompts and seeds: each head at B=4 and
-B=6 of N=16, with the shipped head and fixed-interval reuse k=4 beside them, timed against vanilla N=16.
+shortcut steps, and by a sweep on the default sweep's 1000 prompts and seeds: each head at B=4 of N=16
+(the budget where the head and copying differ most), with the shipped head and fixed-interval reuse k=4
+beside it.
 
 Every stage resumes; runs and logs go to --runs (default ~/migm-runs/head_recipes).
 
@@ -34,10 +36,11 @@ from migm_shortcut.io import read_json, write_json
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "migm_shortcut.cli"]
 SHIPPED = ROOT / "migm_shortcut" / "weights" / "shortcut_head"
-ARMS = {"masked": ["--masked-only"], "all-positions": [], "direct-token-path": ["--masked-only", "--direct-token-path"]}
+ARMS = {"masked": ["--masked-only"], "all-positions": [], "direct-token-path": ["--masked-only", "--direct-token-path"],
+        "direct-all-positions": ["--direct-token-path"]}
 RECIPE = ["--init-head", str(SHIPPED), "--batch-size", "32", "--lr", "2e-4", "--kl-weight", "5", "--rollout", "3",
           "--seed", "0", "--device", "cpu", "--resume"]
-BUDGETS = (4, 6)
+BUDGETS = (4,)
 
 
 def sweep_config(heads: dict[str, Path]) -> dict:
@@ -69,7 +72,7 @@ def main() -> None:
     log = runs / "head_recipes.log"
     run(CLI + ["collect", "--num", "768", "--batch-size", "32", "--out", str(traj)], log)  # a no-op when complete
     result = {"kind": "head_recipes", "train_steps": args.steps, "recipe": " ".join(RECIPE[:-1]).replace(str(ROOT) + "/", ""),
-              "command": "python scripts/head_recipes.py", "trajectories": f"768 in {traj.name}, the last 64 held out",
+              "command": "python scripts/head_recipes.py", "trajectories": "the 768 trajectories scripts/compare_head_architectures.py collects (the last 64 held out)",
               "arms": {}}
     heads = {}
     for name in [a for a in args.arms.split(",") if a]:
@@ -79,7 +82,7 @@ def main() -> None:
             run(CLI + ["train-head", "--data", str(traj), *ARMS[name], "--out", str(out), "--steps", str(args.steps),
                        "--val-every", str(args.steps), *RECIPE], log)
         heads[name] = out / "shortcut_head"
-        arm = {"flags": " ".join(ARMS[name]) or "(none: MSE at every position)"}
+        arm = {"flags": " ".join(ARMS[name])}
         for rollout in (1, 3):
             scored = out / f"held_out_rollout{rollout}.json"
             if not scored.is_file():
@@ -102,7 +105,9 @@ def main() -> None:
         config = runs / "sweep_config.json"
         write_json(config, sweep_config(heads))
         run(CLI + ["sweep", "--config", str(config), "--out", str(runs / "sweep"), "--resume"], log)
-        rows = read_json(runs / "sweep" / "results.json")["rows"]
+        swept = read_json(runs / "sweep" / "results.json")
+        rows = swept["rows"]
+        result["sweep_images"] = swept["num_images_per_setting"]
         result["sweep"] = [{k: r.get(k) for k in ("setting", "full_steps", "speedup", "fid", "domain_fid", "prompt_accuracy")}
                            for r in rows if r["method"] != "real"]
     write_json(Path(args.out), result)
